@@ -1,0 +1,8 @@
+//! The plan: every stage of a schedule with concrete shapes, and the growth
+//! steps between them.
+
+pub mod model;
+pub mod train;
+
+pub use model::*;
+pub use train::*;

@@ -1,0 +1,66 @@
+//! Training settings of one stage, resolved to numbers.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Applied only to parameters whose `ParamSpec::weight_decay` is set.
+    pub weight_decay: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+/// LR multiplier over the whole schedule (all stages): linear warmup, then
+/// `decay` from 1 down to `min` at `total_steps`. Growth steps may add a
+/// re-warm, which restarts a linear ramp from the current multiplier's 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    pub decay: Decay,
+    pub warmup_steps: u64,
+    /// Final multiplier as a fraction of the peak LR.
+    pub min_ratio: f64,
+    /// Steps over which the decay runs; the sum of all stages' steps.
+    pub total_steps: u64,
+}
+
+impl LrSchedule {
+    /// The multiplier at global step `step` (0-based), ignoring re-warms.
+    pub fn multiplier(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let shape = match self.decay {
+            Decay::Constant => return 1.0,
+            Decay::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            Decay::Linear => 1.0 - t,
+        };
+        self.min_ratio + (1.0 - self.min_ratio) * shape
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub optimizer: AdamW,
+    pub schedule: LrSchedule,
+    /// Sequences per step.
+    pub batch: usize,
+    pub seed: u64,
+    /// Global-norm gradient clipping threshold; `None` disables clipping.
+    pub clip: Option<f64>,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+}
