@@ -1,1 +1,9 @@
-fn main() {}
+//! `gsc`: the Gradual Scaling Compiler's command line.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

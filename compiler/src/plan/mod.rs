@@ -2,7 +2,10 @@
 //! steps between them.
 
 pub mod model;
+pub mod render;
+pub mod schedule;
 pub mod train;
 
 pub use model::*;
+pub use schedule::*;
 pub use train::*;

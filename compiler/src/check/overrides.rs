@@ -1,0 +1,153 @@
+//! `--set key=value`: replaces (or adds) one setting of the file before it is
+//! checked. The override is appended to the source text as a comment line, so
+//! a diagnostic about its value points at text the user can see.
+
+use crate::diag::Diag;
+use crate::syntax::{parse_override, Expr, ExprKind, File, Ident, Item, Setting, Span, TrainStmt};
+
+pub struct Override {
+    pub path: Vec<String>,
+    pub value: Expr,
+    pub span: Span,
+}
+
+/// Appends `// --set KEY = VALUE` lines to `source` and parses their values.
+pub fn append(source: &mut String, overrides: &[String]) -> Result<Vec<Override>, Diag> {
+    let mut out = Vec::new();
+    if overrides.is_empty() {
+        return Ok(out);
+    }
+    source.push_str("\n// gsc --set\n");
+    for o in overrides {
+        let Some((key, value)) = o.split_once('=') else {
+            return Err(
+                Diag::error("gs::override", format!("`--set {o}` has no `=`"))
+                    .help("write `--set key=value`, e.g. `--set train.batch=32`"),
+            );
+        };
+        let line_start = source.len();
+        source.push_str(&format!("// --set {} = ", key.trim()));
+        let value_start = source.len();
+        source.push_str(value.trim());
+        source.push('\n');
+        let value = parse_override(source, value_start, source.len() - 1)?;
+        out.push(Override {
+            path: key.trim().split('.').map(str::to_string).collect(),
+            value,
+            span: Span::new(line_start, source.len() - 1),
+        });
+    }
+    Ok(out)
+}
+
+/// Applies the overrides to the parsed file.
+pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
+    for o in overrides {
+        let path: Vec<&str> = o.path.iter().map(String::as_str).collect();
+        let unknown = |what: &str| {
+            Diag::error("gs::override", format!("`--set {}`: {what}", o.path.join(".")))
+                .label(o.span, "this override")
+                .help("keys are `data.KEY`, `model.NAME.KEY` (or `model.KEY` with one model), `train.KEY` and `train.lr`")
+        };
+        let setting = |key: &str| Setting {
+            key: Ident {
+                name: key.to_string(),
+                span: o.span,
+            },
+            value: o.value.clone(),
+            span: o.span,
+        };
+        match path.as_slice() {
+            ["train", "lr"] => {
+                let Some(opt) = train_settings(file)
+                    .and_then(|s| s.into_iter().find(|s| s.key.name == "optimizer"))
+                else {
+                    return Err(unknown(
+                        "the file has no `optimizer` to change the learning rate of",
+                    ));
+                };
+                let ExprKind::Call { args, .. } = &mut opt.value.kind else {
+                    return Err(unknown("the optimizer is not a call with arguments"));
+                };
+                match args
+                    .iter_mut()
+                    .find(|a| a.name.as_ref().is_some_and(|n| n.name == "lr"))
+                {
+                    Some(a) => a.value = o.value.clone(),
+                    None => args.push(crate::syntax::Arg {
+                        name: Some(setting("lr").key),
+                        value: o.value.clone(),
+                    }),
+                }
+            }
+            ["train", key] => {
+                let Some(block) = file.items.iter_mut().find_map(|i| match i {
+                    Item::Train(t) => Some(t),
+                    _ => None,
+                }) else {
+                    return Err(unknown("the file has no train block"));
+                };
+                let existing = block.stmts.iter_mut().find_map(|s| match s {
+                    TrainStmt::Setting(s) if s.key.name == *key => Some(s),
+                    _ => None,
+                });
+                match existing {
+                    Some(s) => s.value = o.value.clone(),
+                    None => block.stmts.push(TrainStmt::Setting(setting(key))),
+                }
+            }
+            ["data", rest @ ..] | ["model", rest @ ..] => {
+                let is_data = path[0] == "data";
+                let blocks: Vec<&mut Vec<Setting>> = file
+                    .items
+                    .iter_mut()
+                    .filter_map(|i| match i {
+                        Item::Data(d) if is_data && (rest.len() == 1 || d.name.name == rest[0]) => {
+                            Some(&mut d.settings)
+                        }
+                        Item::Model(m)
+                            if !is_data && (rest.len() == 1 || m.name.name == rest[0]) =>
+                        {
+                            Some(&mut m.settings)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let key = match rest {
+                    [key] | [_, key] => *key,
+                    _ => return Err(unknown("expected one key after the block")),
+                };
+                if blocks.len() != 1 {
+                    return Err(unknown(if blocks.is_empty() {
+                        "no such block"
+                    } else {
+                        "several blocks match: name one"
+                    }));
+                }
+                for settings in blocks {
+                    match settings.iter_mut().find(|s| s.key.name == key) {
+                        Some(s) => s.value = o.value.clone(),
+                        None => settings.push(setting(key)),
+                    }
+                }
+            }
+            _ => return Err(unknown("unknown key")),
+        }
+    }
+    Ok(())
+}
+
+fn train_settings(file: &mut File) -> Option<Vec<&mut Setting>> {
+    file.items.iter_mut().find_map(|i| match i {
+        Item::Train(t) => Some(
+            t.stmts
+                .iter_mut()
+                .filter_map(|s| match s {
+                    TrainStmt::Setting(s) => Some(s),
+                    TrainStmt::Every(_) => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
+}

@@ -1,0 +1,336 @@
+//! A `grow MODEL { … }` block → a RunPlan: stages with concrete shapes, the
+//! growth steps before each, and the budget of each stage in steps.
+
+use super::data::Data;
+use super::eval::{self, NoNames};
+use super::growth;
+use super::model::Model;
+use super::train::{self, TrainSettings};
+use crate::diag::{suggestion, Diag};
+use crate::plan::{Decay, GrowthStep, ModelConfig, RunKind, RunPlan, StagePlan, Target, Totals};
+use crate::syntax::{Budget, Expr, GrowBlock, SchedStmt, Span, Unit};
+
+/// A stage before the schedule's total length (and so its LR schedule) is known.
+pub struct Draft {
+    pub name: String,
+    pub growth: Vec<GrowthStep>,
+    pub model: ModelConfig,
+    pub batch: usize,
+    pub lr: f64,
+    pub steps: Option<u64>,
+    pub until: Option<Target>,
+}
+
+pub fn check(
+    block: &GrowBlock,
+    model: &Model,
+    data: &Data,
+    train: &TrainSettings,
+    diags: &mut Vec<Diag>,
+) -> Option<RunPlan> {
+    let errors_before = diags.iter().filter(|d| d.is_error()).count();
+    let mut cur = model.config.clone();
+    let mut batch = train.batch;
+    let mut lr = train.optimizer.lr;
+    let mut pending: Vec<GrowthStep> = Vec::new();
+    let mut pending_span: Option<Span> = None;
+    let mut drafts: Vec<(Draft, Span)> = Vec::new();
+    let mut unbounded: Option<Span> = None;
+    let mut context_span = model.spans.context;
+    let mut broken = false;
+
+    check_context(cur.context, context_span, data, diags);
+    for stmt in &block.stmts {
+        if let Some(u) = unbounded {
+            diags.push(
+                Diag::error(
+                    "gs::unbounded-stage",
+                    "nothing can come after a stage with no end",
+                )
+                .label(stmt.span(), "never reached")
+                .label(u, "this stage trains until its target, with no cap")
+                .help("give the earlier stage a cap, e.g. `until val_loss <= 1.5 or 10k steps`"),
+            );
+            break;
+        }
+        match stmt {
+            SchedStmt::Stage(st) => {
+                if let Some((_, first)) = drafts.iter().find(|(d, _)| d.name == st.name.name) {
+                    diags.push(
+                        Diag::error(
+                            "gs::duplicate-name",
+                            format!("two stages are named `{}`", st.name.name),
+                        )
+                        .label(st.name.span, "second stage with this name")
+                        .label(*first, "first one")
+                        .help("give each stage its own name"),
+                    );
+                }
+                let tokens_per_step = (batch * cur.context) as f64;
+                let flops_per_step = cur.flops_per_token() * tokens_per_step;
+                let (steps, until) = match &st.budget {
+                    Budget::Amount { amount } => {
+                        match budget(amount, tokens_per_step, flops_per_step) {
+                            Ok(s) => (Some(s), None),
+                            Err(d) => {
+                                diags.push(d);
+                                broken = true;
+                                (Some(0), None)
+                            }
+                        }
+                    }
+                    Budget::Until {
+                        metric,
+                        strict,
+                        target,
+                        cap,
+                        span,
+                    } => {
+                        if metric.name != "val_loss" {
+                            diags.push(
+                                Diag::error(
+                                    "gs::unknown-name",
+                                    format!("cannot train until `{}`", metric.name),
+                                )
+                                .label(metric.span, "not a metric")
+                                .help(suggestion(&metric.name, &["val_loss"])),
+                            );
+                        }
+                        let value = eval::number(target, &mut NoNames)
+                            .map_err(|d| diags.push(d))
+                            .unwrap_or(0.0);
+                        let steps = match cap {
+                            Some(c) => budget(c, tokens_per_step, flops_per_step)
+                                .map_err(|d| diags.push(d))
+                                .ok(),
+                            None => {
+                                unbounded = Some(*span);
+                                None
+                            }
+                        };
+                        (
+                            steps,
+                            Some(Target {
+                                metric: metric.name.clone(),
+                                value,
+                                strict: *strict,
+                            }),
+                        )
+                    }
+                };
+                let draft = Draft {
+                    name: st.name.name.clone(),
+                    growth: std::mem::take(&mut pending),
+                    model: cur.clone(),
+                    batch,
+                    lr,
+                    steps,
+                    until,
+                };
+                pending_span = None;
+                drafts.push((draft, st.name.span));
+            }
+            SchedStmt::Grow(g) => {
+                if broken {
+                    continue;
+                }
+                match growth::check(g, &cur) {
+                    Ok((step, grown)) => {
+                        if step.axis == crate::plan::Axis::Context {
+                            context_span = g.span;
+                            check_context(grown.context, context_span, data, diags);
+                        }
+                        if !step.exact {
+                            diags.push(
+                                Diag::warning("gs::inexact-growth", format!("growing {} by {} does not preserve the model's function", step.axis.name(), step.method.describe()))
+                                    .label(g.span, "the loss will jump here")
+                                    .help("that is expected for a baseline such as G_stack; for an exact step use `by identity` (layers) or drop `noise`"),
+                            );
+                        }
+                        pending.push(step);
+                        pending_span.get_or_insert(g.span);
+                        cur = grown;
+                    }
+                    Err(d) => {
+                        diags.push(d);
+                        // Later steps would be checked against a wrong shape.
+                        broken = true;
+                    }
+                }
+            }
+            SchedStmt::Set(s) => match s.key.name.as_str() {
+                "batch" => match train::batch(&s.value) {
+                    Ok(b) => batch = b,
+                    Err(d) => diags.push(d),
+                },
+                "lr" => match eval::number(&s.value, &mut NoNames) {
+                    Ok(v) if v > 0.0 => lr = v,
+                    Ok(_) => diags.push(
+                        Diag::error("gs::value", "the learning rate must be positive")
+                            .label(s.value.span, "not positive"),
+                    ),
+                    Err(d) => diags.push(d),
+                },
+                other => diags.push(
+                    Diag::error(
+                        "gs::unknown-key",
+                        format!("`set {other}` is not a schedule setting"),
+                    )
+                    .label(s.key.span, "cannot be set between stages")
+                    .help(format!(
+                        "{}; dimensions change with `grow`",
+                        suggestion(other, &["batch", "lr"])
+                    )),
+                ),
+            },
+        }
+    }
+    if let Some(span) = pending_span {
+        diags.push(
+            Diag::error(
+                "gs::growth-after-last-stage",
+                "this growth is never trained",
+            )
+            .label(span, "no stage follows")
+            .help("add a stage after it, e.g. `stage final: train 1000 steps`"),
+        );
+    }
+    if drafts.is_empty() {
+        diags.push(
+            Diag::error(
+                "gs::empty-schedule",
+                format!("the schedule of `{}` has no stage", block.model.name),
+            )
+            .label(block.model.span, "nothing to train")
+            .help("add a stage, e.g. `stage main: train 1000 steps`"),
+        );
+    }
+    if unbounded.is_some() && train.decay != Decay::Constant {
+        diags.push(
+            Diag::error(
+                "gs::unbounded-stage",
+                "a decaying LR schedule needs a run of known length",
+            )
+            .label(unbounded.unwrap_or_default(), "no cap on this stage")
+            .label(train.span, "the train block's schedule decays")
+            .help("give the stage a cap (`or 10k steps`), or use `schedule = constant`"),
+        );
+    }
+    if diags.iter().filter(|d| d.is_error()).count() > errors_before {
+        return None;
+    }
+    Some(assemble(
+        &block.model.name,
+        RunKind::Schedule,
+        drafts.into_iter().map(|(d, _)| d).collect(),
+        train,
+    ))
+}
+
+/// Turns drafts into stages once the total length is known.
+pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSettings) -> RunPlan {
+    let total_steps: u64 = drafts.iter().filter_map(|d| d.steps).sum();
+    let bounded = drafts.last().is_some_and(|d| d.steps.is_some());
+    let mut first_step = 0;
+    let mut totals = Totals {
+        bounded,
+        ..Totals::default()
+    };
+    let stages = drafts
+        .into_iter()
+        .map(|d| {
+            let stage = StagePlan {
+                name: d.name,
+                growth: d.growth,
+                train: train.config(d.model.arch, d.batch, d.lr, total_steps),
+                first_step,
+                steps: d.steps,
+                until: d.until,
+                param_count: d.model.param_count(),
+                flops_per_token: d.model.flops_per_token(),
+                model: d.model,
+            };
+            first_step += d.steps.unwrap_or(0);
+            totals.steps += stage.steps.unwrap_or(0);
+            totals.tokens += stage.tokens().unwrap_or(0);
+            totals.flops += stage.flops().unwrap_or(0.0);
+            stage
+        })
+        .collect();
+    RunPlan {
+        name: name.to_string(),
+        kind,
+        stages,
+        totals,
+    }
+}
+
+/// `1500 steps`, `2M tokens` or `1e15 flops` → a number of steps (rounded up).
+pub fn budget(e: &Expr, tokens_per_step: f64, flops_per_step: f64) -> Result<u64, Diag> {
+    let q = eval::quantity(e, &mut NoNames)?;
+    let steps = match q.unit {
+        Some(Unit::Steps) => q.value,
+        Some(Unit::Tokens) => (q.value / tokens_per_step).ceil(),
+        Some(Unit::Flops) => (q.value / flops_per_step).ceil(),
+        Some(u) => {
+            return Err(Diag::error(
+                "gs::unit",
+                format!(
+                    "a stage trains for steps, tokens or flops, not {}",
+                    u.word()
+                ),
+            )
+            .label(e.span, format!("in {}", u.word()))
+            .help("write e.g. `1500 steps`, `2M tokens` or `1e15 flops`"))
+        }
+        None => {
+            return Err(Diag::error("gs::unit", "a training budget needs a unit")
+                .label(e.span, "steps? tokens? flops?")
+                .help(format!(
+                    "write e.g. `{} steps` or `{} tokens`",
+                    eval::show_number(q.value),
+                    eval::show_number(q.value)
+                )))
+        }
+    };
+    if steps < 1.0 || q.percent {
+        return Err(
+            Diag::error("gs::value", "a stage must train for at least one step")
+                .label(e.span, "less than one step")
+                .help(format!(
+                    "one step is {} tokens here",
+                    eval::show_number(tokens_per_step)
+                )),
+        );
+    }
+    if steps.fract() != 0.0 {
+        return Err(
+            Diag::error("gs::not-integer", "a number of steps must be whole")
+                .label(e.span, "fractional steps"),
+        );
+    }
+    Ok(steps as u64)
+}
+
+/// The model reads `context + 1` tokens per sequence, from both splits.
+pub fn check_context(context: usize, span: Span, data: &Data, diags: &mut Vec<Diag>) {
+    let (split, tokens) = if data.plan.val_tokens <= data.plan.train_tokens {
+        ("validation", data.plan.val_tokens)
+    } else {
+        ("training", data.plan.train_tokens)
+    };
+    if context as u64 + 1 > tokens {
+        diags.push(
+            Diag::error(
+                "gs::context-too-long",
+                format!("context {context} is longer than the {split} split ({tokens} tokens)"),
+            )
+            .label(span, format!("needs {} tokens per sequence", context + 1))
+            .label(data.val_span, "the split is set here")
+            .help(format!(
+                "use a context of at most {} or more text",
+                tokens.saturating_sub(1)
+            )),
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The plan of a whole `.gs` file: the data, and for every run (the growth
+//! schedules and the comparison baselines) its stages with concrete shapes
+//! and the growth steps between them.
+
+use super::{ModelConfig, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub file: String,
+    pub data: DataPlan,
+    pub runs: Vec<RunPlan>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataPlan {
+    pub name: String,
+    pub files: Vec<DataFile>,
+    pub tokenizer: String,
+    pub vocab: usize,
+    /// Fraction of the text, taken from its end, held out for validation.
+    pub val_fraction: f64,
+    pub train_tokens: u64,
+    pub val_tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// As written in the `.gs` file.
+    pub path: String,
+    /// Resolved against the `.gs` file's folder; what the runtime opens.
+    pub resolved: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A `grow` block of the file.
+    Schedule,
+    /// `compare … = scratch(…)`: the final shape trained from scratch.
+    Scratch,
+    /// `compare … = doubling(…)`: HyperCloning-style ×2 width growth.
+    Doubling,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub name: String,
+    pub kind: RunKind,
+    pub stages: Vec<StagePlan>,
+    pub totals: Totals,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub steps: u64,
+    pub tokens: u64,
+    pub flops: f64,
+    /// False when the last stage trains until a target with no cap.
+    pub bounded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub name: String,
+    /// Growth applied to the previous stage's model before this stage trains.
+    pub growth: Vec<GrowthStep>,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// Global step at which the stage starts.
+    pub first_step: u64,
+    /// Steps the stage trains; for `until` stages, the cap (None if uncapped).
+    pub steps: Option<u64>,
+    pub until: Option<Target>,
+    pub param_count: usize,
+    pub flops_per_token: f64,
+}
+
+impl StagePlan {
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.train.batch * self.model.context) as u64
+    }
+
+    pub fn tokens(&self) -> Option<u64> {
+        self.steps.map(|s| s * self.tokens_per_step())
+    }
+
+    pub fn flops(&self) -> Option<f64> {
+        self.tokens().map(|t| t as f64 * self.flops_per_token)
+    }
+}
+
+/// Stop a stage early once the validation loss reaches `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub metric: String,
+    pub value: f64,
+    /// `<` rather than `<=`.
+    pub strict: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Axis {
+    DModel,
+    Heads,
+    KvHeads,
+    Ffn,
+    Layers,
+    Context,
+}
+
+impl Axis {
+    pub const ALL: [(&'static str, Axis); 6] = [
+        ("d_model", Axis::DModel),
+        ("heads", Axis::Heads),
+        ("kv_heads", Axis::KvHeads),
+        ("ffn", Axis::Ffn),
+        ("layers", Axis::Layers),
+        ("context", Axis::Context),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Axis::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+
+    pub fn size(self, m: &ModelConfig) -> usize {
+        match self {
+            Axis::DModel => m.d_model,
+            Axis::Heads => m.heads,
+            Axis::KvHeads => m.kv_heads,
+            Axis::Ffn => m.ffn,
+            Axis::Layers => m.layers,
+            Axis::Context => m.context,
+        }
+    }
+
+    pub fn set(self, m: &mut ModelConfig, size: usize) {
+        match self {
+            Axis::DModel => m.d_model = size,
+            Axis::Heads => m.heads = size,
+            Axis::KvHeads => m.kv_heads = size,
+            Axis::Ffn => m.ffn = size,
+            Axis::Layers => m.layers = size,
+            Axis::Context => m.context = size,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Every copy of a coordinate gets the same coefficient 1/√n.
+    Even,
+    /// Copies get unequal coefficients (still Σc² = 1): breaks symmetry exactly.
+    Uneven,
+}
+
+/// How new units are initialised (growth.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Method {
+    /// Residual width by an isometric replication map E (EᵀE = I).
+    Isometric { split: Split },
+    /// Copies of existing units (HyperCloning for width, Net2Net for FFN).
+    Copy,
+    /// New units whose output weights (or gates) start at zero.
+    Zero,
+    /// New blocks with Wo = Wdown = 0 (gpt) or α = 0 (ngpt).
+    Identity,
+    /// New blocks copied from their neighbours (G_stack); not function-preserving.
+    Stack,
+    /// New units behind a mask ramped 0 → 1 over `steps` (MSG).
+    Ramp { steps: u64 },
+    /// Context: RoPE has no parameters, nothing to initialise.
+    Extend,
+}
+
+impl Method {
+    pub fn describe(&self) -> String {
+        match self {
+            Method::Isometric { split: Split::Even } => "isometric(split = even)".into(),
+            Method::Isometric {
+                split: Split::Uneven,
+            } => "isometric(split = uneven)".into(),
+            Method::Copy => "copy".into(),
+            Method::Zero => "zero".into(),
+            Method::Identity => "identity".into(),
+            Method::Stack => "stack".into(),
+            Method::Ramp { steps } => format!("ramp({steps} steps)"),
+            Method::Extend => "extend".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerPolicy {
+    /// Adam moments follow the parameters through the same map.
+    Map,
+    /// Old coordinates keep their moments, new ones start at zero.
+    ZeroNew,
+    /// All moments restart at zero.
+    Reset,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrowthStep {
+    pub axis: Axis,
+    pub from: usize,
+    pub to: usize,
+    pub method: Method,
+    /// For `layers`: indices in the grown stack where the new blocks sit.
+    pub positions: Vec<usize>,
+    /// Std of symmetry-breaking noise (projected off the map's range where exact).
+    pub noise: f64,
+    pub optimizer: OptimizerPolicy,
+    pub rewarm_steps: u64,
+    /// Whether the grown model computes exactly the same function.
+    pub exact: bool,
+    /// Every parameter whose shape changes, or that is new.
+    pub changes: Vec<ParamChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParamChange {
+    /// Parameter name in the grown model; per-layer names use `*` for
+    /// "every block" and list the blocks in `layers`.
+    pub param: String,
+    pub from: Option<Vec<usize>>,
+    pub to: Vec<usize>,
+}

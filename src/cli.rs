@@ -1,0 +1,179 @@
+//! Subcommands. Exit codes: 0 success, 1 a problem with the user's input
+//! (diagnostics were printed), 2 bad usage (clap's own).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gsc_compiler::{check_source, plan::render, syntax, Checked};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gsc",
+    version,
+    about = "The Gradual Scaling Compiler: train a language model while growing it in place"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check .gs files and print their diagnostics; exit 1 on any error.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override a setting, e.g. `--set train.batch=32` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Compile a .gs file and print one level of the lowering.
+    Compile {
+        file: PathBuf,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = Emit::Plan)]
+        emit: Emit,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Override a setting, e.g. `--set train.batch=32` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Rewrite .gs files in canonical form (comments are kept).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 if any file is not in canonical form.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    /// The syntax tree, with byte spans.
+    Ast,
+    /// Every stage's shapes, parameters and FLOPs, the growth steps, the totals.
+    Plan,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ok = match cli.command {
+        Command::Check { files, set } => files.iter().filter(|f| !check(f, &set)).count() == 0,
+        Command::Compile {
+            file,
+            emit,
+            format,
+            set,
+        } => compile(&file, emit, format, &set),
+        Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                eprintln!("error: `{}` is not UTF-8 text", path.display());
+                None
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Reads and checks one file, printing its diagnostics to stderr.
+fn checked(path: &Path, set: &[String]) -> Option<Checked> {
+    let source = read(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let c = check_source(&path.display().to_string(), &source, base, set);
+    if !c.report.diags.is_empty() {
+        eprint!("{}", c.report.render(color()));
+    }
+    Some(c)
+}
+
+fn check(path: &Path, set: &[String]) -> bool {
+    checked(path, set).is_some_and(|c| !c.report.has_errors())
+}
+
+fn compile(path: &Path, emit: Emit, format: Format, set: &[String]) -> bool {
+    let Some(c) = checked(path, set) else {
+        return false;
+    };
+    match emit {
+        Emit::Ast => match (&c.ast, format) {
+            (Some(ast), Format::Json) => println!("{}", to_json(ast)),
+            (Some(ast), Format::Text) => println!("{ast:#?}"),
+            (None, _) => return false,
+        },
+        Emit::Plan => match (&c.plan, format) {
+            (Some(plan), Format::Json) => println!("{}", to_json(plan)),
+            (Some(plan), Format::Text) => print!("{}", render::plan_text(plan)),
+            (None, _) => return false,
+        },
+    }
+    !c.report.has_errors()
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("plans and ASTs are plain data")
+}
+
+fn fmt(path: &Path, check_only: bool) -> bool {
+    let Some(source) = read(path) else {
+        return false;
+    };
+    let file = match syntax::parse(&source) {
+        Ok(f) => f,
+        Err(d) => {
+            let report = gsc_compiler::diag::Report {
+                name: path.display().to_string(),
+                source,
+                diags: vec![d],
+            };
+            eprint!("{}", report.render(color()));
+            return false;
+        }
+    };
+    let formatted = syntax::format::format(&source, &file);
+    if formatted == source {
+        return true;
+    }
+    if check_only {
+        eprintln!(
+            "{} is not formatted; run `gsc fmt {}`",
+            path.display(),
+            path.display()
+        );
+        return false;
+    }
+    match gsc_runtime::fsutil::write_atomic(path, formatted.as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            false
+        }
+    }
+}
