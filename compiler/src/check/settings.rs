@@ -1,24 +1,28 @@
 //! A block's `key = value` settings: unknown keys (with the closest known
 //! name), keys given twice, and required keys that are missing.
 
-use crate::diag::{suggestion, Diag};
+use crate::diag::{closest, suggestion, Diag};
 use crate::syntax::{Setting, Span};
 
 pub struct Settings<'a> {
     items: Vec<&'a Setting>,
+    /// Known keys that an unknown key was probably a typo of: already reported.
+    typo_of: Vec<&'static str>,
 }
 
 impl<'a> Settings<'a> {
     pub fn new(
         settings: impl IntoIterator<Item = &'a Setting>,
-        known: &[&str],
+        known: &[&'static str],
         block: &str,
         diags: &mut Vec<Diag>,
     ) -> Self {
         let mut items: Vec<&Setting> = Vec::new();
+        let mut typo_of = Vec::new();
         for s in settings {
             let key = s.key.name.as_str();
             if !known.contains(&key) {
+                typo_of.extend(closest(key, known.iter().copied()));
                 diags.push(
                     Diag::error(
                         "gs::unknown-key",
@@ -41,7 +45,7 @@ impl<'a> Settings<'a> {
                 items.push(s);
             }
         }
-        Settings { items }
+        Settings { items, typo_of }
     }
 
     pub fn get(&self, key: &str) -> Option<&'a Setting> {
@@ -58,7 +62,7 @@ impl<'a> Settings<'a> {
         diags: &mut Vec<Diag>,
     ) -> Option<&'a Setting> {
         let s = self.get(key);
-        if s.is_none() {
+        if s.is_none() && !self.typo_of.contains(&key) {
             diags.push(
                 Diag::error("gs::missing-key", format!("{block} has no `{key}`"))
                     .label(header, format!("`{key}` is required here"))
