@@ -10,7 +10,9 @@ data shakespeare {
 
 model base = gpt {
     context = 256
-    d_model = 128   heads = 2   layers = 4
+    d_model = 128
+    heads = 2
+    layers = 4
     ffn = 4 * d_model
     norm = layernorm
     activation = gelu
@@ -27,11 +29,12 @@ train {
 
 grow base {
     stage half: train 1500 steps
-    grow d_model * 2 by copy          // HyperCloning: [h; h], readers / 2
+    grow d_model * 2 by copy // HyperCloning: [h; h], readers / 2
     grow heads * 2 by copy
     grow ffn * 2 by copy
     stage full: train 1500 steps
 }
 
 compare scratch = scratch(base, same flops)
+
 compare hyper = doubling(base, same flops, at = 50%)

@@ -10,7 +10,9 @@ data shakespeare {
 
 model base = ngpt {
     context = 128
-    d_model = 128   head_dim = 32   layers = 3   // 4 heads
+    d_model = 128
+    head_dim = 32
+    layers = 3 // 4 heads
     ffn = 3 * d_model
 }
 
@@ -26,19 +28,19 @@ train {
 grow base {
     stage s1: train 600 steps
 
-    grow d_model * 1.25 by isometric(split = uneven)          // 128 → 160
-    grow ffn to 3 * d_model by copy, optimizer = map           // 384 → 480
+    grow d_model * 1.25 by isometric(split = uneven) // 128 → 160
+    grow ffn to 3 * d_model by copy, optimizer = map // 384 → 480
     stage s2: train 600 steps
 
-    grow d_model * 1.25 by isometric(split = uneven), noise = 1e-3   // 160 → 200
-    grow heads + 1 by ramp(100 steps)                          // 4 → 5 heads of 32
+    grow d_model * 1.25 by isometric(split = uneven), noise = 1e-3 // 160 → 200
+    grow heads + 1 by ramp(100 steps) // 4 → 5 heads of 32
     grow layers + 1 at [2] by identity, rewarm = 50 steps
     stage s3: train 600 steps
 
-    grow d_model to 256 by isometric(split = uneven)           // 200 → 256
+    grow d_model to 256 by isometric(split = uneven) // 200 → 256
     grow ffn to 3 * d_model by zero
-    grow context to 256                                        // long context late
-    set batch = 8 sequences                                    // same tokens per step
+    grow context to 256 // long context late
+    set batch = 8 sequences // same tokens per step
     stage s4: train until val_loss <= 1.45 or 1200 steps
 }
 

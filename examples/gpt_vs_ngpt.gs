@@ -5,12 +5,14 @@
 
 data shakespeare {
     text = "../data/tinyshakespeare.txt"
-    val = 10%                        // the last 10% (from byte 1,003,854)
+    val = 10% // the last 10% (from byte 1,003,854)
 }
 
 model gpt = gpt {
     context = 256
-    d_model = 256   heads = 4   layers = 4
+    d_model = 256
+    heads = 4
+    layers = 4
     ffn = 4 * d_model
     activation = gelu
     norm = rmsnorm
@@ -19,7 +21,9 @@ model gpt = gpt {
 
 model ngpt = ngpt {
     context = 256
-    d_model = 256   heads = 4   layers = 4
+    d_model = 256
+    heads = 4
+    layers = 4
     ffn = 4 * d_model
 }
 

@@ -11,7 +11,9 @@ data shakespeare {
 model tiny = gpt {
     vocab = tokenizer
     context = 64
-    d_model = 32   heads = 2   layers = 2
+    d_model = 32
+    heads = 2
+    layers = 2
     ffn = 4 * d_model
 }
 
@@ -28,7 +30,7 @@ train {
 
 grow tiny {
     stage small: train 40 steps
-    grow d_model * 1.25 by isometric(split = uneven)   // 32 → 40
-    grow layers + 1 at [1] by identity                   // a new middle block
+    grow d_model * 1.25 by isometric(split = uneven) // 32 → 40
+    grow layers + 1 at [1] by identity // a new middle block
     stage grown: train 40 steps
 }

@@ -17,7 +17,11 @@ pub fn format(source: &str, file: &File) -> String {
         if i > 0 {
             f.out.push('\n');
         }
-        f.item(item);
+        let limit = file
+            .items
+            .get(i + 1)
+            .map_or(source.len(), |n| n.span().start);
+        f.item(item, limit);
     }
     f.leading(source.len(), 0);
     while f.out.ends_with("\n\n") {
@@ -53,10 +57,14 @@ impl Formatter<'_> {
         }
     }
 
-    /// Appends the comment that follows `end` on the same source line, if any.
-    fn trailing(&mut self, end: usize) {
+    /// Appends the comment that follows `end` on the same source line, if
+    /// any, unless another node starts before it (`limit`): it is that node's.
+    fn trailing(&mut self, end: usize, limit: usize) {
         if let Some(c) = self.comments.get(self.next) {
-            if c.span.start >= end && !self.source[end..c.span.start].contains('\n') {
+            if c.span.start >= end
+                && c.span.start < limit
+                && !self.source[end..c.span.start].contains('\n')
+            {
                 if self.out.ends_with('\n') {
                     self.out.pop();
                 }
@@ -92,15 +100,16 @@ impl Formatter<'_> {
 
     /// A one-line node: its comments first (including any inside a
     /// multi-line expression, which have nowhere else to go), then the line.
-    fn stmt(&mut self, span: Span, depth: usize, text: &str) {
+    fn stmt(&mut self, span: Span, depth: usize, text: &str, limit: usize) {
         self.leading(span.end, depth);
         self.blank_line_before(span.start);
         self.line(depth, text);
         self.last_end = span.end;
-        self.trailing(span.end);
+        self.trailing(span.end, limit);
     }
 
-    fn block(&mut self, span: Span, header: &str, body: impl FnOnce(&mut Self)) {
+    /// A block and its statements, each given as its span and canonical text.
+    fn block(&mut self, span: Span, header: &str, stmts: Vec<(Span, String)>, limit: usize) {
         self.leading(span.start, 0);
         self.blank_line_before(span.start);
         self.line(0, &format!("{header} {{"));
@@ -108,48 +117,55 @@ impl Formatter<'_> {
             .find('{')
             .map_or(span.start, |i| span.start + i + 1);
         self.last_end = brace;
-        self.trailing(brace);
-        body(self);
+        let first = stmts.first().map_or(span.end, |(s, _)| s.start);
+        self.trailing(brace, first);
+        for (i, (s, text)) in stmts.iter().enumerate() {
+            let next = stmts.get(i + 1).map_or(span.end, |(n, _)| n.start);
+            self.stmt(*s, 1, text, next);
+        }
         self.leading(span.end, 1);
         self.line(0, "}");
         self.last_end = span.end;
-        self.trailing(span.end);
+        self.trailing(span.end, limit);
     }
 
-    fn item(&mut self, item: &Item) {
+    /// One top-level item; `limit` is where the next one starts.
+    fn item(&mut self, item: &Item, limit: usize) {
+        let settings = |list: &[Setting]| list.iter().map(|s| (s.span, setting(s))).collect();
         match item {
-            Item::Data(b) => self.block(b.span, &format!("data {}", b.name.name), |f| {
-                for s in &b.settings {
-                    f.stmt(s.span, 1, &setting(s));
-                }
-            }),
-            Item::Model(b) => self.block(
+            Item::Data(b) => self.block(
                 b.span,
-                &format!("model {} = {}", b.name.name, b.arch.name),
-                |f| {
-                    for s in &b.settings {
-                        f.stmt(s.span, 1, &setting(s));
-                    }
-                },
+                &format!("data {}", b.name.name),
+                settings(&b.settings),
+                limit,
             ),
-            Item::Train(b) => self.block(b.span, "train", |f| {
-                for s in &b.stmts {
-                    let text = match s {
-                        TrainStmt::Setting(s) => setting(s),
-                        TrainStmt::Every(e) => every(e),
-                    };
-                    f.stmt(s.span(), 1, &text);
-                }
-            }),
-            Item::Grow(b) => self.block(b.span, &format!("grow {}", b.model.name), |f| {
-                for s in &b.stmts {
-                    f.stmt(s.span(), 1, &sched_stmt(s));
-                }
-            }),
+            Item::Model(b) => {
+                let header = format!("model {} = {}", b.name.name, b.arch.name);
+                self.block(b.span, &header, settings(&b.settings), limit)
+            }
+            Item::Train(b) => {
+                let stmts = b
+                    .stmts
+                    .iter()
+                    .map(|s| {
+                        let text = match s {
+                            TrainStmt::Setting(s) => setting(s),
+                            TrainStmt::Every(e) => every(e),
+                        };
+                        (s.span(), text)
+                    })
+                    .collect();
+                self.block(b.span, "train", stmts, limit)
+            }
+            Item::Grow(b) => {
+                let stmts = b.stmts.iter().map(|s| (s.span(), sched_stmt(s))).collect();
+                self.block(b.span, &format!("grow {}", b.model.name), stmts, limit)
+            }
             Item::Compare(c) => self.stmt(
                 c.span,
                 0,
                 &format!("compare {} = {}", c.name.name, expr(&c.run)),
+                limit,
             ),
         }
     }

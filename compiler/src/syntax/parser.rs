@@ -38,8 +38,43 @@ pub fn parse_override(source: &str, start: usize, end: usize) -> Result<Expr, Di
     Ok(expr(e))
 }
 
+/// The pair's span without the whitespace and comments pest's implicit
+/// skipping leaves at its end (after an optional repetition that matched nothing).
 fn span(p: &Pair<Rule>) -> Span {
-    Span::new(p.as_span().start(), p.as_span().end())
+    let start = p.as_span().start();
+    Span::new(start, start + without_trailing_trivia(p.as_str()).len())
+}
+
+fn without_trailing_trivia(mut text: &str) -> &str {
+    loop {
+        let trimmed = text.trim_end();
+        if let Some(body) = trimmed.strip_suffix("*/") {
+            match body.rfind("/*") {
+                Some(open) => text = &trimmed[..open],
+                None => return trimmed,
+            }
+            continue;
+        }
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        match line_comment_start(&trimmed[line_start..]) {
+            Some(at) => text = &trimmed[..line_start + at],
+            None => return trimmed,
+        }
+    }
+}
+
+/// Where a `//` comment starts on this line, outside string literals.
+fn line_comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let bytes = line.as_bytes();
+    for i in 0..bytes.len() {
+        match bytes[i] {
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn ident(p: Pair<Rule>) -> Ident {

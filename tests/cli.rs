@@ -1,0 +1,144 @@
+//! End-to-end runs of the `gsc` binary: exit codes and what it prints.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn gsc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gsc"))
+        .args(args)
+        .output()
+        .expect("gsc runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("gsc exited, not killed by a signal")
+}
+
+#[test]
+fn check_accepts_every_example() {
+    for path in common::examples() {
+        let o = gsc(&["check", path.to_str().unwrap()]);
+        assert_eq!(
+            code(&o),
+            0,
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn compile_prints_the_plan() {
+    for path in common::examples() {
+        let o = gsc(&["compile", path.to_str().unwrap(), "--emit=plan"]);
+        assert_eq!(code(&o), 0);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("FLOPs/token") && text.contains("total:"),
+            "{text}"
+        );
+        let o = gsc(&[
+            "compile",
+            path.to_str().unwrap(),
+            "--emit=plan",
+            "--format=json",
+        ]);
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+        assert!(
+            json["runs"][0]["stages"][0]["param_count"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+}
+
+#[test]
+fn errors_exit_1_with_a_diagnostic() {
+    let o = gsc(&["check", "tests/ui/heads_not_dividing.gs"]);
+    assert_eq!(code(&o), 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gs::divisibility") && err.contains("help:"),
+        "{err}"
+    );
+
+    let o = gsc(&["check", "no/such/file.gs"]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/file.gs"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(code(&gsc(&["compile"])), 2);
+    assert_eq!(
+        code(&gsc(&["compile", "examples/smoke.gs", "--emit=nonsense"])),
+        2
+    );
+    assert_eq!(code(&gsc(&["frobnicate"])), 2);
+    assert_eq!(code(&gsc(&["--help"])), 0);
+}
+
+#[test]
+fn fmt_check_and_rewrite() {
+    let dir = std::env::temp_dir().join(format!("gsc-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("messy.gs");
+    std::fs::write(
+        &file,
+        "model m=gpt{context=8 d_model=8 // dims\nheads=2 layers=1}\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(code(&gsc(&["fmt", "--check", f])), 1);
+    assert_eq!(code(&gsc(&["fmt", f])), 0);
+    assert_eq!(code(&gsc(&["fmt", "--check", f])), 0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text, "model m = gpt {\n    context = 8\n    d_model = 8 // dims\n    heads = 2\n    layers = 1\n}\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Many broken files through the real binary: exit 1 with a diagnostic, or 0;
+/// never a crash (101 is Rust's panic exit code).
+#[test]
+fn broken_files_never_crash_the_binary() {
+    let dir = std::env::temp_dir().join(format!("gsc-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = std::fs::read_to_string("examples/fractional.gs").unwrap();
+    let mut failures = 0;
+    for i in 0..120usize {
+        // Cut the file at a different place each time and glue on a shifted tail.
+        let cut = (i * 7919) % source.len();
+        let cut = (0..=cut)
+            .rev()
+            .find(|c| source.is_char_boundary(*c))
+            .unwrap();
+        let resume = ((cut + i % 13).min(source.len())..=source.len())
+            .find(|c| source.is_char_boundary(*c))
+            .unwrap();
+        let text = format!("{}{}", &source[..cut], &source[resume..]);
+        let file = dir.join(format!("case{i}.gs"));
+        std::fs::write(&file, text).unwrap();
+        let o = gsc(&["check", file.to_str().unwrap()]);
+        let c = code(&o);
+        assert!(
+            c == 0 || c == 1,
+            "exit code {c} on case {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if c == 1 {
+            failures += 1;
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("gs::")
+                    || String::from_utf8_lossy(&o.stderr).contains("error")
+            );
+        }
+    }
+    assert!(
+        failures > 60,
+        "most cut-up files should be rejected, {failures} were"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

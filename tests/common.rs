@@ -1,0 +1,29 @@
+//! Shared by the integration tests: the example files and the ui cases.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn gs_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gs"))
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn examples() -> Vec<PathBuf> {
+    let files = gs_files("examples");
+    assert!(files.len() >= 4, "the four examples are missing");
+    assert!(
+        Path::new("data/tinyshakespeare.txt").exists(),
+        "the examples' data is missing: run ./scripts/fetch-data (or ./scripts/test)"
+    );
+    files
+}
+
+pub fn stem(p: &Path) -> String {
+    p.file_stem().unwrap().to_string_lossy().into_owned()
+}
