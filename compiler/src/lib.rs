@@ -3,6 +3,9 @@
 
 pub mod check;
 pub mod diag;
+pub mod grad;
+pub mod graph;
+pub mod init;
 pub mod plan;
 pub mod syntax;
 
