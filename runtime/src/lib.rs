@@ -2,3 +2,6 @@
 //! in-place growth, data and checkpoints.
 
 pub mod fsutil;
+pub mod grow;
+pub mod machine;
+pub mod run;

@@ -1,0 +1,185 @@
+//! The run directory `runs/<name>-<id>/`: a self-describing record of a run —
+//! `run.json` (source, compiler version, artifact hash, machine),
+//! `metrics.jsonl` (one object per logged step, eval and growth) and
+//! `checkpoints/`.
+
+use crate::fsutil::write_atomic;
+use crate::machine::Machine;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    /// The `.gs` file as given on the command line.
+    pub source_path: String,
+    pub source: String,
+    /// `--set` overrides, in order.
+    pub overrides: Vec<String>,
+    pub compiler_version: String,
+    /// Content hash of the compiled artifact (source, overrides, compiler version).
+    pub artifact_hash: String,
+    pub backend: String,
+    pub machine: Machine,
+    pub started_unix: u64,
+}
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `root/<name>-<utc timestamp>` (with a suffix if it exists).
+    pub fn create(root: &Path, name: &str) -> std::io::Result<RunDir> {
+        std::fs::create_dir_all(root)?;
+        let stamp = utc_stamp(unix_now());
+        let mut path = root.join(format!("{name}-{stamp}"));
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = root.join(format!("{name}-{stamp}-{n}"));
+        }
+        std::fs::create_dir_all(path.join("checkpoints"))?;
+        Ok(RunDir { path })
+    }
+
+    pub fn open(path: &Path) -> std::io::Result<RunDir> {
+        if !path.join("run.json").is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("`{}` is not a run directory (no run.json)", path.display()),
+            ));
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write_manifest(&self, m: &Manifest) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(m).map_err(std::io::Error::other)?;
+        write_atomic(&self.path.join("run.json"), &json)
+    }
+
+    pub fn manifest(&self) -> std::io::Result<Manifest> {
+        let bytes = std::fs::read(self.path.join("run.json"))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", self.path.join("run.json").display()),
+            )
+        })
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+}
+
+/// `metrics.jsonl`, appended one line at a time and flushed, so a killed run
+/// keeps every line it logged.
+pub struct Metrics {
+    file: std::fs::File,
+}
+
+impl Metrics {
+    /// Opens the log for appending; when resuming from `keep_through` (a global
+    /// step), drops the lines logged after it: they will be logged again.
+    pub fn open(path: &Path, keep_through: Option<u64>) -> std::io::Result<Metrics> {
+        if let Some(step) = keep_through {
+            if path.exists() {
+                let kept: Vec<String> = std::io::BufReader::new(std::fs::File::open(path)?)
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v["step"].as_u64())
+                            .is_some_and(|s| s <= step)
+                    })
+                    .collect();
+                let mut text = kept.join("\n");
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                write_atomic(path, text.as_bytes())?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Metrics { file })
+    }
+
+    pub fn log(&mut self, record: &serde_json::Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.flush()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, from seconds since the epoch (civil-from-days).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        // 2026-11-28 07:53:35 UTC
+        assert_eq!(utc_stamp(1_795_852_415), "20261128-075335");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+
+    #[test]
+    fn metrics_resume_drops_lines_after_the_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("gsc-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let mut m = Metrics::open(&path, None).unwrap();
+        for step in [10, 20, 30] {
+            m.log(&serde_json::json!({ "step": step, "loss": 1.0 }))
+                .unwrap();
+        }
+        drop(m);
+        let mut m = Metrics::open(&path, Some(20)).unwrap();
+        m.log(&serde_json::json!({ "step": 30, "loss": 0.5 }))
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.lines().last().unwrap().contains("0.5"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,3 @@
+//! Running a plan: the run directory, metrics, and (with a backend) training.
+
+pub mod dir;
