@@ -6,7 +6,10 @@ pub mod diag;
 pub mod grad;
 pub mod graph;
 pub mod init;
+pub mod kernel;
 pub mod plan;
+pub mod stage;
 pub mod syntax;
 
 pub use check::{check_source, Checked};
+pub use stage::{compile_stage, render_ir, render_ir_grad, render_kernels, CompileError, CompiledStage};
