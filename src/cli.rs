@@ -2,7 +2,8 @@
 //! (diagnostics were printed), 2 bad usage (clap's own).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use gsc_compiler::{check_source, plan::render, syntax, Checked};
+use gsc_compiler::plan::{render, Plan, RunPlan, StagePlan};
+use gsc_compiler::{check_source, syntax, Checked};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +40,10 @@ enum Command {
         /// Override a setting, e.g. `--set train.batch=32` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// The stage to lower for ir, ir-grad and kernels (default: the first);
+        /// `RUN.STAGE` picks one of another run.
+        #[arg(long)]
+        stage: Option<String>,
     },
     /// Rewrite .gs files in canonical form (comments are kept).
     Fmt {
@@ -56,6 +61,12 @@ enum Emit {
     Ast,
     /// Every stage's shapes, parameters and FLOPs, the growth steps, the totals.
     Plan,
+    /// One stage's forward graph.
+    Ir,
+    /// One stage's forward, backward and optimizer step.
+    IrGrad,
+    /// One stage's training step as fused kernels, with their count and peak memory.
+    Kernels,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -73,7 +84,8 @@ pub fn main() -> ExitCode {
             emit,
             format,
             set,
-        } => compile(&file, emit, format, &set),
+            stage,
+        } => compile(&file, emit, format, &set, stage.as_deref()),
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
     };
     if ok {
@@ -118,7 +130,7 @@ fn check(path: &Path, set: &[String]) -> bool {
     checked(path, set).is_some_and(|c| !c.report.has_errors())
 }
 
-fn compile(path: &Path, emit: Emit, format: Format, set: &[String]) -> bool {
+fn compile(path: &Path, emit: Emit, format: Format, set: &[String], stage: Option<&str>) -> bool {
     let Some(c) = checked(path, set) else {
         return false;
     };
@@ -133,8 +145,68 @@ fn compile(path: &Path, emit: Emit, format: Format, set: &[String]) -> bool {
             (Some(plan), Format::Text) => print!("{}", render::plan_text(plan)),
             (None, _) => return false,
         },
+        Emit::Ir | Emit::IrGrad | Emit::Kernels => {
+            let Some(plan) = &c.plan else { return false };
+            let Some((run, st)) = pick_stage(plan, stage) else {
+                return false;
+            };
+            let compiled = match gsc_compiler::compile_stage(&st.model, &st.train, st.train.batch) {
+                Ok(compiled) => compiled,
+                Err(e) => {
+                    eprintln!(
+                        "error: compiling stage `{}.{}` of {}: {e}",
+                        run.name,
+                        st.name,
+                        path.display()
+                    );
+                    return false;
+                }
+            };
+            match format {
+                Format::Json => match emit {
+                    Emit::Ir => println!("{}", to_json(&compiled.forward)),
+                    Emit::IrGrad => println!("{}", to_json(&compiled.with_grad)),
+                    _ => println!("{}", to_json(&compiled.kernels)),
+                },
+                Format::Text => {
+                    println!("// stage {}.{} of {}", run.name, st.name, path.display());
+                    print!(
+                        "{}",
+                        match emit {
+                            Emit::Ir => gsc_compiler::render_ir(&compiled),
+                            Emit::IrGrad => gsc_compiler::render_ir_grad(&compiled),
+                            _ => gsc_compiler::render_kernels(&compiled),
+                        }
+                    );
+                }
+            }
+        }
     }
     !c.report.has_errors()
+}
+
+/// `--stage NAME` or `--stage RUN.NAME`; the first stage of the first run by default.
+fn pick_stage<'p>(plan: &'p Plan, wanted: Option<&str>) -> Option<(&'p RunPlan, &'p StagePlan)> {
+    let all = || {
+        plan.runs
+            .iter()
+            .flat_map(|r| r.stages.iter().map(move |s| (r, s)))
+    };
+    let found = match wanted {
+        None => all().next(),
+        Some(w) => all().find(|(r, s)| s.name == w || format!("{}.{}", r.name, s.name) == w),
+    };
+    if found.is_none() {
+        let names: Vec<String> = all()
+            .map(|(r, s)| format!("{}.{}", r.name, s.name))
+            .collect();
+        eprintln!(
+            "error: no stage `{}`; the stages are: {}",
+            wanted.unwrap_or(""),
+            names.join(", ")
+        );
+    }
+    found
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -56,6 +56,36 @@ fn compile_prints_the_plan() {
 }
 
 #[test]
+fn compile_emits_every_level_of_a_stage() {
+    for (emit, needle) in [
+        ("ir", "matmul"),
+        ("ir-grad", "matmul"),
+        ("kernels", "peak planned memory"),
+    ] {
+        let o = gsc(&[
+            "compile",
+            "examples/smoke.gs",
+            &format!("--emit={emit}"),
+            "--stage=tiny.grown",
+        ]);
+        assert_eq!(
+            code(&o),
+            0,
+            "{emit}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.starts_with("// stage tiny.grown") && text.contains(needle),
+            "{emit}: {text}"
+        );
+    }
+    let o = gsc(&["compile", "examples/smoke.gs", "--emit=ir", "--stage=nope"]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tiny.small, tiny.grown"));
+}
+
+#[test]
 fn errors_exit_1_with_a_diagnostic() {
     let o = gsc(&["check", "tests/ui/heads_not_dividing.gs"]);
     assert_eq!(code(&o), 1);

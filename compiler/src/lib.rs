@@ -12,4 +12,6 @@ pub mod stage;
 pub mod syntax;
 
 pub use check::{check_source, Checked};
-pub use stage::{compile_stage, render_ir, render_ir_grad, render_kernels, CompileError, CompiledStage};
+pub use stage::{
+    compile_stage, render_ir, render_ir_grad, render_kernels, CompileError, CompiledStage,
+};
