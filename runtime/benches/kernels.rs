@@ -22,17 +22,51 @@ fn peak_per_core() -> f64 {
 }
 const TOKENS: usize = 16 * 256;
 
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Nanoseconds this thread has spent on a CPU (Linux), which unlike wall
+/// time does not grow while other processes hold the cores.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Median wall seconds of `reps` runs after a warm-up, and the median
+/// on-CPU seconds of the calling thread (meaningful for one-thread runs).
+fn median_secs(reps: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[reps / 2]
+    let mut wall = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let (t, c) = (Instant::now(), thread_cpu_ns());
+        f();
+        wall.push(t.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (c, thread_cpu_ns()) {
+            cpu.push((c1 - c0) as f64 * 1e-9);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let cpu = (cpu.len() == reps).then(|| median(cpu));
+    (median(wall), cpu)
+}
+
+/// "wall ms, GFLOP/s, % of peak", plus the same on CPU time for one thread.
+fn rates(flops: f64, threads: usize, (wall, cpu): (f64, Option<f64>)) -> String {
+    let peak = peak_per_core() * threads as f64;
+    let one = |secs: f64| {
+        let rate = flops / secs;
+        format!(
+            "{:>8.3} ms {:>7.1} GFLOP/s {:>5.1} %",
+            secs * 1e3,
+            rate / 1e9,
+            100.0 * rate / peak
+        )
+    };
+    match cpu.filter(|_| threads == 1) {
+        Some(cpu) => format!("{} | on-CPU {}", one(wall), one(cpu)),
+        None => one(wall),
+    }
 }
 
 fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -53,16 +87,13 @@ fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
     let g = g.threads(threads);
-    let secs = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
-    let gflops = g.flops() / secs / 1e9;
-    let peak = peak_per_core() * threads as f64 / 1e9;
+    let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
     println!(
-        "  {label:<28} {:>5}×{:<5}×{:<5} {threads}T {:>8.3} ms {gflops:>7.1} GFLOP/s {:>5.1} % of peak",
+        "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {}",
         g.m,
         g.n,
         g.k,
-        secs * 1e3,
-        100.0 * gflops / peak
+        rates(g.flops(), threads, times)
     );
 }
 
@@ -87,19 +118,15 @@ fn bench_attention(s: AttentionShape, threads: usize) {
         });
         (fwd, bwd)
     });
-    let peak = peak_per_core() * threads as f64;
-    for (what, secs, flops) in [
+    for (what, times, flops) in [
         ("forward", fwd, s.forward_flops()),
         ("backward", bwd, s.backward_flops()),
     ] {
-        let rate = flops / secs;
         println!(
-            "  attention {what:<9} heads {} dim {} {threads}T {:>8.3} ms {:>7.1} GFLOP/s {:>5.1} % of peak",
+            "  attention {what:<8} {}×{} {threads}T {}",
             s.heads,
             s.head_dim,
-            secs * 1e3,
-            rate / 1e9,
-            100.0 * rate / peak
+            rates(flops, threads, times)
         );
     }
 }

@@ -310,8 +310,7 @@ compile_per_isa!(backward_group => backward_group_avx512, backward_group_avx2, b
 
 /// `C[m, n] += op(A)[m, kk] · B[kk, n]`, B row-major, `n % LANES == 0`.
 /// `op(A)` is `A` stored `[m, kk]` or, with `TA`, stored `[kk, m]`. Runs in
-/// `R × N` register blocks; leftover rows go one at a time and leftover
-/// columns `LANES` at a time.
+/// `R × N` register blocks; leftover columns go `LANES` at a time.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn madd<const TA: bool, const R: usize, const N: usize>(
@@ -331,14 +330,22 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
         let wide = n - j0 >= N;
         let mut r0 = 0;
         while r0 < m {
-            let full = m - r0 >= R;
-            match (full, wide) {
-                (true, true) => block::<TA, R, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (true, false) => block::<TA, R, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (false, true) => block::<TA, 1, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (false, false) => block::<TA, 1, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+            // Rows left over from R-blocks go 4 at a time where they can: one
+            // row alone is a single FMA dependency chain, several times slower.
+            let rows = match m - r0 {
+                left if left >= R => R,
+                left if left >= 4 => 4,
+                _ => 1,
+            };
+            match (rows, wide) {
+                (4, true) => block::<TA, 4, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (4, false) => block::<TA, 4, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (1, true) => block::<TA, 1, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (1, false) => block::<TA, 1, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (_, true) => block::<TA, R, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (_, false) => block::<TA, R, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
             }
-            r0 += if full { R } else { 1 };
+            r0 += rows;
         }
         j0 += if wide { N } else { LANES };
     }
@@ -359,29 +366,35 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     c: &mut [f32],
     ldc: usize,
 ) {
+    if kk == 0 {
+        return;
+    }
+    // One check of the furthest element of each operand replaces a bounds
+    // check per multiply-add, which would otherwise outnumber the FMAs.
+    let a_end = if TA {
+        (kk - 1) * lda + r0 + R
+    } else {
+        (r0 + R - 1) * lda + kk
+    };
+    assert!(a_end <= a.len() && (kk - 1) * ldb + j0 + N <= b.len());
     let mut acc = [[0.0f32; N]; R];
     for (r, acc_r) in acc.iter_mut().enumerate() {
         acc_r.copy_from_slice(&c[(r0 + r) * ldc + j0..][..N]);
     }
-    if TA {
-        for p in 0..kk {
-            let a_p: &[f32; R] = a[p * lda + r0..][..R].try_into().unwrap();
-            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
-            for r in 0..R {
-                for j in 0..N {
-                    acc[r][j] = a_p[r].mul_add(b_p[j], acc[r][j]);
-                }
-            }
-        }
-    } else {
-        let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * lda..][..kk]);
-        for p in 0..kk {
-            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
-            for r in 0..R {
-                let x = a_rows[r][p];
-                for j in 0..N {
-                    acc[r][j] = x.mul_add(b_p[j], acc[r][j]);
-                }
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    for p in 0..kk {
+        // SAFETY: p < kk and r < R keep every offset within the extents
+        // asserted above; f32 arrays need only f32 alignment.
+        let b_p: [f32; N] = unsafe { bp.add(p * ldb + j0).cast::<[f32; N]>().read() };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let a_off = if TA {
+                p * lda + r0 + r
+            } else {
+                (r0 + r) * lda + p
+            };
+            let x = unsafe { ap.add(a_off).read() };
+            for (acc_rj, b_pj) in acc_r.iter_mut().zip(b_p) {
+                *acc_rj = x.mul_add(b_pj, *acc_rj);
             }
         }
     }
@@ -475,11 +488,18 @@ fn gather_rows(
 }
 
 /// As [`gather_rows`] but transposed: `dst` is `[d, width]`, column t = row t.
+/// Goes LANES source rows at a time so both sides stay in L1: each pass
+/// writes one cache line per destination row.
 #[inline(always)]
 fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
-    for t in 0..seq {
-        for (i, &y) in src[t * stride..][..d].iter().enumerate() {
-            dst[i * width + t] = y;
+    for t0 in (0..seq).step_by(LANES) {
+        let rows: Vec<&[f32]> = (t0..seq.min(t0 + LANES))
+            .map(|t| &src[t * stride..][..d])
+            .collect();
+        for i in 0..d {
+            for (x, row) in dst[i * width + t0..][..rows.len()].iter_mut().zip(&rows) {
+                *x = row[i];
+            }
         }
     }
 }
