@@ -12,3 +12,4 @@ pub mod run;
 
 #[cfg(test)]
 mod test_util;
+pub mod backend;

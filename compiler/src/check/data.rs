@@ -109,7 +109,9 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
         return None;
     }
     let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-    let val_tokens = (bytes as f64 * val_fraction).floor() as u64;
+    // The usual split: validation starts at byte ⌊(1 − val)·len⌋ (tiny Shakespeare: 1,003,854).
+    let train_tokens = (bytes as f64 * (1.0 - val_fraction)).floor() as u64;
+    let val_tokens = bytes - train_tokens;
     Some(Data {
         plan: DataPlan {
             name: block.name.name.clone(),
@@ -117,7 +119,7 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
             tokenizer: "bytes".into(),
             vocab,
             val_fraction,
-            train_tokens: bytes - val_tokens,
+            train_tokens,
             val_tokens,
         },
         val_span,

@@ -1,3 +1,4 @@
 //! Running a plan: the run directory, metrics, and (with a backend) training.
 
 pub mod dir;
+pub mod train;

@@ -1,0 +1,467 @@
+//! The training loop: every stage of a run, growth in place between stages
+//! (with the loss before and after checked on a fixed batch), evaluation,
+//! metrics, atomic checkpoints, and resumption from the last checkpoint.
+
+use super::dir::{Metrics, RunDir};
+use crate::backend::{Backend, BackendError, Program};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
+use crate::data::{Batch, DataError, Dataset};
+use crate::grow::{grow, GrowError, ModelState};
+use crate::machine::peak_rss_bytes;
+use gsc_compiler::kernel::Storage;
+use gsc_compiler::plan::{DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
+use gsc_compiler::{compile_stage, CompileError, CompiledStage};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("compiling stage `{stage}`: {source}")]
+    Compile { stage: String, source: CompileError },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("growth before stage `{stage}`: {source}")]
+    Grow { stage: String, source: GrowError },
+    #[error(
+        "growth before stage `{stage}` was declared exact but changed the loss on a fixed batch \
+         from {before:.6} to {after:.6} (max |Δ logits| {max_dlogit:.3e}, tolerance {tolerance:.1e})"
+    )]
+    NotPreserved { stage: String, before: f64, after: f64, max_dlogit: f64, tolerance: f64 },
+    #[error("the loss became {loss} at step {step} of stage `{stage}`: lower the learning rate or enable clipping")]
+    Diverged { stage: String, step: u64, loss: f32 },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("cannot resume: {0}")]
+    Resume(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Io { context, source }
+}
+
+/// How a run reports and where it keeps its state.
+pub struct Options<'a> {
+    pub backend: &'a dyn Backend,
+    /// Peak FLOP/s of the machine, for MFU.
+    pub peak_flops: f64,
+    /// Print a progress bar (a terminal is attached).
+    pub progress: bool,
+    /// Checkpoints to keep per run (the newest).
+    pub keep_checkpoints: usize,
+}
+
+/// The text of the data, shared by every stage (stages differ in context).
+pub struct Corpus {
+    pub name: PathBuf,
+    pub bytes: Vec<u8>,
+    pub val_fraction: f64,
+}
+
+impl Corpus {
+    pub fn read(data: &DataPlan) -> Result<Corpus, TrainError> {
+        let mut bytes = Vec::new();
+        for f in &data.files {
+            bytes.extend(std::fs::read(&f.resolved).map_err(io(format!("reading data file {}", f.resolved)))?);
+        }
+        let name = PathBuf::from(data.files.first().map_or("data", |f| f.resolved.as_str()));
+        Ok(Corpus { name, bytes, val_fraction: data.val_fraction })
+    }
+
+    fn dataset(&self, context: usize) -> Result<Dataset, TrainError> {
+        Ok(Dataset::from_bytes(&self.name, self.bytes.clone(), self.val_fraction, context)?)
+    }
+}
+
+/// Where a resumed run starts: the state at the end of global step `step`.
+struct Resume {
+    stage: usize,
+    step: u64,
+    state: ModelState,
+}
+
+/// Summary of one finished run.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub name: String,
+    pub steps: u64,
+    pub final_val_loss: Option<f64>,
+    pub seconds: f64,
+}
+
+/// A stage's programs, loaded on the backend.
+struct Loaded {
+    step: Box<dyn Program>,
+    forward: Box<dyn Program>,
+    specs: Vec<ParamSpec>,
+}
+
+/// Trains `run` (every stage, growing between them), logging to `metrics`
+/// and checkpointing under `dir`. Resumes from the run's newest checkpoint
+/// when there is one.
+pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Metrics, opts: &Options) -> Result<RunSummary, TrainError> {
+    let started = Instant::now();
+    let ckpt_dir = dir.checkpoints().join(&run.name);
+    std::fs::create_dir_all(&ckpt_dir).map_err(io(format!("creating {}", ckpt_dir.display())))?;
+    let resume = latest_checkpoint(&ckpt_dir, run)?;
+    let first_stage = resume.as_ref().map_or(0, |r| r.stage);
+    let mut step = resume.as_ref().map_or(0, |r| r.step);
+    let mut state: Option<ModelState> = resume.map(|r| r.state);
+    let mut final_val = None;
+
+    for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
+        let data = corpus.dataset(stage.model.context)?;
+        // Entering a stage from the previous one's state: grow it first.
+        let resumed_here = state.as_ref().is_some_and(|s| s.config == stage.model);
+        let mut st = match state.take() {
+            Some(s) if resumed_here => s,
+            Some(prev) => grow_between(&prev, stage, si, step, corpus, metrics, opts, &run.name)?,
+            None => ModelState::init(&stage.model, stage.train.seed),
+        };
+        let mut loaded = load_stage(stage, &st, opts.backend)?;
+        let outcome = train_stage(run, stage, si, &mut loaded, &data, &mut step, &ckpt_dir, metrics, opts)?;
+        final_val = outcome.or(final_val);
+        st = read_state(&loaded, &stage.model)?;
+        save_checkpoint(&ckpt_dir, run, si, step, &loaded, opts.keep_checkpoints)?;
+        state = Some(st);
+    }
+    metrics
+        .log(&json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val, "seconds": started.elapsed().as_secs_f64() }))
+        .map_err(io("writing metrics"))?;
+    Ok(RunSummary { name: run.name.clone(), steps: step, final_val_loss: final_val, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn compile(stage: &StagePlan) -> Result<CompiledStage, TrainError> {
+    compile_stage(&stage.model, &stage.train, stage.train.batch).map_err(|source| TrainError::Compile { stage: stage.name.clone(), source })
+}
+
+fn load_stage(stage: &StagePlan, st: &ModelState, backend: &dyn Backend) -> Result<Loaded, TrainError> {
+    let compiled = compile(stage)?;
+    let mut step = backend.load(&compiled.kernels)?;
+    let forward = backend.load(&compiled.forward_kernels)?;
+    let specs = stage.model.params();
+    for (i, _) in specs.iter().enumerate() {
+        step.write(Storage::Param(i), &to_f32(&st.params[i]))?;
+        step.write(Storage::AdamM(i), &to_f32(&st.m[i]))?;
+        step.write(Storage::AdamV(i), &to_f32(&st.v[i]))?;
+    }
+    Ok(Loaded { step, forward, specs })
+}
+
+fn read_state(l: &Loaded, config: &ModelConfig) -> Result<ModelState, TrainError> {
+    let mut s = ModelState { config: config.clone(), params: Vec::new(), m: Vec::new(), v: Vec::new() };
+    for i in 0..l.specs.len() {
+        s.params.push(to_f64(&l.step.read(Storage::Param(i))?));
+        s.m.push(to_f64(&l.step.read(Storage::AdamM(i))?));
+        s.v.push(to_f64(&l.step.read(Storage::AdamV(i))?));
+    }
+    Ok(s)
+}
+
+fn to_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+fn to_f64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
+
+fn ints(x: &[u32]) -> Vec<i32> {
+    x.iter().map(|&v| v as i32).collect()
+}
+
+/// The learning rate of global step `step` within `stage`: peak × schedule,
+/// times a linear re-warm after a growth that asks for one.
+pub fn learning_rate(stage: &StagePlan, step: u64) -> f64 {
+    let t = &stage.train;
+    let mut lr = t.optimizer.lr * t.schedule.multiplier(step);
+    let rewarm = stage.growth.iter().map(|g| g.rewarm_steps).max().unwrap_or(0);
+    if rewarm > 0 && step >= stage.first_step {
+        lr *= ((step - stage.first_step + 1) as f64 / rewarm as f64).min(1.0);
+    }
+    lr
+}
+
+/// Mean loss of the forward program over `batches`, with the program's params
+/// copied from the training step's.
+fn evaluate(l: &mut Loaded, batches: &[Batch]) -> Result<f64, TrainError> {
+    for i in 0..l.specs.len() {
+        let p = l.step.read(Storage::Param(i))?;
+        l.forward.write(Storage::Param(i), &p)?;
+    }
+    let mut total = 0.0;
+    for b in batches {
+        l.forward.write_ints(Storage::Tokens, &ints(&b.inputs))?;
+        l.forward.write_ints(Storage::Targets, &ints(&b.targets))?;
+        l.forward.run()?;
+        total += f64::from(l.forward.read(Storage::Loss)?[0]);
+    }
+    Ok(total / batches.len().max(1) as f64)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_stage(
+    run: &RunPlan,
+    stage: &StagePlan,
+    si: usize,
+    loaded: &mut Loaded,
+    data: &Dataset,
+    step: &mut u64,
+    ckpt_dir: &Path,
+    metrics: &mut Metrics,
+    opts: &Options,
+) -> Result<Option<f64>, TrainError> {
+    let t = &stage.train;
+    let end = stage.first_step + stage.steps.unwrap_or(u64::MAX - stage.first_step);
+    let tokens_per_step = stage.tokens_per_step() as f64;
+    let val = data.val_batches(t.eval_batches, t.batch);
+    let bar = progress_bar(opts.progress, stage, *step, end);
+    let mut last_val = None;
+    let mut window = Instant::now();
+    let mut window_steps = 0u64;
+    while *step < end {
+        let batch = data.train_batch(t.seed, *step, t.batch);
+        let lr = learning_rate(stage, *step);
+        let p = &mut loaded.step;
+        p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
+        p.write_ints(Storage::Targets, &ints(&batch.targets))?;
+        p.write(Storage::Lr, &[lr as f32])?;
+        p.write(Storage::Step, &[(*step + 1) as f32])?;
+        p.run()?;
+        let loss = p.read(Storage::Loss)?[0];
+        *step += 1;
+        window_steps += 1;
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged { stage: stage.name.clone(), step: *step, loss });
+        }
+        if let Some(b) = &bar {
+            b.set_position(*step);
+        }
+        if *step % t.log_every == 0 || *step == end {
+            let secs = window.elapsed().as_secs_f64() / window_steps as f64;
+            let tok_s = tokens_per_step / secs;
+            let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
+            let gnorm = grad_norm(loaded)?;
+            let line = format!(
+                "{:<8} {:<8} step {:>6}  loss {:.4}  lr {:.2e}  gnorm {:.3}  {:>7.1} ms/step  {:>8.0} tok/s  MFU {:>5.1}%",
+                run.name,
+                stage.name,
+                *step,
+                loss,
+                lr,
+                gnorm,
+                secs * 1e3,
+                tok_s,
+                mfu * 100.0
+            );
+            print_line(&bar, &line);
+            metrics
+                .log(&json!({
+                    "kind": "step", "run": run.name, "stage": stage.name, "step": *step, "loss": loss, "lr": lr,
+                    "grad_norm": gnorm, "ms_per_step": secs * 1e3, "tokens_per_s": tok_s, "mfu": mfu,
+                    "tokens": *step as f64 * tokens_per_step, "peak_rss": peak_rss_bytes(),
+                }))
+                .map_err(io("writing metrics"))?;
+            window = Instant::now();
+            window_steps = 0;
+        }
+        let eval_now = *step % t.eval_every == 0 || *step == end;
+        if eval_now {
+            let v = evaluate(loaded, &val)?;
+            last_val = Some(v);
+            print_line(&bar, &format!("{:<8} {:<8} step {:>6}  val_loss {v:.4}", run.name, stage.name, *step));
+            metrics
+                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": *step, "val_loss": v }))
+                .map_err(io("writing metrics"))?;
+            if let Some(target) = &stage.until {
+                let hit = if target.strict { v < target.value } else { v <= target.value };
+                if hit {
+                    print_line(&bar, &format!("{:<8} {:<8} reached val_loss {v:.4} at step {}", run.name, stage.name, *step));
+                    break;
+                }
+            }
+        }
+        if *step % t.checkpoint_every == 0 && *step < end {
+            save_checkpoint(ckpt_dir, run, si, *step, loaded, opts.keep_checkpoints)?;
+        }
+        if eval_now {
+            // Evaluation time is not training time.
+            window = Instant::now();
+            window_steps = 0;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(last_val)
+}
+
+fn grad_norm(l: &Loaded) -> Result<f64, TrainError> {
+    let mut sum = 0.0f64;
+    for i in 0..l.specs.len() {
+        sum += l.step.read(Storage::Grad(i))?.iter().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>();
+    }
+    Ok(sum.sqrt())
+}
+
+fn progress_bar(show: bool, stage: &StagePlan, at: u64, end: u64) -> Option<indicatif::ProgressBar> {
+    if !show || end == u64::MAX {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(end);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps, eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("stage {}", stage.name));
+    bar.set_position(at);
+    Some(bar)
+}
+
+fn print_line(bar: &Option<indicatif::ProgressBar>, line: &str) {
+    match bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    }
+}
+
+/// Grows the previous stage's state into `stage`'s shape, checking on a fixed
+/// batch that exact steps keep the loss.
+#[allow(clippy::too_many_arguments)]
+fn grow_between(
+    prev: &ModelState,
+    stage: &StagePlan,
+    si: usize,
+    step: u64,
+    corpus: &Corpus,
+    metrics: &mut Metrics,
+    opts: &Options,
+    run: &str,
+) -> Result<ModelState, TrainError> {
+    let started = Instant::now();
+    let mut st = prev.clone();
+    for (k, g) in stage.growth.iter().enumerate() {
+        let seed = stage.train.seed ^ (step << 8) ^ k as u64;
+        st = grow(&st, g, seed).map_err(|source| TrainError::Grow { stage: stage.name.clone(), source })?;
+    }
+    if st.config != stage.model {
+        return Err(TrainError::Resume(format!("growth into stage `{}` produced a model that differs from the plan", stage.name)));
+    }
+    // The check runs both models at the old context on one fixed batch.
+    let context = prev.config.context;
+    let data = corpus.dataset(context)?;
+    let batch = data.val_batches(1, stage.train.batch.min(4)).remove(0);
+    let (before, logits_before) = forward_once(&prev.config, stage, &batch, prev, opts.backend)?;
+    let mut at_old_context = st.config.clone();
+    at_old_context.context = context;
+    let (after, logits_after) = forward_once(&at_old_context, stage, &batch, &st, opts.backend)?;
+    let max_dlogit = logits_before.iter().zip(&logits_after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) as f64;
+    let exact = stage.growth.iter().all(|g| g.exact);
+    let tolerance = 1e-3 * before.abs().max(1.0);
+    metrics
+        .log(&json!({
+            "kind": "growth", "run": run, "stage": stage.name, "stage_index": si, "step": step,
+            "loss_before": before, "loss_after": after, "max_abs_dlogits": max_dlogit, "exact": exact,
+            "steps": stage.growth, "seconds": started.elapsed().as_secs_f64(),
+            "params_before": prev.config.param_count(), "params_after": st.config.param_count(),
+        }))
+        .map_err(io("writing metrics"))?;
+    println!(
+        "{run:<8} grow into {}: {} → {} params, loss on a fixed batch {before:.4} → {after:.4} (max |Δ logits| {max_dlogit:.2e}){}",
+        stage.name,
+        prev.config.param_count(),
+        st.config.param_count(),
+        if exact { "" } else { ", not exact by design" }
+    );
+    if exact && (after - before).abs() > tolerance {
+        return Err(TrainError::NotPreserved { stage: stage.name.clone(), before, after, max_dlogit, tolerance });
+    }
+    Ok(st)
+}
+
+/// Loss and logits of `model` (in state `st`) on one batch.
+fn forward_once(model: &ModelConfig, stage: &StagePlan, batch: &Batch, st: &ModelState, backend: &dyn Backend) -> Result<(f64, Vec<f32>), TrainError> {
+    let compiled = compile_stage(model, &stage.train, batch.batch).map_err(|source| TrainError::Compile { stage: stage.name.clone(), source })?;
+    let mut p = backend.load(&compiled.forward_kernels)?;
+    for (i, w) in st.params.iter().enumerate() {
+        p.write(Storage::Param(i), &to_f32(w))?;
+    }
+    p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
+    p.write_ints(Storage::Targets, &ints(&batch.targets))?;
+    p.run()?;
+    Ok((f64::from(p.read(Storage::Loss)?[0]), p.read(Storage::Logits)?))
+}
+
+fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:09}.safetensors")
+}
+
+fn save_checkpoint(dir: &Path, run: &RunPlan, si: usize, step: u64, l: &Loaded, keep: usize) -> Result<(), TrainError> {
+    let mut data = Vec::new();
+    for i in 0..l.specs.len() {
+        data.push((l.step.read(Storage::Param(i))?, l.step.read(Storage::AdamM(i))?, l.step.read(Storage::AdamV(i))?));
+    }
+    let m_names: Vec<String> = l.specs.iter().map(|s| format!("adam_m.{}", s.name)).collect();
+    let v_names: Vec<String> = l.specs.iter().map(|s| format!("adam_v.{}", s.name)).collect();
+    let mut tensors = Vec::new();
+    for (i, s) in l.specs.iter().enumerate() {
+        tensors.push(TensorRef { name: &s.name, shape: &s.shape, data: &data[i].0 });
+        tensors.push(TensorRef { name: &m_names[i], shape: &s.shape, data: &data[i].1 });
+        tensors.push(TensorRef { name: &v_names[i], shape: &s.shape, data: &data[i].2 });
+    }
+    let stage = &run.stages[si];
+    let meta = json!({ "run": run.name, "stage": stage.name, "stage_index": si, "step": step, "model": stage.model });
+    checkpoint::save(&dir.join(checkpoint_name(step)), &tensors, &meta)?;
+    prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
+}
+
+fn checkpoint_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let files = checkpoint_files(dir)?;
+    for f in files.iter().take(files.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_file(f)?;
+    }
+    Ok(())
+}
+
+/// The newest checkpoint of `run`, as the state to continue from.
+fn latest_checkpoint(dir: &Path, run: &RunPlan) -> Result<Option<Resume>, TrainError> {
+    let files = checkpoint_files(dir).map_err(io(format!("listing {}", dir.display())))?;
+    let Some(path) = files.last() else { return Ok(None) };
+    let ck = Checkpoint::load(path)?;
+    let meta = &ck.metadata;
+    let (Some(stage), Some(step)) = (meta["stage_index"].as_u64(), meta["step"].as_u64()) else {
+        return Err(TrainError::Resume(format!("{} has no stage and step in its metadata", path.display())));
+    };
+    let Some(plan_stage) = run.stages.get(stage as usize) else {
+        return Err(TrainError::Resume(format!("{} is from stage {stage}, which the plan does not have", path.display())));
+    };
+    let config = plan_stage.model.clone();
+    let specs = config.params();
+    let mut state = ModelState { config, params: Vec::new(), m: Vec::new(), v: Vec::new() };
+    for s in &specs {
+        state.params.push(to_f64(ck.tensor(&s.name, &s.shape)?));
+        state.m.push(to_f64(ck.tensor(&format!("adam_m.{}", s.name), &s.shape)?));
+        state.v.push(to_f64(ck.tensor(&format!("adam_v.{}", s.name), &s.shape)?));
+    }
+    // A checkpoint at the very end of a stage continues with the next one.
+    let stage = stage as usize;
+    let finished = plan_stage.steps.is_some_and(|n| step >= plan_stage.first_step + n);
+    let stage = if finished { stage + 1 } else { stage };
+    Ok(Some(Resume { stage, step, state }))
+}
