@@ -69,6 +69,16 @@ pub fn differentiate(fwd: &Graph) -> Result<Graph, GradError> {
                 g.add1(Op::Expand { shape }, vec![zero])?
             }
         };
+        // Every output needs storage of its own: two parameters can share a
+        // gradient tensor (`a + b`), so the second gets a copy.
+        let taken = g.outputs.iter().any(|(_, t)| *t == grad)
+            || matches!(g.producer(grad).op, Op::Input(_));
+        let grad = if taken {
+            let shape = g.shape(grad).to_vec();
+            g.add1(Op::Expand { shape }, vec![grad])?
+        } else {
+            grad
+        };
         g.outputs.push((Output::Grad(i), grad));
     }
     Ok(g)

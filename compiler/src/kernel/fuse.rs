@@ -45,6 +45,12 @@ const GELU_K: f64 = 0.044715;
 
 /// Lowers a graph to kernels with a buffer plan.
 pub fn lower(g: &Graph) -> Result<KernelProgram, LowerError> {
+    let mut seen = HashSet::new();
+    if let Some((o, _)) = g.outputs.iter().find(|(_, t)| !seen.insert(*t)) {
+        return Err(LowerError::Internal(format!(
+            "output {o:?} shares its tensor with another output"
+        )));
+    }
     let mut stored_extra = HashSet::new();
     let mut no_merge = HashSet::new();
     loop {
