@@ -82,7 +82,6 @@ fn kernels_match_graph(cfg: &ModelConfig) {
     let st = stage(cfg, &train_config(1e-2, 0.1, Some(0.5)));
     let params = init_params(cfg, 11);
     let (tokens, targets) = batch(cfg, 5);
-    let n = params.len();
     let moments: Vec<Vec<f64>> = params
         .iter()
         .map(|p| {
@@ -105,10 +104,10 @@ fn kernels_match_graph(cfg: &ModelConfig) {
     })
     .expect("graph evaluates");
     let mut mem = memory::<f64>(&st.kernels, &params, &tokens, &targets);
-    for k in 0..n {
-        let m: Vec<f64> = moments[k].iter().map(|x| x - 0.02).collect();
+    for (k, mo) in moments.iter().enumerate() {
+        let m: Vec<f64> = mo.iter().map(|x| x - 0.02).collect();
         mem.write(Storage::AdamM(k), &m).unwrap();
-        mem.write(Storage::AdamV(k), &moments[k]).unwrap();
+        mem.write(Storage::AdamV(k), mo).unwrap();
     }
     mem.write(Storage::Lr, &[0.01]).unwrap();
     mem.write(Storage::Step, &[3.0]).unwrap();
