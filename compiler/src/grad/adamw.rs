@@ -141,5 +141,6 @@ pub fn append_adamw(
         g.outputs.push((Output::AdamM(i), m2));
         g.outputs.push((Output::AdamV(i), v2));
     }
+    g.prune();
     Ok(())
 }

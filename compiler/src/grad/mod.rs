@@ -51,7 +51,7 @@ pub fn differentiate(fwd: &Graph) -> Result<Graph, GradError> {
         for (x, dx) in node.inputs.iter().zip(dxs) {
             let Some(dx) = dx else { continue };
             grads[x.0] = Some(match grads[x.0] {
-                Some(acc) => g.add1(Op::Binary(BinaryOp::Add), vec![acc, dx])?,
+                Some(acc) => accumulate(&mut g, acc, dx)?,
                 None => dx,
             });
         }
@@ -81,5 +81,21 @@ pub fn differentiate(fwd: &Graph) -> Result<Graph, GradError> {
         };
         g.outputs.push((Output::Grad(i), grad));
     }
+    g.prune();
     Ok(g)
+}
+
+/// `acc + dx`, as a subtraction where one side is a negation (the `Sub`
+/// rule's `−dy`), which `prune` then drops.
+fn accumulate(g: &mut Graph, acc: TensorId, dx: TensorId) -> Result<TensorId, GradError> {
+    let negated = |g: &Graph, t: TensorId| match g.producer(t).op {
+        Op::Unary(UnaryOp::Neg) => Some(g.producer(t).inputs[0]),
+        _ => None,
+    };
+    let (op, a, b) = match (negated(g, acc), negated(g, dx)) {
+        (_, Some(x)) => (BinaryOp::Sub, acc, x),
+        (Some(x), None) => (BinaryOp::Sub, dx, x),
+        (None, None) => (BinaryOp::Add, acc, dx),
+    };
+    Ok(g.add1(Op::Binary(op), vec![a, b])?)
 }

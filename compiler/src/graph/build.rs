@@ -249,6 +249,9 @@ impl<'a> Builder<'a> {
     /// A stored nGPT vector times its constant factor: the effective value
     /// (`stored · init / scale`, times `extra`).
     fn effective(&mut self, p: TensorId, factor: f64) -> Result<TensorId, GraphError> {
+        if factor == 1.0 {
+            return Ok(p);
+        }
         let c = self.g.constant(factor);
         self.bin(BinaryOp::Mul, p, c)
     }

@@ -102,12 +102,20 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
     for t in &outputs {
         hard[t.0] = true;
     }
+    // A reshape that is an output is a view too when its input exists only
+    // for it: the input is then stored in the output's buffer.
+    let view_ok = |t: TensorId, x: TensorId| {
+        !outputs.contains(&t)
+            || (uses[x.0] == 1
+                && !outputs.contains(&x)
+                && !matches!(g.producer(x).op, Op::Input(_)))
+    };
     let mut kind = vec![Kind::Inline; n];
     for node in &g.nodes {
         for &t in &node.outputs {
             kind[t.0] = match node.op {
                 Op::Const(c) => Kind::Const(c),
-                Op::Reshape { .. } if !outputs.contains(&t) => Kind::Alias(node.inputs[0]),
+                Op::Reshape { .. } if view_ok(t, node.inputs[0]) => Kind::Alias(node.inputs[0]),
                 _ if hard[t.0] || extra.contains(&t) => Kind::Stored,
                 // An elementwise op of stored operands and a scalar (a gradient
                 // times the clip factor) is cheaper to recompute than to store.
@@ -363,8 +371,17 @@ fn assign_buffers(g: &Graph, kind: &[Kind]) -> R<(Vec<Buffer>, HashMap<TensorId,
     let mut buf_of: HashMap<TensorId, BufId> = HashMap::new();
     let mut by_storage: HashMap<Storage, BufId> = HashMap::new();
     let pname = |i: usize| g.params.get(i).map(|p| p.name.clone()).unwrap_or_default();
-    let output_of: HashMap<TensorId, Output> =
-        g.outputs.iter().rev().map(|(o, t)| (*t, *o)).collect();
+    let output_of: HashMap<TensorId, Output> = g
+        .outputs
+        .iter()
+        .map(|&(o, mut t)| {
+            // An output that is a view names the storage of what it views.
+            while let Kind::Alias(s) = kind[t.0] {
+                t = s;
+            }
+            (t, o)
+        })
+        .collect();
     for node in &g.nodes {
         for &t in &node.outputs {
             if kind[t.0] != Kind::Stored {
