@@ -46,7 +46,7 @@ pub fn append_adamw(
 
     let clip_factor = match train.clip {
         Some(clip) => {
-            let mut total = None;
+            let mut partial = vec![];
             for &d in &grads {
                 let sq = bin(g, BinaryOp::Mul, d, d)?;
                 let s = g.add1(
@@ -56,11 +56,21 @@ pub fn append_adamw(
                     },
                     vec![sq],
                 )?;
-                total = Some(match total {
-                    Some(t) => bin(g, BinaryOp::Add, t, s)?,
-                    None => s,
-                });
+                partial.push(s);
             }
+            // Summed pairwise: a balanced tree keeps the fused expression
+            // shallow however many parameters there are.
+            while partial.len() > 1 {
+                let mut next = vec![];
+                for pair in partial.chunks(2) {
+                    next.push(match pair {
+                        [a, b] => bin(g, BinaryOp::Add, *a, *b)?,
+                        _ => pair[0],
+                    });
+                }
+                partial = next;
+            }
+            let total = partial.pop();
             let total = total.unwrap_or(one);
             let norm = un(g, UnaryOp::Sqrt, total)?;
             let eps = g.constant(CLIP_EPS);
