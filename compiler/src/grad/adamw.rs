@@ -5,6 +5,13 @@ use super::GradError;
 use crate::graph::*;
 use crate::plan::{ParamSpec, TrainConfig, UnitNorm};
 
+/// The `Lr` input for global step `step` (0-based): the peak rate times the
+/// schedule's multiplier (re-warms after growth are the runtime's to apply on
+/// top). The `Step` input of that step is `step + 1`.
+pub fn learning_rate(train: &TrainConfig, step: u64) -> f64 {
+    train.optimizer.lr * train.schedule.multiplier(step)
+}
+
 /// Added to the global gradient norm before dividing by it (as PyTorch's `clip_grad_norm_`).
 const CLIP_EPS: f64 = 1e-6;
 
