@@ -29,9 +29,10 @@ fn compiles_model_s_of_both_architectures() {
         let t = std::time::Instant::now();
         let s = compile_stage(&model_s(arch), &train(Some(1.0)), 16).expect("model S compiles");
         eprintln!(
-            "{arch:?}: {} kernels, peak {} bytes, compiled in {:?}",
+            "{arch:?}: {} kernels, peak {} bytes (arena {}), compiled in {:?}",
             s.kernels.kernels.len(),
             s.kernels.peak_bytes(),
+            s.kernels.arena_len * 4,
             t.elapsed()
         );
         check_plan(&s.kernels);

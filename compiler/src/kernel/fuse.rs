@@ -111,27 +111,30 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
                 && !matches!(g.producer(x).op, Op::Input(_)))
     };
     let mut kind = vec![Kind::Inline; n];
+    let mut recomputed = vec![false; n];
     for node in &g.nodes {
         for &t in &node.outputs {
             kind[t.0] = match node.op {
                 Op::Const(c) => Kind::Const(c),
                 Op::Reshape { .. } if view_ok(t, node.inputs[0]) => Kind::Alias(node.inputs[0]),
                 _ if hard[t.0] || extra.contains(&t) => Kind::Stored,
-                // An elementwise op of stored operands and a scalar (a gradient
-                // times the clip factor) is cheaper to recompute than to store.
+                // A multiply-used elementwise op whose operands are stored (or
+                // themselves recomputed this way) and that reads at most one
+                // full-size buffer (a gradient times the clip factor, u · s_u)
+                // costs no more bandwidth to recompute than to reload, and
+                // saves its memory.
                 Op::Unary(_) | Op::Binary(_) | Op::Expand { .. }
                     if uses[t.0] > 1
                         && node.inputs.iter().all(|i| {
-                            hard[i.0]
+                            recomputed[i.0]
                                 || matches!(
                                     kind[i.0],
                                     Kind::Const(_) | Kind::Stored | Kind::Alias(_)
                                 )
                         })
-                        && node.inputs.iter().any(|i| {
-                            g.shape(*i).is_empty() || matches!(kind[i.0], Kind::Const(_))
-                        }) =>
+                        && full_loads(g, &kind, &recomputed, t) <= 1 =>
                 {
+                    recomputed[t.0] = true;
                     Kind::Inline
                 }
                 _ if uses[t.0] > 1 => Kind::Stored,
@@ -140,6 +143,20 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
         }
     }
     kind
+}
+
+/// How many buffers of `t`'s own size its recomputation reads.
+fn full_loads(g: &Graph, kind: &[Kind], recomputed: &[bool], t: TensorId) -> usize {
+    let numel = g.tensor(t).numel();
+    g.producer(t)
+        .inputs
+        .iter()
+        .map(|&i| match kind[i.0] {
+            Kind::Inline if recomputed[i.0] => full_loads(g, kind, recomputed, i),
+            Kind::Stored | Kind::Alias(_) if g.tensor(i).numel() == numel => 1,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The root whose value is a state update (an optimizer output).
