@@ -41,6 +41,7 @@ fn compiles_model_s_of_both_architectures() {
 
 /// Arena buffers whose lifetimes overlap never share memory.
 fn check_plan(p: &KernelProgram) {
+    gsc_compiler::kernel::validate(p).expect("compiled programs are well formed");
     let mut span = vec![None; p.buffers.len()];
     for (i, k) in p.kernels.iter().enumerate() {
         for b in k.reads().into_iter().chain(k.writes()) {
@@ -121,4 +122,32 @@ fn invalid_models_are_errors_not_panics() {
     assert!(compile_stage(&cfg, &train(None), 2).is_err());
     let cfg = tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true);
     assert!(compile_stage(&cfg, &train(None), 0).is_err());
+}
+
+#[test]
+fn validation_rejects_damaged_programs() {
+    use gsc_compiler::kernel::{validate, BufId, Kernel};
+    let s = compile_stage(
+        &tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true),
+        &train(None),
+        2,
+    )
+    .unwrap();
+    let mut bad = s.kernels.clone();
+    let missing = BufId(bad.buffers.len());
+    for k in &mut bad.kernels {
+        if let Kernel::MatMul { b, .. } = k {
+            *b = missing;
+            break;
+        }
+    }
+    assert!(validate(&bad).is_err());
+    let mut bad = s.kernels.clone();
+    if let Some(Kernel::Loop(l)) = bad.kernels.first_mut() {
+        l.num_vars = 0;
+    }
+    assert!(validate(&bad).is_err());
+    let mut bad = s.kernels;
+    bad.arena_len = 1;
+    assert!(validate(&bad).is_err());
 }

@@ -346,7 +346,7 @@ fn expr_reads(e: &Expr, out: &mut Vec<BufId>, index: &mut impl FnMut(&Index, &mu
 }
 
 /// Calls `f` on every statement, outer before inner.
-pub fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(&Stmt)) {
+pub fn visit_stmts<'a>(stmts: &'a [Stmt], f: &mut impl FnMut(&'a Stmt)) {
     for s in stmts {
         f(s);
         match s {
@@ -357,7 +357,7 @@ pub fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(&Stmt)) {
 }
 
 /// Calls `f` on every node of an expression tree.
-pub fn visit_expr(e: &Expr, f: &mut impl FnMut(&Expr)) {
+pub fn visit_expr<'a>(e: &'a Expr, f: &mut impl FnMut(&'a Expr)) {
     f(e);
     match e {
         Expr::Unary(_, a) => visit_expr(a, f),

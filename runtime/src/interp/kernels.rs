@@ -187,7 +187,15 @@ impl<F: Float> Memory<F> {
 }
 
 /// Runs every kernel of `prog` once, in order.
+/// The program is validated first, so a malformed one (say, from a damaged
+/// artifact) is an error, not a panic.
 pub fn run<F: Float>(prog: &KernelProgram, mem: &mut Memory<F>) -> Result<(), InterpError> {
+    validate(prog).map_err(|e| InterpError::Invalid(e.to_string()))?;
+    if mem.lens.len() != prog.buffers.len() || mem.arena.len() < prog.arena_len {
+        return Err(InterpError::Invalid(
+            "memory was made for another program".into(),
+        ));
+    }
     for (i, k) in prog.kernels.iter().enumerate() {
         run_kernel(k, mem)
             .map_err(|e| InterpError::InKernel(i, k.name().to_string(), Box::new(e)))?;

@@ -21,6 +21,8 @@ pub enum InterpError {
     OutOfBounds(usize, usize),
     #[error("a token id is outside the vocabulary")]
     BadToken,
+    #[error("{0}")]
+    Invalid(String),
     #[error("kernel k{0} ({1}): {2}")]
     InKernel(usize, String, Box<InterpError>),
 }
