@@ -172,7 +172,7 @@ fn check_kernel(p: &KernelProgram, k: &Kernel) -> Result<(), String> {
 }
 
 fn attn_ok(s: &AttnShape) -> Result<(), String> {
-    if s.kv_heads == 0 || s.heads % s.kv_heads != 0 || s.seq == 0 {
+    if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) || s.seq == 0 {
         return Err("attention heads must be a multiple of kv_heads".into());
     }
     Ok(())
