@@ -4,9 +4,8 @@
 mod common;
 use common::*;
 use gsc_compiler::init::init_params;
-use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::*;
-use gsc_runtime::interp::run;
+use gsc_runtime::interp::train_step;
 
 fn memorize(cfg: &ModelConfig, lr: f64, steps: usize) -> (f32, f32) {
     let st = stage(cfg, &train_config(lr, 0.0, Some(1.0)));
@@ -16,10 +15,7 @@ fn memorize(cfg: &ModelConfig, lr: f64, steps: usize) -> (f32, f32) {
     let mut first = None;
     let mut last = f32::NAN;
     for step in 1..=steps {
-        mem.write(Storage::Lr, &[lr as f32]).unwrap();
-        mem.write(Storage::Step, &[step as f32]).unwrap();
-        run(&st.kernels, &mut mem).unwrap();
-        last = mem.read(Storage::Loss).unwrap()[0];
+        last = train_step(&st.kernels, &mut mem, lr, step as u64).unwrap() as f32;
         first.get_or_insert(last);
     }
     (first.unwrap_or(f32::NAN), last)

@@ -7,7 +7,7 @@ use gsc_compiler::graph::Input;
 use gsc_compiler::init::init_params;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::*;
-use gsc_runtime::interp::{eval_graph, run, Value};
+use gsc_runtime::interp::{eval_graph, train_step, Value};
 
 fn cfg() -> ModelConfig {
     tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false)
@@ -62,9 +62,7 @@ fn unit_norm_after_init_and_after_compiled_steps() {
     let (tokens, targets) = batch(&cfg, 2);
     let mut mem = memory::<f64>(&st.kernels, &params, &tokens, &targets);
     for step in 1..=3 {
-        mem.write(Storage::Lr, &[0.05]).unwrap();
-        mem.write(Storage::Step, &[step as f64]).unwrap();
-        run(&st.kernels, &mut mem).unwrap();
+        train_step(&st.kernels, &mut mem, 0.05, step).unwrap();
         let now: Vec<Vec<f64>> = (0..params.len())
             .map(|i| mem.read(Storage::Param(i)).unwrap())
             .collect();

@@ -203,6 +203,21 @@ pub fn run<F: Float>(prog: &KernelProgram, mem: &mut Memory<F>) -> Result<(), In
     Ok(())
 }
 
+/// One training step of a compiled stage's `kernels`: feeds this step's
+/// learning rate and 1-based step count, runs, and returns the loss (computed
+/// before the update). Tokens, targets and state must already be in `mem`.
+pub fn train_step<F: Float>(
+    prog: &KernelProgram,
+    mem: &mut Memory<F>,
+    lr: f64,
+    step: u64,
+) -> Result<f64, InterpError> {
+    mem.write(Storage::Lr, &[F::from_f64(lr)])?;
+    mem.write(Storage::Step, &[F::from_f64(step as f64)])?;
+    run(prog, mem)?;
+    Ok(mem.read(Storage::Loss)?[0].to_f64())
+}
+
 fn run_kernel<F: Float>(k: &Kernel, mem: &mut Memory<F>) -> Result<(), InterpError> {
     match k {
         Kernel::Loop(l) => {

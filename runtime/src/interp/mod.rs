@@ -9,7 +9,7 @@ pub mod library;
 
 pub use float::Float;
 pub use graph_eval::{eval_graph, Value};
-pub use kernels::{run, Memory};
+pub use kernels::{run, train_step, Memory};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InterpError {
