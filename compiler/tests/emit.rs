@@ -30,3 +30,15 @@ fn ngpt() {
     insta::assert_snapshot!("ngpt_ir_grad", render_ir_grad(&s));
     insta::assert_snapshot!("ngpt_kernels", render_kernels(&s));
 }
+
+#[test]
+fn gpt_layernorm_swiglu_untied() {
+    let s = stage(&tiny(
+        Arch::Gpt,
+        NormKind::LayerNorm,
+        Activation::Swiglu,
+        false,
+    ));
+    insta::assert_snapshot!("gpt_ln_swiglu_ir", render_ir(&s));
+    insta::assert_snapshot!("gpt_ln_swiglu_kernels", render_kernels(&s));
+}

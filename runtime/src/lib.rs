@@ -1,15 +1,16 @@
 //! The gsc runtime: backends that execute kernel IR, the training loop,
 //! in-place growth, data and checkpoints.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod fsutil;
 pub mod grow;
+pub mod interp;
 pub mod machine;
 pub mod rng;
 pub mod run;
 
 #[cfg(test)]
 mod test_util;
-pub mod backend;

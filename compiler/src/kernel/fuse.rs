@@ -45,6 +45,12 @@ const GELU_K: f64 = 0.044715;
 
 /// Lowers a graph to kernels with a buffer plan.
 pub fn lower(g: &Graph) -> Result<KernelProgram, LowerError> {
+    let mut seen = HashSet::new();
+    if let Some((o, _)) = g.outputs.iter().find(|(_, t)| !seen.insert(*t)) {
+        return Err(LowerError::Internal(format!(
+            "output {o:?} shares its tensor with another output"
+        )));
+    }
     let mut stored_extra = HashSet::new();
     let mut no_merge = HashSet::new();
     loop {
@@ -76,7 +82,8 @@ fn is_library(op: &Op) -> bool {
     )
 }
 
-fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
+/// How every tensor is lowered, and how many times each is used.
+fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> (Vec<Kind>, Vec<usize>) {
     let n = g.tensors.len();
     let mut uses = vec![0usize; n];
     let mut hard = vec![false; n];
@@ -96,28 +103,39 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
     for t in &outputs {
         hard[t.0] = true;
     }
+    // A reshape that is an output is a view too when its input exists only
+    // for it: the input is then stored in the output's buffer.
+    let view_ok = |t: TensorId, x: TensorId| {
+        !outputs.contains(&t)
+            || (uses[x.0] == 1
+                && !outputs.contains(&x)
+                && !matches!(g.producer(x).op, Op::Input(_)))
+    };
     let mut kind = vec![Kind::Inline; n];
+    let mut recomputed = vec![false; n];
     for node in &g.nodes {
         for &t in &node.outputs {
             kind[t.0] = match node.op {
                 Op::Const(c) => Kind::Const(c),
-                Op::Reshape { .. } if !outputs.contains(&t) => Kind::Alias(node.inputs[0]),
+                Op::Reshape { .. } if view_ok(t, node.inputs[0]) => Kind::Alias(node.inputs[0]),
                 _ if hard[t.0] || extra.contains(&t) => Kind::Stored,
-                // An elementwise op of stored operands and a scalar (a gradient
-                // times the clip factor) is cheaper to recompute than to store.
+                // A multiply-used elementwise op whose operands are stored (or
+                // themselves recomputed this way) and that reads at most one
+                // full-size buffer (a gradient times the clip factor, u · s_u)
+                // costs no more bandwidth to recompute than to reload, and
+                // saves its memory.
                 Op::Unary(_) | Op::Binary(_) | Op::Expand { .. }
                     if uses[t.0] > 1
                         && node.inputs.iter().all(|i| {
-                            hard[i.0]
+                            recomputed[i.0]
                                 || matches!(
                                     kind[i.0],
                                     Kind::Const(_) | Kind::Stored | Kind::Alias(_)
                                 )
                         })
-                        && node.inputs.iter().any(|i| {
-                            g.shape(*i).is_empty() || matches!(kind[i.0], Kind::Const(_))
-                        }) =>
+                        && full_loads(g, &kind, &recomputed, t) <= 1 =>
                 {
+                    recomputed[t.0] = true;
                     Kind::Inline
                 }
                 _ if uses[t.0] > 1 => Kind::Stored,
@@ -125,7 +143,21 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
             };
         }
     }
-    kind
+    (kind, uses)
+}
+
+/// How many buffers of `t`'s own size its recomputation reads.
+fn full_loads(g: &Graph, kind: &[Kind], recomputed: &[bool], t: TensorId) -> usize {
+    let numel = g.tensor(t).numel();
+    g.producer(t)
+        .inputs
+        .iter()
+        .map(|&i| match kind[i.0] {
+            Kind::Inline if recomputed[i.0] => full_loads(g, kind, recomputed, i),
+            Kind::Stored | Kind::Alias(_) if g.tensor(i).numel() == numel => 1,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The root whose value is a state update (an optimizer output).
@@ -169,7 +201,7 @@ fn try_lower(
     extra: &HashSet<TensorId>,
     no_merge: &HashSet<TensorId>,
 ) -> R<KernelProgram> {
-    let kind = kinds(g, extra);
+    let (kind, uses) = kinds(g, extra);
     let (mut buffers, buf_of) = assign_buffers(g, &kind)?;
     let resolve = |mut t: TensorId| {
         while let Kind::Alias(s) = kind[t.0] {
@@ -295,7 +327,8 @@ fn try_lower(
             Pending::Loop(gi) => {
                 let gr = &groups[gi];
                 Kernel::Loop(
-                    Emitter::new(g, &kind, &buf_of, &gr.roots).emit(&gr.shape, gr.order.clone())?,
+                    Emitter::new(g, &kind, &uses, &buf_of, &gr.roots)
+                        .emit(&gr.shape, gr.order.clone())?,
                 )
             }
         });
@@ -357,8 +390,17 @@ fn assign_buffers(g: &Graph, kind: &[Kind]) -> R<(Vec<Buffer>, HashMap<TensorId,
     let mut buf_of: HashMap<TensorId, BufId> = HashMap::new();
     let mut by_storage: HashMap<Storage, BufId> = HashMap::new();
     let pname = |i: usize| g.params.get(i).map(|p| p.name.clone()).unwrap_or_default();
-    let output_of: HashMap<TensorId, Output> =
-        g.outputs.iter().rev().map(|(o, t)| (*t, *o)).collect();
+    let output_of: HashMap<TensorId, Output> = g
+        .outputs
+        .iter()
+        .map(|&(o, mut t)| {
+            // An output that is a view names the storage of what it views.
+            while let Kind::Alias(s) = kind[t.0] {
+                t = s;
+            }
+            (t, o)
+        })
+        .collect();
     for node in &g.nodes {
         for &t in &node.outputs {
             if kind[t.0] != Kind::Stored {
@@ -526,6 +568,7 @@ struct Emitter<'a> {
     g: &'a Graph,
     kind: &'a [Kind],
     buf_of: &'a HashMap<TensorId, BufId>,
+    uses: &'a [usize],
     roots: &'a [TensorId],
     scopes: Vec<Scope>,
     var_level: Vec<usize>,
@@ -539,12 +582,14 @@ impl<'a> Emitter<'a> {
     fn new(
         g: &'a Graph,
         kind: &'a [Kind],
+        uses: &'a [usize],
         buf_of: &'a HashMap<TensorId, BufId>,
         roots: &'a [TensorId],
     ) -> Self {
         Emitter {
             g,
             kind,
+            uses,
             buf_of,
             roots,
             scopes: vec![Scope {
@@ -737,7 +782,14 @@ impl<'a> Emitter<'a> {
             return Ok(e.clone());
         }
         self.fused.insert(self.g.tensor(t).producer);
-        self.compute(t, idx)
+        let e = self.compute(t, idx)?;
+        if self.uses[t.0] < 2 {
+            return Ok(e);
+        }
+        // A recomputed tensor read twice at one index is computed once.
+        let e = self.let_(e);
+        self.memo.insert((t, "value", idx.to_vec()), e.clone());
+        Ok(e)
     }
 
     fn compute(&mut self, t: TensorId, idx: &[Ix]) -> R<Expr> {
