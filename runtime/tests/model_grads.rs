@@ -29,7 +29,7 @@ fn check_grads(cfg: &ModelConfig) {
     assert!((l - loss(&st, &params, &tokens, &targets)).abs() < 1e-12);
     let fd = finite_diff(
         &params,
-        |t, n| sample(n, 12, t as u64),
+        |t, n| sample(n, 32, t as u64),
         |p| loss(&st, p, &tokens, &targets),
     );
     for (t, spec) in cfg.params().iter().enumerate() {
