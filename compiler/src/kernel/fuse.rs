@@ -268,7 +268,17 @@ fn try_lower(
                 let reads = frontier(g, &kind, t, &resolve);
                 let state = is_state(g, t);
                 let order = required_order(g, t);
-                let chosen = (0..groups.len()).rev().find(|&gi| {
+                // No group created before the last kernel `t` reads from can take it.
+                let limit = reads
+                    .iter()
+                    .filter_map(|r| made_in.get(r))
+                    .max()
+                    .copied()
+                    .unwrap_or(0);
+                let mut candidates = (0..groups.len())
+                    .rev()
+                    .take_while(|&gi| group_kernel[gi] >= limit);
+                let chosen = candidates.find(|&gi| {
                     let gr = &groups[gi];
                     let own = |r: &TensorId| gr.roots.contains(r);
                     // Roots share a kernel when that saves memory traffic (a
