@@ -5,10 +5,12 @@
 pub mod float;
 pub mod graph_eval;
 pub mod kernels;
+pub mod backend;
 pub mod library;
 
 pub use float::Float;
 pub use graph_eval::{eval_graph, Value};
+pub use backend::InterpBackend;
 pub use kernels::{run, train_step, Memory};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -87,21 +87,32 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Opens the log for appending; when resuming from `keep_through` (a global
-    /// step), drops the lines logged after it: they will be logged again.
-    pub fn open(path: &Path, keep_through: Option<u64>) -> std::io::Result<Metrics> {
-        if let Some(step) = keep_through {
-            if path.exists() {
-                let kept: Vec<String> = std::io::BufReader::new(std::fs::File::open(path)?)
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .ok()
-                            .and_then(|v| v["step"].as_u64())
-                            .is_some_and(|s| s <= step)
-                    })
-                    .collect();
+    /// Opens the log for appending.
+    pub fn open(path: &Path) -> std::io::Result<Metrics> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Metrics { file })
+    }
+
+    /// Every record logged so far (unreadable lines, from a kill mid-write, are skipped).
+    pub fn records(path: &Path) -> std::io::Result<Vec<serde_json::Value>> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        Ok(std::io::BufReader::new(std::fs::File::open(path)?)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect())
+    }
+
+    /// Opens the log of a resumed run, keeping only the records `keep`
+    /// accepts: the ones logged after the checkpoint it resumes from will be
+    /// logged again.
+    pub fn reopen(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> std::io::Result<Metrics> {
+        if path.exists() {
+            {
+                let kept: Vec<String> =
+                    Metrics::records(path)?.iter().filter(|r| keep(r)).map(|r| r.to_string()).collect();
                 let mut text = kept.join("\n");
                 if !text.is_empty() {
                     text.push('\n');
@@ -168,13 +179,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gsc-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("metrics.jsonl");
-        let mut m = Metrics::open(&path, None).unwrap();
+        let mut m = Metrics::open(&path).unwrap();
         for step in [10, 20, 30] {
             m.log(&serde_json::json!({ "step": step, "loss": 1.0 }))
                 .unwrap();
         }
         drop(m);
-        let mut m = Metrics::open(&path, Some(20)).unwrap();
+        let mut m = Metrics::reopen(&path, |r| r["step"].as_u64().is_some_and(|s| s <= 20)).unwrap();
         m.log(&serde_json::json!({ "step": 30, "loss": 0.5 }))
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

@@ -1,4 +1,5 @@
 //! Running a plan: the run directory, metrics, and (with a backend) training.
 
+pub mod artifact;
 pub mod dir;
 pub mod train;

@@ -2,6 +2,7 @@
 //! (with the loss before and after checked on a fixed batch), evaluation,
 //! metrics, atomic checkpoints, and resumption from the last checkpoint.
 
+use super::artifact::Artifact;
 use super::dir::{Metrics, RunDir};
 use crate::backend::{Backend, BackendError, Program};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
@@ -10,7 +11,7 @@ use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::{DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
-use gsc_compiler::{compile_stage, CompileError, CompiledStage};
+use gsc_compiler::{compile_stage, CompileError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -48,6 +49,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
 /// How a run reports and where it keeps its state.
 pub struct Options<'a> {
     pub backend: &'a dyn Backend,
+    /// The compiled programs of every stage.
+    pub artifact: &'a Artifact,
     /// Peak FLOP/s of the machine, for MFU.
     pub peak_flops: f64,
     /// Print a progress bar (a terminal is attached).
@@ -123,7 +126,7 @@ pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Met
             Some(prev) => grow_between(&prev, stage, si, step, corpus, metrics, opts, &run.name)?,
             None => ModelState::init(&stage.model, stage.train.seed),
         };
-        let mut loaded = load_stage(stage, &st, opts.backend)?;
+        let mut loaded = load_stage(&run.name, stage, &st, opts)?;
         let outcome = train_stage(run, stage, si, &mut loaded, &data, &mut step, &ckpt_dir, metrics, opts)?;
         final_val = outcome.or(final_val);
         st = read_state(&loaded, &stage.model)?;
@@ -136,14 +139,10 @@ pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Met
     Ok(RunSummary { name: run.name.clone(), steps: step, final_val_loss: final_val, seconds: started.elapsed().as_secs_f64() })
 }
 
-fn compile(stage: &StagePlan) -> Result<CompiledStage, TrainError> {
-    compile_stage(&stage.model, &stage.train, stage.train.batch).map_err(|source| TrainError::Compile { stage: stage.name.clone(), source })
-}
-
-fn load_stage(stage: &StagePlan, st: &ModelState, backend: &dyn Backend) -> Result<Loaded, TrainError> {
-    let compiled = compile(stage)?;
-    let mut step = backend.load(&compiled.kernels)?;
-    let forward = backend.load(&compiled.forward_kernels)?;
+fn load_stage(run: &str, stage: &StagePlan, st: &ModelState, opts: &Options) -> Result<Loaded, TrainError> {
+    let programs = opts.artifact.stage(run, &stage.name).ok_or_else(|| TrainError::Resume(format!("the artifact has no stage `{run}.{}`", stage.name)))?;
+    let mut step = opts.backend.load(&programs.step)?;
+    let forward = opts.backend.load(&programs.forward)?;
     let specs = stage.model.params();
     for (i, _) in specs.iter().enumerate() {
         step.write(Storage::Param(i), &to_f32(&st.params[i]))?;
@@ -437,6 +436,13 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
         std::fs::remove_file(f)?;
     }
     Ok(())
+}
+
+/// The global step of `run`'s newest checkpoint under `dir`, if any.
+pub fn resume_step(dir: &RunDir, run: &RunPlan) -> Option<u64> {
+    let files = checkpoint_files(&dir.checkpoints().join(&run.name)).ok()?;
+    let name = files.last()?.file_stem()?.to_str()?.strip_prefix("step-")?.to_string();
+    name.parse().ok()
 }
 
 /// The newest checkpoint of `run`, as the state to continue from.

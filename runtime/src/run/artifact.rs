@@ -1,0 +1,80 @@
+//! The compiled artifact of a `.gs` file: its plan and every stage's kernel
+//! programs, keyed by a content hash of the source, the overrides and the
+//! compiler version, and cached on disk so a rerun or a resume skips compiling.
+
+use crate::fsutil::write_atomic;
+use gsc_compiler::kernel::KernelProgram;
+use gsc_compiler::plan::Plan;
+use gsc_compiler::{compile_stage, CompileError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StagePrograms {
+    pub run: String,
+    pub stage: String,
+    /// One training step: forward, backward, clipping, AdamW.
+    pub step: KernelProgram,
+    /// The forward pass alone: evaluation.
+    pub forward: KernelProgram,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub hash: String,
+    pub compiler_version: String,
+    pub plan: Plan,
+    pub stages: Vec<StagePrograms>,
+}
+
+pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// FNV-1a, 64 bits: stable across builds and machines, unlike std's hasher.
+pub fn content_hash(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.as_bytes().iter().chain([0xffu8].iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+impl Artifact {
+    pub fn compile(plan: &Plan, hash: &str) -> Result<Artifact, (String, CompileError)> {
+        let mut stages = Vec::new();
+        for run in &plan.runs {
+            for s in &run.stages {
+                let c = compile_stage(&s.model, &s.train, s.train.batch).map_err(|e| (format!("{}.{}", run.name, s.name), e))?;
+                stages.push(StagePrograms { run: run.name.clone(), stage: s.name.clone(), step: c.kernels, forward: c.forward_kernels });
+            }
+        }
+        Ok(Artifact { hash: hash.to_string(), compiler_version: COMPILER_VERSION.to_string(), plan: plan.clone(), stages })
+    }
+
+    /// The cached artifact `cache/<hash>.json` if it is there and readable,
+    /// else a freshly compiled one, written to the cache.
+    pub fn load_or_compile(cache: &Path, plan: &Plan, hash: &str) -> Result<(Artifact, bool), (String, CompileError)> {
+        let path = cache.join(format!("{hash}.json"));
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(a) = serde_json::from_slice::<Artifact>(&bytes) {
+                if a.hash == hash && a.plan == *plan {
+                    return Ok((a, true));
+                }
+            }
+        }
+        let a = Artifact::compile(plan, hash)?;
+        // A cache that cannot be written only costs a recompilation next time.
+        if std::fs::create_dir_all(cache).is_ok() {
+            if let Ok(json) = serde_json::to_vec(&a) {
+                let _ = write_atomic(&path, &json);
+            }
+        }
+        Ok((a, false))
+    }
+
+    pub fn stage(&self, run: &str, stage: &str) -> Option<&StagePrograms> {
+        self.stages.iter().find(|s| s.run == run && s.stage == stage)
+    }
+}
