@@ -1,6 +1,7 @@
 //! Subcommands. Exit codes: 0 success, 1 a problem with the user's input
 //! (diagnostics were printed), 2 bad usage (clap's own).
 
+use crate::run;
 use clap::{Parser, Subcommand, ValueEnum};
 use gsc_compiler::plan::{render, Plan, RunPlan, StagePlan};
 use gsc_compiler::{check_source, syntax, Checked};
@@ -45,6 +46,29 @@ enum Command {
         #[arg(long)]
         stage: Option<String>,
     },
+    /// Train every run of a .gs file (growing between stages), or resume one.
+    Run {
+        /// The .gs file (not needed with --resume).
+        #[arg(required_unless_present = "resume")]
+        file: Option<PathBuf>,
+        /// Override a setting, e.g. `--set train.batch=32` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["file", "set"])]
+        resume: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Interp)]
+        backend: run::BackendKind,
+        /// Where run directories go.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Train only the run (schedule or comparison) of this name.
+        #[arg(long = "run", value_name = "NAME")]
+        only: Option<String>,
+        /// Peak GFLOP/s of the machine, for MFU (both cores of the reference machine).
+        #[arg(long, default_value_t = 548.0)]
+        peak_gflops: f64,
+    },
     /// Rewrite .gs files in canonical form (comments are kept).
     Fmt {
         #[arg(required = true)]
@@ -86,6 +110,26 @@ pub fn main() -> ExitCode {
             set,
             stage,
         } => compile(&file, emit, format, &set, stage.as_deref()),
+        Command::Run {
+            file,
+            set,
+            resume,
+            backend,
+            runs_dir,
+            only,
+            peak_gflops,
+        } => run::run(
+            run::RunArgs {
+                file,
+                set,
+                resume,
+                backend,
+                runs_dir,
+                only,
+                peak_gflops,
+            },
+            color(),
+        ),
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
     };
     if ok {

@@ -1,6 +1,7 @@
 //! `gsc`: the Gradual Scaling Compiler's command line.
 
 mod cli;
+mod run;
 
 use std::process::ExitCode;
 

@@ -174,7 +174,7 @@ fn doubling_steps(half: &ModelConfig) -> Vec<GrowthStep> {
         .map(|axis| {
             let from = axis.size(&cur);
             let before = cur.clone();
-            axis.set(&mut cur, from * 2);
+            cur = cur.grown(axis, from * 2);
             let mut step = GrowthStep {
                 axis,
                 from,

@@ -98,12 +98,7 @@ pub fn check(g: &GrowStep, model: &ModelConfig) -> Result<(GrowthStep, ModelConf
         // Only reading-side noise projected off the range of E is exact (growth.md).
         step.exact = false;
     }
-    let mut grown = model.clone();
-    axis.set(&mut grown, to);
-    if axis == Axis::Heads && model.kv_heads == model.heads {
-        // Multi-head attention stays multi-head: every new query head brings its own K and V.
-        grown.kv_heads = to;
-    }
+    let grown = model.grown(axis, to);
     step.changes = changes(model, &grown, &step);
     Ok((step, grown))
 }

@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "tied",
     "rope_base",
     "init_std",
+    "norm_eps",
 ];
 const NUMERIC: &[&str] = &[
     "vocab",
@@ -33,6 +34,7 @@ const NUMERIC: &[&str] = &[
     "ffn",
     "rope_base",
     "init_std",
+    "norm_eps",
 ];
 
 /// Where each dimension was written, so growth and data checks can point at it.
@@ -180,6 +182,7 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
     };
     let rope_base = float("rope_base", 10000.0, diags);
     let init_std = float("init_std", 0.02, diags);
+    let norm_eps = float("norm_eps", 1e-5, diags);
 
     let activation = match s.get("activation") {
         None if ngpt => Activation::Swiglu,
@@ -361,6 +364,7 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
             tied,
             rope_base,
             init_std,
+            norm_eps,
         },
         spans,
     })

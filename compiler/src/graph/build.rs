@@ -4,9 +4,6 @@
 use super::ir::*;
 use crate::plan::{Activation, Arch, ModelConfig, NormKind, ParamRole};
 
-/// RMSNorm / LayerNorm epsilon of the gpt architecture.
-pub const NORM_EPS: f64 = 1e-5;
-
 /// The forward graph of `cfg` on `batch` sequences of `cfg.context` tokens.
 /// Inputs: every parameter of `cfg.params()` in that order, then tokens and
 /// targets; outputs: the mean cross-entropy loss and the logits.
@@ -177,9 +174,16 @@ impl<'a> Builder<'a> {
     ) -> Result<TensorId, GraphError> {
         let gain = self.param(ParamRole::NormGain, layer, &format!("{prefix}.gain"))?;
         let (op, bias) = match self.cfg.norm {
-            NormKind::RmsNorm => (Op::RmsNorm { eps: NORM_EPS }, None),
+            NormKind::RmsNorm => (
+                Op::RmsNorm {
+                    eps: self.cfg.norm_eps,
+                },
+                None,
+            ),
             NormKind::LayerNorm => (
-                Op::LayerNorm { eps: NORM_EPS },
+                Op::LayerNorm {
+                    eps: self.cfg.norm_eps,
+                },
                 Some(self.param(ParamRole::NormBias, layer, &format!("{prefix}.bias"))?),
             ),
         };

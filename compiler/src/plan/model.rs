@@ -47,6 +47,9 @@ pub struct ModelConfig {
     /// Ignored for nGPT, whose head is always untied.
     pub tied: bool,
     pub rope_base: f64,
+    /// RMSNorm / LayerNorm epsilon (gpt). Width growth scales it by d/d′, so
+    /// that the grown norm equals the old one exactly (rms(Eh)² = rms(h)²·d/d′).
+    pub norm_eps: f64,
     /// Standard deviation of the normal init of weight matrices (gpt); nGPT
     /// normalises its matrices after init, so only the direction matters there.
     pub init_std: f64,
@@ -127,6 +130,20 @@ impl ParamSpec {
 impl ModelConfig {
     /// Width of the attention's inner space (q), which need not equal d_model
     /// once heads have grown on their own.
+    /// This model with `axis` grown to `size`: multi-head attention stays
+    /// multi-head (K/V heads follow the query heads), and the norm epsilon
+    /// follows the residual width.
+    pub fn grown(&self, axis: super::Axis, size: usize) -> ModelConfig {
+        let mut m = self.clone();
+        axis.set(&mut m, size);
+        match axis {
+            super::Axis::Heads if self.kv_heads == self.heads => m.kv_heads = size,
+            super::Axis::DModel => m.norm_eps = self.norm_eps * self.d_model as f64 / size as f64,
+            _ => {}
+        }
+        m
+    }
+
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
     }

@@ -19,6 +19,7 @@ pub fn tiny(arch: Arch, norm: NormKind, activation: Activation, tied: bool) -> M
         tied,
         rope_base: 10000.0,
         init_std: 0.2,
+        norm_eps: 1e-5,
     }
 }
 

@@ -160,11 +160,7 @@ pub fn grow(state: &ModelState, step: &GrowthStep, seed: u64) -> Result<ModelSta
             step.from
         )));
     }
-    let mut new = old.clone();
-    step.axis.set(&mut new, step.to);
-    if step.axis == Axis::Heads && old.kv_heads == old.heads {
-        new.kv_heads = step.to;
-    }
+    let new = old.grown(step.axis, step.to);
     let unsupported = |why: &str| GrowError::Unsupported {
         axis: step.axis.name(),
         method: step.method.describe(),

@@ -20,7 +20,10 @@ struct Loaded<F> {
 }
 
 fn err(e: InterpError) -> BackendError {
-    BackendError { backend: "interp", message: e.to_string() }
+    BackendError {
+        backend: "interp",
+        message: e.to_string(),
+    }
 }
 
 impl<F: Float + 'static> Backend for InterpBackend<F> {
@@ -29,7 +32,10 @@ impl<F: Float + 'static> Backend for InterpBackend<F> {
     }
 
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
-        Ok(Box::new(Loaded { program: program.clone(), memory: Memory::<F>::new(program) }))
+        Ok(Box::new(Loaded {
+            program: program.clone(),
+            memory: Memory::<F>::new(program),
+        }))
     }
 }
 
@@ -44,7 +50,13 @@ impl<F: Float> Program for Loaded<F> {
     }
 
     fn read(&self, s: Storage) -> Result<Vec<f32>, BackendError> {
-        Ok(self.memory.read(s).map_err(err)?.iter().map(|x| x.to_f64() as f32).collect())
+        Ok(self
+            .memory
+            .read(s)
+            .map_err(err)?
+            .iter()
+            .map(|x| x.to_f64() as f32)
+            .collect())
     }
 
     fn run(&mut self) -> Result<(), BackendError> {

@@ -2,15 +2,15 @@
 //! f32 and f64, and a direct evaluator of the graph IR. Slow and obviously
 //! right: the oracle every other backend is diffed against.
 
+pub mod backend;
 pub mod float;
 pub mod graph_eval;
 pub mod kernels;
-pub mod backend;
 pub mod library;
 
+pub use backend::InterpBackend;
 pub use float::Float;
 pub use graph_eval::{eval_graph, Value};
-pub use backend::InterpBackend;
 pub use kernels::{run, train_step, Memory};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

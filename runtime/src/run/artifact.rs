@@ -46,16 +46,31 @@ impl Artifact {
         let mut stages = Vec::new();
         for run in &plan.runs {
             for s in &run.stages {
-                let c = compile_stage(&s.model, &s.train, s.train.batch).map_err(|e| (format!("{}.{}", run.name, s.name), e))?;
-                stages.push(StagePrograms { run: run.name.clone(), stage: s.name.clone(), step: c.kernels, forward: c.forward_kernels });
+                let c = compile_stage(&s.model, &s.train, s.train.batch)
+                    .map_err(|e| (format!("{}.{}", run.name, s.name), e))?;
+                stages.push(StagePrograms {
+                    run: run.name.clone(),
+                    stage: s.name.clone(),
+                    step: c.kernels,
+                    forward: c.forward_kernels,
+                });
             }
         }
-        Ok(Artifact { hash: hash.to_string(), compiler_version: COMPILER_VERSION.to_string(), plan: plan.clone(), stages })
+        Ok(Artifact {
+            hash: hash.to_string(),
+            compiler_version: COMPILER_VERSION.to_string(),
+            plan: plan.clone(),
+            stages,
+        })
     }
 
     /// The cached artifact `cache/<hash>.json` if it is there and readable,
     /// else a freshly compiled one, written to the cache.
-    pub fn load_or_compile(cache: &Path, plan: &Plan, hash: &str) -> Result<(Artifact, bool), (String, CompileError)> {
+    pub fn load_or_compile(
+        cache: &Path,
+        plan: &Plan,
+        hash: &str,
+    ) -> Result<(Artifact, bool), (String, CompileError)> {
         let path = cache.join(format!("{hash}.json"));
         if let Ok(bytes) = std::fs::read(&path) {
             if let Ok(a) = serde_json::from_slice::<Artifact>(&bytes) {
@@ -75,6 +90,8 @@ impl Artifact {
     }
 
     pub fn stage(&self, run: &str, stage: &str) -> Option<&StagePrograms> {
-        self.stages.iter().find(|s| s.run == run && s.stage == stage)
+        self.stages
+            .iter()
+            .find(|s| s.run == run && s.stage == stage)
     }
 }

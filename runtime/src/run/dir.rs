@@ -89,7 +89,10 @@ pub struct Metrics {
 impl Metrics {
     /// Opens the log for appending.
     pub fn open(path: &Path) -> std::io::Result<Metrics> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Metrics { file })
     }
 
@@ -108,11 +111,17 @@ impl Metrics {
     /// Opens the log of a resumed run, keeping only the records `keep`
     /// accepts: the ones logged after the checkpoint it resumes from will be
     /// logged again.
-    pub fn reopen(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> std::io::Result<Metrics> {
+    pub fn reopen(
+        path: &Path,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> std::io::Result<Metrics> {
         if path.exists() {
             {
-                let kept: Vec<String> =
-                    Metrics::records(path)?.iter().filter(|r| keep(r)).map(|r| r.to_string()).collect();
+                let kept: Vec<String> = Metrics::records(path)?
+                    .iter()
+                    .filter(|r| keep(r))
+                    .map(|r| r.to_string())
+                    .collect();
                 let mut text = kept.join("\n");
                 if !text.is_empty() {
                     text.push('\n');
@@ -185,7 +194,8 @@ mod tests {
                 .unwrap();
         }
         drop(m);
-        let mut m = Metrics::reopen(&path, |r| r["step"].as_u64().is_some_and(|s| s <= 20)).unwrap();
+        let mut m =
+            Metrics::reopen(&path, |r| r["step"].as_u64().is_some_and(|s| s <= 20)).unwrap();
         m.log(&serde_json::json!({ "step": 30, "loss": 0.5 }))
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

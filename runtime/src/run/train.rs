@@ -32,11 +32,20 @@ pub enum TrainError {
         "growth before stage `{stage}` was declared exact but changed the loss on a fixed batch \
          from {before:.6} to {after:.6} (max |Δ logits| {max_dlogit:.3e}, tolerance {tolerance:.1e})"
     )]
-    NotPreserved { stage: String, before: f64, after: f64, max_dlogit: f64, tolerance: f64 },
+    NotPreserved {
+        stage: String,
+        before: f64,
+        after: f64,
+        max_dlogit: f64,
+        tolerance: f64,
+    },
     #[error("the loss became {loss} at step {step} of stage `{stage}`: lower the learning rate or enable clipping")]
     Diverged { stage: String, step: u64, loss: f32 },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("cannot resume: {0}")]
     Resume(String),
 }
@@ -70,14 +79,26 @@ impl Corpus {
     pub fn read(data: &DataPlan) -> Result<Corpus, TrainError> {
         let mut bytes = Vec::new();
         for f in &data.files {
-            bytes.extend(std::fs::read(&f.resolved).map_err(io(format!("reading data file {}", f.resolved)))?);
+            bytes.extend(
+                std::fs::read(&f.resolved)
+                    .map_err(io(format!("reading data file {}", f.resolved)))?,
+            );
         }
         let name = PathBuf::from(data.files.first().map_or("data", |f| f.resolved.as_str()));
-        Ok(Corpus { name, bytes, val_fraction: data.val_fraction })
+        Ok(Corpus {
+            name,
+            bytes,
+            val_fraction: data.val_fraction,
+        })
     }
 
     fn dataset(&self, context: usize) -> Result<Dataset, TrainError> {
-        Ok(Dataset::from_bytes(&self.name, self.bytes.clone(), self.val_fraction, context)?)
+        Ok(Dataset::from_bytes(
+            &self.name,
+            self.bytes.clone(),
+            self.val_fraction,
+            context,
+        )?)
     }
 }
 
@@ -107,7 +128,13 @@ struct Loaded {
 /// Trains `run` (every stage, growing between them), logging to `metrics`
 /// and checkpointing under `dir`. Resumes from the run's newest checkpoint
 /// when there is one.
-pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Metrics, opts: &Options) -> Result<RunSummary, TrainError> {
+pub fn train_run(
+    run: &RunPlan,
+    corpus: &Corpus,
+    dir: &RunDir,
+    metrics: &mut Metrics,
+    opts: &Options,
+) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
     let ckpt_dir = dir.checkpoints().join(&run.name);
     std::fs::create_dir_all(&ckpt_dir).map_err(io(format!("creating {}", ckpt_dir.display())))?;
@@ -127,7 +154,17 @@ pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Met
             None => ModelState::init(&stage.model, stage.train.seed),
         };
         let mut loaded = load_stage(&run.name, stage, &st, opts)?;
-        let outcome = train_stage(run, stage, si, &mut loaded, &data, &mut step, &ckpt_dir, metrics, opts)?;
+        let outcome = train_stage(
+            run,
+            stage,
+            si,
+            &mut loaded,
+            &data,
+            &mut step,
+            &ckpt_dir,
+            metrics,
+            opts,
+        )?;
         final_val = outcome.or(final_val);
         st = read_state(&loaded, &stage.model)?;
         save_checkpoint(&ckpt_dir, run, si, step, &loaded, opts.keep_checkpoints)?;
@@ -136,11 +173,23 @@ pub fn train_run(run: &RunPlan, corpus: &Corpus, dir: &RunDir, metrics: &mut Met
     metrics
         .log(&json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val, "seconds": started.elapsed().as_secs_f64() }))
         .map_err(io("writing metrics"))?;
-    Ok(RunSummary { name: run.name.clone(), steps: step, final_val_loss: final_val, seconds: started.elapsed().as_secs_f64() })
+    Ok(RunSummary {
+        name: run.name.clone(),
+        steps: step,
+        final_val_loss: final_val,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
-fn load_stage(run: &str, stage: &StagePlan, st: &ModelState, opts: &Options) -> Result<Loaded, TrainError> {
-    let programs = opts.artifact.stage(run, &stage.name).ok_or_else(|| TrainError::Resume(format!("the artifact has no stage `{run}.{}`", stage.name)))?;
+fn load_stage(
+    run: &str,
+    stage: &StagePlan,
+    st: &ModelState,
+    opts: &Options,
+) -> Result<Loaded, TrainError> {
+    let programs = opts.artifact.stage(run, &stage.name).ok_or_else(|| {
+        TrainError::Resume(format!("the artifact has no stage `{run}.{}`", stage.name))
+    })?;
     let mut step = opts.backend.load(&programs.step)?;
     let forward = opts.backend.load(&programs.forward)?;
     let specs = stage.model.params();
@@ -149,11 +198,20 @@ fn load_stage(run: &str, stage: &StagePlan, st: &ModelState, opts: &Options) -> 
         step.write(Storage::AdamM(i), &to_f32(&st.m[i]))?;
         step.write(Storage::AdamV(i), &to_f32(&st.v[i]))?;
     }
-    Ok(Loaded { step, forward, specs })
+    Ok(Loaded {
+        step,
+        forward,
+        specs,
+    })
 }
 
 fn read_state(l: &Loaded, config: &ModelConfig) -> Result<ModelState, TrainError> {
-    let mut s = ModelState { config: config.clone(), params: Vec::new(), m: Vec::new(), v: Vec::new() };
+    let mut s = ModelState {
+        config: config.clone(),
+        params: Vec::new(),
+        m: Vec::new(),
+        v: Vec::new(),
+    };
     for i in 0..l.specs.len() {
         s.params.push(to_f64(&l.step.read(Storage::Param(i))?));
         s.m.push(to_f64(&l.step.read(Storage::AdamM(i))?));
@@ -179,7 +237,12 @@ fn ints(x: &[u32]) -> Vec<i32> {
 pub fn learning_rate(stage: &StagePlan, step: u64) -> f64 {
     let t = &stage.train;
     let mut lr = t.optimizer.lr * t.schedule.multiplier(step);
-    let rewarm = stage.growth.iter().map(|g| g.rewarm_steps).max().unwrap_or(0);
+    let rewarm = stage
+        .growth
+        .iter()
+        .map(|g| g.rewarm_steps)
+        .max()
+        .unwrap_or(0);
     if rewarm > 0 && step >= stage.first_step {
         lr *= ((step - stage.first_step + 1) as f64 / rewarm as f64).min(1.0);
     }
@@ -236,7 +299,11 @@ fn train_stage(
         *step += 1;
         window_steps += 1;
         if !loss.is_finite() {
-            return Err(TrainError::Diverged { stage: stage.name.clone(), step: *step, loss });
+            return Err(TrainError::Diverged {
+                stage: stage.name.clone(),
+                step: *step,
+                loss,
+            });
         }
         if let Some(b) = &bar {
             b.set_position(*step);
@@ -273,14 +340,30 @@ fn train_stage(
         if eval_now {
             let v = evaluate(loaded, &val)?;
             last_val = Some(v);
-            print_line(&bar, &format!("{:<8} {:<8} step {:>6}  val_loss {v:.4}", run.name, stage.name, *step));
+            print_line(
+                &bar,
+                &format!(
+                    "{:<8} {:<8} step {:>6}  val_loss {v:.4}",
+                    run.name, stage.name, *step
+                ),
+            );
             metrics
                 .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": *step, "val_loss": v }))
                 .map_err(io("writing metrics"))?;
             if let Some(target) = &stage.until {
-                let hit = if target.strict { v < target.value } else { v <= target.value };
+                let hit = if target.strict {
+                    v < target.value
+                } else {
+                    v <= target.value
+                };
                 if hit {
-                    print_line(&bar, &format!("{:<8} {:<8} reached val_loss {v:.4} at step {}", run.name, stage.name, *step));
+                    print_line(
+                        &bar,
+                        &format!(
+                            "{:<8} {:<8} reached val_loss {v:.4} at step {}",
+                            run.name, stage.name, *step
+                        ),
+                    );
                     break;
                 }
             }
@@ -303,12 +386,22 @@ fn train_stage(
 fn grad_norm(l: &Loaded) -> Result<f64, TrainError> {
     let mut sum = 0.0f64;
     for i in 0..l.specs.len() {
-        sum += l.step.read(Storage::Grad(i))?.iter().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>();
+        sum += l
+            .step
+            .read(Storage::Grad(i))?
+            .iter()
+            .map(|&g| f64::from(g) * f64::from(g))
+            .sum::<f64>();
     }
     Ok(sum.sqrt())
 }
 
-fn progress_bar(show: bool, stage: &StagePlan, at: u64, end: u64) -> Option<indicatif::ProgressBar> {
+fn progress_bar(
+    show: bool,
+    stage: &StagePlan,
+    at: u64,
+    end: u64,
+) -> Option<indicatif::ProgressBar> {
     if !show || end == u64::MAX {
         return None;
     }
@@ -347,10 +440,16 @@ fn grow_between(
     let mut st = prev.clone();
     for (k, g) in stage.growth.iter().enumerate() {
         let seed = stage.train.seed ^ (step << 8) ^ k as u64;
-        st = grow(&st, g, seed).map_err(|source| TrainError::Grow { stage: stage.name.clone(), source })?;
+        st = grow(&st, g, seed).map_err(|source| TrainError::Grow {
+            stage: stage.name.clone(),
+            source,
+        })?;
     }
     if st.config != stage.model {
-        return Err(TrainError::Resume(format!("growth into stage `{}` produced a model that differs from the plan", stage.name)));
+        return Err(TrainError::Resume(format!(
+            "growth into stage `{}` produced a model that differs from the plan",
+            stage.name
+        )));
     }
     // The check runs both models at the old context on one fixed batch.
     let context = prev.config.context;
@@ -360,7 +459,11 @@ fn grow_between(
     let mut at_old_context = st.config.clone();
     at_old_context.context = context;
     let (after, logits_after) = forward_once(&at_old_context, stage, &batch, &st, opts.backend)?;
-    let max_dlogit = logits_before.iter().zip(&logits_after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) as f64;
+    let max_dlogit = logits_before
+        .iter()
+        .zip(&logits_after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max) as f64;
     let exact = stage.growth.iter().all(|g| g.exact);
     let tolerance = 1e-3 * before.abs().max(1.0);
     metrics
@@ -379,14 +482,30 @@ fn grow_between(
         if exact { "" } else { ", not exact by design" }
     );
     if exact && (after - before).abs() > tolerance {
-        return Err(TrainError::NotPreserved { stage: stage.name.clone(), before, after, max_dlogit, tolerance });
+        return Err(TrainError::NotPreserved {
+            stage: stage.name.clone(),
+            before,
+            after,
+            max_dlogit,
+            tolerance,
+        });
     }
     Ok(st)
 }
 
 /// Loss and logits of `model` (in state `st`) on one batch.
-fn forward_once(model: &ModelConfig, stage: &StagePlan, batch: &Batch, st: &ModelState, backend: &dyn Backend) -> Result<(f64, Vec<f32>), TrainError> {
-    let compiled = compile_stage(model, &stage.train, batch.batch).map_err(|source| TrainError::Compile { stage: stage.name.clone(), source })?;
+fn forward_once(
+    model: &ModelConfig,
+    stage: &StagePlan,
+    batch: &Batch,
+    st: &ModelState,
+    backend: &dyn Backend,
+) -> Result<(f64, Vec<f32>), TrainError> {
+    let compiled =
+        compile_stage(model, &stage.train, batch.batch).map_err(|source| TrainError::Compile {
+            stage: stage.name.clone(),
+            source,
+        })?;
     let mut p = backend.load(&compiled.forward_kernels)?;
     for (i, w) in st.params.iter().enumerate() {
         p.write(Storage::Param(i), &to_f32(w))?;
@@ -394,25 +513,59 @@ fn forward_once(model: &ModelConfig, stage: &StagePlan, batch: &Batch, st: &Mode
     p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
     p.write_ints(Storage::Targets, &ints(&batch.targets))?;
     p.run()?;
-    Ok((f64::from(p.read(Storage::Loss)?[0]), p.read(Storage::Logits)?))
+    Ok((
+        f64::from(p.read(Storage::Loss)?[0]),
+        p.read(Storage::Logits)?,
+    ))
 }
 
 fn checkpoint_name(step: u64) -> String {
     format!("step-{step:09}.safetensors")
 }
 
-fn save_checkpoint(dir: &Path, run: &RunPlan, si: usize, step: u64, l: &Loaded, keep: usize) -> Result<(), TrainError> {
+fn save_checkpoint(
+    dir: &Path,
+    run: &RunPlan,
+    si: usize,
+    step: u64,
+    l: &Loaded,
+    keep: usize,
+) -> Result<(), TrainError> {
     let mut data = Vec::new();
     for i in 0..l.specs.len() {
-        data.push((l.step.read(Storage::Param(i))?, l.step.read(Storage::AdamM(i))?, l.step.read(Storage::AdamV(i))?));
+        data.push((
+            l.step.read(Storage::Param(i))?,
+            l.step.read(Storage::AdamM(i))?,
+            l.step.read(Storage::AdamV(i))?,
+        ));
     }
-    let m_names: Vec<String> = l.specs.iter().map(|s| format!("adam_m.{}", s.name)).collect();
-    let v_names: Vec<String> = l.specs.iter().map(|s| format!("adam_v.{}", s.name)).collect();
+    let m_names: Vec<String> = l
+        .specs
+        .iter()
+        .map(|s| format!("adam_m.{}", s.name))
+        .collect();
+    let v_names: Vec<String> = l
+        .specs
+        .iter()
+        .map(|s| format!("adam_v.{}", s.name))
+        .collect();
     let mut tensors = Vec::new();
     for (i, s) in l.specs.iter().enumerate() {
-        tensors.push(TensorRef { name: &s.name, shape: &s.shape, data: &data[i].0 });
-        tensors.push(TensorRef { name: &m_names[i], shape: &s.shape, data: &data[i].1 });
-        tensors.push(TensorRef { name: &v_names[i], shape: &s.shape, data: &data[i].2 });
+        tensors.push(TensorRef {
+            name: &s.name,
+            shape: &s.shape,
+            data: &data[i].0,
+        });
+        tensors.push(TensorRef {
+            name: &m_names[i],
+            shape: &s.shape,
+            data: &data[i].1,
+        });
+        tensors.push(TensorRef {
+            name: &v_names[i],
+            shape: &s.shape,
+            data: &data[i].2,
+        });
     }
     let stage = &run.stages[si];
     let meta = json!({ "run": run.name, "stage": stage.name, "stage_index": si, "step": step, "model": stage.model });
@@ -424,7 +577,11 @@ fn checkpoint_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -441,33 +598,57 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
 /// The global step of `run`'s newest checkpoint under `dir`, if any.
 pub fn resume_step(dir: &RunDir, run: &RunPlan) -> Option<u64> {
     let files = checkpoint_files(&dir.checkpoints().join(&run.name)).ok()?;
-    let name = files.last()?.file_stem()?.to_str()?.strip_prefix("step-")?.to_string();
+    let name = files
+        .last()?
+        .file_stem()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .to_string();
     name.parse().ok()
 }
 
 /// The newest checkpoint of `run`, as the state to continue from.
 fn latest_checkpoint(dir: &Path, run: &RunPlan) -> Result<Option<Resume>, TrainError> {
     let files = checkpoint_files(dir).map_err(io(format!("listing {}", dir.display())))?;
-    let Some(path) = files.last() else { return Ok(None) };
+    let Some(path) = files.last() else {
+        return Ok(None);
+    };
     let ck = Checkpoint::load(path)?;
     let meta = &ck.metadata;
     let (Some(stage), Some(step)) = (meta["stage_index"].as_u64(), meta["step"].as_u64()) else {
-        return Err(TrainError::Resume(format!("{} has no stage and step in its metadata", path.display())));
+        return Err(TrainError::Resume(format!(
+            "{} has no stage and step in its metadata",
+            path.display()
+        )));
     };
     let Some(plan_stage) = run.stages.get(stage as usize) else {
-        return Err(TrainError::Resume(format!("{} is from stage {stage}, which the plan does not have", path.display())));
+        return Err(TrainError::Resume(format!(
+            "{} is from stage {stage}, which the plan does not have",
+            path.display()
+        )));
     };
     let config = plan_stage.model.clone();
     let specs = config.params();
-    let mut state = ModelState { config, params: Vec::new(), m: Vec::new(), v: Vec::new() };
+    let mut state = ModelState {
+        config,
+        params: Vec::new(),
+        m: Vec::new(),
+        v: Vec::new(),
+    };
     for s in &specs {
         state.params.push(to_f64(ck.tensor(&s.name, &s.shape)?));
-        state.m.push(to_f64(ck.tensor(&format!("adam_m.{}", s.name), &s.shape)?));
-        state.v.push(to_f64(ck.tensor(&format!("adam_v.{}", s.name), &s.shape)?));
+        state
+            .m
+            .push(to_f64(ck.tensor(&format!("adam_m.{}", s.name), &s.shape)?));
+        state
+            .v
+            .push(to_f64(ck.tensor(&format!("adam_v.{}", s.name), &s.shape)?));
     }
     // A checkpoint at the very end of a stage continues with the next one.
     let stage = stage as usize;
-    let finished = plan_stage.steps.is_some_and(|n| step >= plan_stage.first_step + n);
+    let finished = plan_stage
+        .steps
+        .is_some_and(|n| step >= plan_stage.first_step + n);
     let stage = if finished { stage + 1 } else { stage };
     Ok(Some(Resume { stage, step, state }))
 }

@@ -1,0 +1,193 @@
+//! `gsc run`: train every run of a plan (the growth schedules, then the
+//! comparison baselines) in one run directory, or resume one.
+
+use gsc_compiler::check_source;
+use gsc_runtime::backend::Backend;
+use gsc_runtime::interp::InterpBackend;
+use gsc_runtime::machine::Machine;
+use gsc_runtime::run::artifact::{content_hash, Artifact, COMPILER_VERSION};
+use gsc_runtime::run::dir::{unix_now, Manifest, Metrics, RunDir};
+use gsc_runtime::run::train::{resume_step, train_run, Corpus, Options};
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The reference interpreter in f32: slow, obviously right.
+    Interp,
+    /// The reference interpreter in f64.
+    Interp64,
+}
+
+pub struct RunArgs {
+    pub file: Option<PathBuf>,
+    pub set: Vec<String>,
+    pub resume: Option<PathBuf>,
+    pub backend: BackendKind,
+    pub runs_dir: PathBuf,
+    pub only: Option<String>,
+    pub peak_gflops: f64,
+}
+
+/// Returns false after printing what went wrong.
+pub fn run(args: RunArgs, color: bool) -> bool {
+    match try_run(args, color) {
+        Ok(ok) => ok,
+        Err(message) => {
+            eprintln!("error: {message}");
+            false
+        }
+    }
+}
+
+fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
+    let (dir, source_path, source, overrides) = match (&args.resume, &args.file) {
+        (Some(resume), _) => {
+            let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
+            let m = dir.manifest().map_err(|e| e.to_string())?;
+            (
+                Some(dir),
+                PathBuf::from(m.source_path),
+                m.source,
+                m.overrides,
+            )
+        }
+        (None, Some(file)) => {
+            let source = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+            (None, file.clone(), source, args.set.clone())
+        }
+        (None, None) => return Err("give a .gs file, or --resume RUN_DIR".into()),
+    };
+    let base = source_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let checked = check_source(
+        &source_path.display().to_string(),
+        &source,
+        &base,
+        &overrides,
+    );
+    if !checked.report.diags.is_empty() {
+        eprint!("{}", checked.report.render(color));
+    }
+    let Some(plan) = checked.plan else {
+        return Ok(false);
+    };
+
+    let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
+    hash_parts.extend(overrides.iter().map(String::as_str));
+    let hash = content_hash(&hash_parts);
+    let started = std::time::Instant::now();
+    let (artifact, cached) = Artifact::load_or_compile(&args.runs_dir.join(".cache"), &plan, &hash)
+        .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
+    println!(
+        "compiled {} stage{} in {:.0} ms{} (artifact {hash})",
+        artifact.stages.len(),
+        if artifact.stages.len() == 1 { "" } else { "s" },
+        started.elapsed().as_secs_f64() * 1e3,
+        if cached { ", from the cache" } else { "" }
+    );
+
+    let backend: Box<dyn Backend> = match args.backend {
+        BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
+        BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
+    };
+    let resuming = dir.is_some();
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let stem = source_path
+                .file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+            let d = RunDir::create(&args.runs_dir, &stem).map_err(|e| {
+                format!(
+                    "creating a run directory in {}: {e}",
+                    args.runs_dir.display()
+                )
+            })?;
+            let manifest = Manifest {
+                name: stem,
+                source_path: source_path.display().to_string(),
+                source: source.clone(),
+                overrides: overrides.clone(),
+                compiler_version: COMPILER_VERSION.to_string(),
+                artifact_hash: hash.clone(),
+                backend: backend.name().to_string(),
+                machine: Machine::describe(),
+                started_unix: unix_now(),
+            };
+            d.write_manifest(&manifest)
+                .map_err(|e| format!("writing run.json: {e}"))?;
+            d
+        }
+    };
+    println!("run directory {}", dir.path.display());
+
+    let metrics_path = dir.metrics_path();
+    let finished: HashSet<String> = Metrics::records(&metrics_path)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|r| r["kind"] == "run_end")
+        .filter_map(|r| r["run"].as_str().map(str::to_string))
+        .collect();
+    let mut metrics = if resuming {
+        // Records of an unfinished run past its last checkpoint are logged again.
+        let keep_through: Vec<(String, Option<u64>)> = plan
+            .runs
+            .iter()
+            .filter(|r| !finished.contains(&r.name))
+            .map(|r| (r.name.clone(), resume_step(&dir, r)))
+            .collect();
+        Metrics::reopen(&metrics_path, |rec| {
+            let run = rec["run"].as_str().unwrap_or("");
+            match keep_through.iter().find(|(n, _)| n == run) {
+                Some((_, Some(step))) => rec["step"].as_u64().is_some_and(|s| s <= *step),
+                Some((_, None)) => false,
+                None => true,
+            }
+        })
+    } else {
+        Metrics::open(&metrics_path)
+    }
+    .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
+
+    let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
+    let opts = Options {
+        backend: backend.as_ref(),
+        artifact: &artifact,
+        peak_flops: args.peak_gflops * 1e9,
+        progress: std::io::stderr().is_terminal(),
+        keep_checkpoints: 3,
+    };
+    let mut summaries = Vec::new();
+    for run in &plan.runs {
+        if args.only.as_ref().is_some_and(|o| *o != run.name) || finished.contains(&run.name) {
+            continue;
+        }
+        println!(
+            "== run {} ({} stage{})",
+            run.name,
+            run.stages.len(),
+            if run.stages.len() == 1 { "" } else { "s" }
+        );
+        let summary = train_run(run, &corpus, &dir, &mut metrics, &opts)
+            .map_err(|e| format!("run `{}`: {e}", run.name))?;
+        summaries.push((summary, run.totals));
+    }
+    if !summaries.is_empty() {
+        println!(
+            "\n{:<12} {:>8} {:>12} {:>11} {:>9} {:>8}",
+            "run", "steps", "tokens", "FLOPs", "val_loss", "time"
+        );
+        for (s, totals) in &summaries {
+            let val = s
+                .final_val_loss
+                .map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!(
+                "{:<12} {:>8} {:>12} {:>11.3e} {:>9} {:>7.1}s",
+                s.name, s.steps, totals.tokens, totals.flops, val, s.seconds
+            );
+        }
+    }
+    Ok(true)
+}
