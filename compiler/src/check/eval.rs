@@ -102,7 +102,8 @@ pub fn quantity(e: &Expr, env: &mut dyn Env) -> Result<Quantity, Diag> {
                 BinOp::Div => {
                     if b.value == 0.0 {
                         return Err(Diag::error("gs::value", "division by zero")
-                            .label(rhs.span, "this is zero"));
+                            .label(rhs.span, "this is zero")
+                            .help("divide by a number other than zero"));
                     }
                     a.value / b.value
                 }
@@ -113,7 +114,10 @@ pub fn quantity(e: &Expr, env: &mut dyn Env) -> Result<Quantity, Diag> {
                 percent: a.percent || b.percent,
             }
         }
-        _ => return Err(not_a(e, "a number")),
+        ExprKind::Str { value } if value.trim().parse::<f64>().is_ok() => {
+            return Err(not_a(e, "a number").help(format!("remove the quotes: `{}`", value.trim())))
+        }
+        _ => return Err(not_a(e, "a number").help("write a number, e.g. `256`, `3e-3` or `10k`")),
     };
     if !q.value.is_finite() {
         return Err(Diag::error("gs::value", "number out of range").label(e.span, "too large"));
@@ -190,7 +194,19 @@ pub fn choice<'a>(e: &Expr, allowed: &[&'a str], what: &str) -> Result<&'a str, 
     let (name, span) = match &e.kind {
         ExprKind::Ref { name } => (name.name.as_str(), name.span),
         ExprKind::Call { name, .. } => (name.name.as_str(), name.span),
-        _ => return Err(not_a(e, &format!("{what} ({})", list(allowed)))),
+        _ => {
+            return Err(
+                not_a(e, &format!("{what} ({})", list(allowed))).help(format!(
+                    "write one of {}{}",
+                    list(allowed),
+                    if matches!(e.kind, ExprKind::Str { .. }) {
+                        ", without quotes"
+                    } else {
+                        ""
+                    }
+                )),
+            )
+        }
     };
     allowed
         .iter()

@@ -118,7 +118,8 @@ fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> 
             let f = eval::number(&g.amount, &mut env)?;
             if f <= 0.0 {
                 return Err(Diag::error("gs::value", "a growth factor must be positive")
-                    .label(g.amount.span, "not positive"));
+                    .label(g.amount.span, "not positive")
+                    .help("the factor multiplies the current size, e.g. `* 2` or `* 1.25`"));
             }
             from as f64 * f
         }
@@ -139,6 +140,7 @@ fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> 
             ),
             _ => format!("`to {lo}` or `to {hi}`"),
         };
+        let v = eval::show_number((v * 1e6).round() / 1e6);
         return Err(Diag::error(
             "gs::fractional-growth",
             format!(
@@ -279,15 +281,16 @@ fn exactness(
     let span = g.method.as_ref().map_or(g.span, |e| e.span);
     let ngpt = m.arch == Arch::Ngpt;
     let layernorm = !ngpt && m.norm == NormKind::LayerNorm;
+    let ratio = show_ratio(ratio);
     let needs_integer = |what: &str, alt: &str| {
         Diag::error(
             "gs::inexact-growth",
             format!(
-                "{what} needs a whole-number factor, but {} grows ×{ratio:.4}",
+                "{what} needs a whole-number factor, but {} grows ×{ratio}",
                 axis.name()
             ),
         )
-        .label(span, format!("×{ratio:.4} is not a whole number"))
+        .label(span, format!("×{ratio} is not a whole number"))
         .help(alt.to_string())
     };
     match (axis, method) {
@@ -299,7 +302,7 @@ fn exactness(
             "LayerNorm is only preserved by uniform copies of the residual stream",
         )
         .label(span, if integer { "uneven copies change the mean and variance" } else { "a fractional ratio makes uneven copies" })
-        .label(g.amount.span, format!("×{ratio:.4}"))
+        .label(g.amount.span, format!("×{ratio}"))
         .help("grow d_model by a whole factor with `by isometric(split = even)` or `by copy`, or use `norm = rmsnorm`, which is exact for any ratio")),
         (Axis::DModel, Method::Zero) if layernorm => Err(Diag::error("gs::inexact-growth", "zero-extension changes LayerNorm's mean and variance")
             .label(span, "not exact with LayerNorm")
@@ -315,6 +318,11 @@ fn exactness(
         (Axis::Layers, Method::Stack) => Ok(false),
         _ => Ok(true),
     }
+}
+
+/// A growth ratio as a person writes it: `2`, `1.25`, `1.3333`.
+fn show_ratio(r: f64) -> String {
+    eval::show_number((r * 1e4).round() / 1e4)
 }
 
 fn positions(g: &GrowStep, axis: Axis, from: usize, to: usize) -> Result<Vec<usize>, Diag> {

@@ -176,7 +176,8 @@ fn check_file(name: &str, file: &File, base_dir: &Path, diags: &mut Vec<Diag>) -
             }
         }
     }
-    if grown.is_empty() && !models.is_empty() {
+    let any_grow = file.items.iter().any(|i| matches!(i, Item::Grow(_)));
+    if !any_grow && !models.is_empty() {
         let (m, _) = models[0];
         diags.push(
             Diag::error("gs::empty-schedule", "nothing is trained: no `grow` block")

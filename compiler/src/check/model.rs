@@ -134,7 +134,7 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
         let setting = s.require(key, &what, header, example, diags)?;
         let v = eval::number(&setting.value, &mut env)
             .and_then(|v| eval::to_count(v, setting.value.span, key));
-        v.map_err(|d| diags.push(d)).ok()
+        v.map_err(|d| report(diags, d, block.span)).ok()
     };
     let d_model = dim("d_model", "d_model = 256", diags);
     let layers = dim("layers", "layers = 4", diags);
@@ -149,7 +149,7 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
         match v {
             Ok(v) => Some(Some((v, setting))),
             Err(d) => {
-                diags.push(d);
+                report(diags, d, block.span);
                 None
             }
         }
@@ -364,6 +364,16 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
         },
         spans,
     })
+}
+
+/// Pushes `d`, unless it is a cycle already reported from the other end
+/// (`d_model = ffn / 4` with `ffn = 4 * d_model` is one mistake, not two).
+fn report(diags: &mut Vec<Diag>, d: Diag, block: Span) {
+    let in_block = |o: &Diag| o.primary().start >= block.start && o.primary().end <= block.end;
+    if d.code == "gs::cycle" && diags.iter().any(|o| o.code == "gs::cycle" && in_block(o)) {
+        return;
+    }
+    diags.push(d);
 }
 
 /// "try heads = 4 or 8": the divisors of `n` closest to `wanted`.

@@ -326,9 +326,16 @@ pub fn check_context(context: usize, span: Span, data: &Data, diags: &mut Vec<Di
                 format!("context {context} is longer than the {split} split ({tokens} tokens)"),
             )
             .label(span, format!("needs {} tokens per sequence", context + 1))
-            .label(data.val_span, "the split is set here")
+            .label(
+                data.val_span,
+                if data.val_span == data.header {
+                    format!("the {split} split: {tokens} tokens (`val` is 10% by default)")
+                } else {
+                    format!("the {split} split: {tokens} tokens")
+                },
+            )
             .help(format!(
-                "use a context of at most {} or more text",
+                "use `context = {}` or less, or train on more text",
                 tokens.saturating_sub(1)
             )),
         );
