@@ -233,6 +233,8 @@ pub fn string(e: &Expr) -> Result<&str, Diag> {
 /// The arguments of a call, checked against the names it takes.
 pub struct Args<'a> {
     pub callee: &'a str,
+    /// The name of the call alone, for "unknown …" labels.
+    pub callee_span: Span,
     pub span: Span,
     named: Vec<(&'a str, Span, &'a Expr)>,
     pub positional: Vec<&'a Expr>,
@@ -241,9 +243,9 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// A bare name is a call with no arguments.
     pub fn of(e: &'a Expr, allowed: &[&str], diags: &mut Vec<Diag>) -> Option<Args<'a>> {
-        let (callee, args): (&str, &[Arg]) = match &e.kind {
-            ExprKind::Ref { name } => (&name.name, &[]),
-            ExprKind::Call { name, args } => (&name.name, args),
+        let (callee, callee_span, args): (&str, Span, &[Arg]) = match &e.kind {
+            ExprKind::Ref { name } => (&name.name, name.span, &[]),
+            ExprKind::Call { name, args } => (&name.name, name.span, args),
             _ => {
                 diags.push(not_a(e, "a name or a call"));
                 return None;
@@ -251,6 +253,7 @@ impl<'a> Args<'a> {
         };
         let mut out = Args {
             callee,
+            callee_span,
             span: e.span,
             named: Vec::new(),
             positional: Vec::new(),

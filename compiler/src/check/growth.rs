@@ -132,12 +132,16 @@ fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> 
     }
     if (v - v.round()).abs() > 1e-9 {
         let (lo, hi) = (v.floor() as usize, v.ceil() as usize);
-        let how = match g.kind {
-            GrowKind::Mul => format!(
-                "`* {:.4}` or `* {:.4}`, or `to {lo}` / `to {hi}`",
-                lo as f64 / from as f64,
-                hi as f64 / from as f64
-            ),
+        // A factor is only worth suggesting when, as written, it lands exactly.
+        let factor = |to: usize| {
+            let f = (to as f64 / from as f64 * 1e4).round() / 1e4;
+            ((f * from as f64 - to as f64).abs() < 1e-9)
+                .then(|| format!("`* {}`", eval::show_number(f)))
+        };
+        let how = match (g.kind, factor(lo), factor(hi)) {
+            (GrowKind::Mul, Some(a), Some(b)) => format!("{a} or {b}, or `to {lo}` / `to {hi}`"),
+            (GrowKind::Mul, Some(a), None) => format!("{a}, or `to {lo}` / `to {hi}`"),
+            (GrowKind::Mul, None, Some(b)) => format!("{b}, or `to {lo}` / `to {hi}`"),
             _ => format!("`to {lo}` or `to {hi}`"),
         };
         let v = eval::show_number((v * 1e6).round() / 1e6);
@@ -176,7 +180,8 @@ fn divisibility(g: &GrowStep, axis: Axis, model: &ModelConfig, to: usize) -> Res
             )
             .label(g.amount.span, format!("heads {} → {to}", model.heads))
             .help(format!(
-                "grow heads to {lo}{hi}, or grow kv_heads first so that it divides {to}"
+                "heads must stay a multiple of kv_heads = {}: grow heads to {lo}{hi}",
+                model.kv_heads
             )))
         }
         Axis::KvHeads if !model.heads.is_multiple_of(to) => Err(Diag::error(
@@ -222,16 +227,22 @@ fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag>
             "ramp",
             "extend",
         ];
-        let help = if known.contains(&args.callee) {
-            format!("{} grows by {}", axis.name(), eval::list(allowed))
+        let (label, help) = if known.contains(&args.callee) {
+            (
+                format!("not a method for {}", axis.name()),
+                format!("{} grows by {}", axis.name(), eval::list(allowed)),
+            )
         } else {
-            suggestion(args.callee, allowed)
+            (
+                "unknown method".to_string(),
+                suggestion(args.callee, allowed),
+            )
         };
         return Err(Diag::error(
             "gs::method",
             format!("`{}` is not a way to grow {}", args.callee, axis.name()),
         )
-        .label(m.span, "unknown method here")
+        .label(args.callee_span, label)
         .help(help));
     }
     args.at_most_positional(usize::from(args.callee == "ramp"), &mut diags);

@@ -68,56 +68,62 @@ pub fn check(
                 }
                 let tokens_per_step = (batch * cur.context) as f64;
                 let flops_per_step = cur.flops_per_token() * tokens_per_step;
-                let (steps, until) = match &st.budget {
-                    Budget::Amount { amount } => {
-                        match budget(amount, tokens_per_step, flops_per_step) {
-                            Ok(s) => (Some(s), None),
-                            Err(d) => {
-                                diags.push(d);
-                                broken = true;
-                                (Some(0), None)
+                let (steps, until) =
+                    match &st.budget {
+                        Budget::Amount { amount } => {
+                            match budget(amount, tokens_per_step, flops_per_step) {
+                                Ok(s) => (Some(s), None),
+                                Err(d) => {
+                                    diags.push(d);
+                                    broken = true;
+                                    (Some(0), None)
+                                }
                             }
                         }
-                    }
-                    Budget::Until {
-                        metric,
-                        strict,
-                        target,
-                        cap,
-                        span,
-                    } => {
-                        if metric.name != "val_loss" {
-                            diags.push(
-                                Diag::error(
-                                    "gs::unknown-name",
-                                    format!("cannot train until `{}`", metric.name),
-                                )
-                                .label(metric.span, "not a metric")
-                                .help(suggestion(&metric.name, &["val_loss"])),
-                            );
-                        }
-                        let value = eval::number(target, &mut NoNames)
-                            .map_err(|d| diags.push(d))
-                            .unwrap_or(0.0);
-                        let steps = match cap {
-                            Some(c) => budget(c, tokens_per_step, flops_per_step)
+                        Budget::Until {
+                            metric,
+                            strict,
+                            target,
+                            cap,
+                            span,
+                        } => {
+                            if metric.name != "val_loss" {
+                                diags.push(
+                                    Diag::error(
+                                        "gs::unknown-name",
+                                        format!("cannot train until `{}`", metric.name),
+                                    )
+                                    .label(metric.span, "not a metric")
+                                    .help(match suggestion(&metric.name, &["val_loss"]) {
+                                        s if s.starts_with("did") => s,
+                                        _ => "stages train until a validation-loss target: write \
+                                          `until val_loss <= 1.5 or 10k steps`"
+                                            .to_string(),
+                                    }),
+                                );
+                            }
+                            let value = eval::number(target, &mut NoNames)
                                 .map_err(|d| diags.push(d))
-                                .ok(),
-                            None => {
-                                unbounded = Some(*span);
-                                None
-                            }
-                        };
-                        (
-                            steps,
-                            Some(Target {
-                                metric: metric.name.clone(),
-                                value,
-                                strict: *strict,
-                            }),
-                        )
-                    }
-                };
+                                .unwrap_or(0.0);
+                            let steps = match cap {
+                                Some(c) => budget(c, tokens_per_step, flops_per_step)
+                                    .map_err(|d| diags.push(d))
+                                    .ok(),
+                                None => {
+                                    unbounded = Some(*span);
+                                    None
+                                }
+                            };
+                            (
+                                steps,
+                                Some(Target {
+                                    metric: metric.name.clone(),
+                                    value,
+                                    strict: *strict,
+                                }),
+                            )
+                        }
+                    };
                 let draft = Draft {
                     name: st.name.name.clone(),
                     growth: std::mem::take(&mut pending),
@@ -177,10 +183,19 @@ pub fn check(
                         format!("`set {other}` is not a schedule setting"),
                     )
                     .label(s.key.span, "cannot be set between stages")
-                    .help(format!(
-                        "{}; dimensions change with `grow`",
-                        suggestion(other, &["batch", "lr"])
-                    )),
+                    .help(
+                        if crate::plan::Axis::ALL.iter().any(|(n, _)| *n == other) {
+                            format!(
+                                "`{other}` changes with a growth step, e.g. `grow {other} to …`; \
+                                 `set` takes `batch` or `lr`"
+                            )
+                        } else {
+                            format!(
+                                "{}; dimensions change with `grow`",
+                                suggestion(other, &["batch", "lr"])
+                            )
+                        },
+                    ),
                 ),
             },
         }
@@ -212,7 +227,10 @@ pub fn check(
                 "a decaying LR schedule needs a run of known length",
             )
             .label(unbounded.unwrap_or_default(), "no cap on this stage")
-            .label(train.span, "the train block's schedule decays")
+            .label(
+                train.schedule_span,
+                "this schedule decays over the whole run",
+            )
             .help("give the stage a cap (`or 10k steps`), or use `schedule = constant`"),
         );
     }
@@ -297,10 +315,15 @@ pub fn budget(e: &Expr, tokens_per_step: f64, flops_per_step: f64) -> Result<u64
         return Err(
             Diag::error("gs::value", "a stage must train for at least one step")
                 .label(e.span, "less than one step")
-                .help(format!(
-                    "one step is {} tokens here",
-                    eval::show_number(tokens_per_step)
-                )),
+                .help(match q.unit {
+                    Some(Unit::Steps) => {
+                        "write a positive number of steps, e.g. `100 steps`".to_string()
+                    }
+                    _ => format!(
+                        "one step is {} tokens here",
+                        eval::show_number(tokens_per_step)
+                    ),
+                }),
         );
     }
     if steps.fract() != 0.0 {

@@ -471,8 +471,8 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, rule: Rule) -> Diag {
     };
     let (found, found_span) = token_at(source, at);
     // A value where one cannot go: "a value" then only means "a unit" after a number.
-    let found_value = found.starts_with(|c: char| c == '`')
-        && found[1..].starts_with(|c: char| c.is_ascii_digit() || c == '"');
+    let found_value =
+        found.starts_with('`') && found[1..].starts_with(|c: char| c.is_ascii_digit() || c == '"');
     let mut expected: Vec<String> = expected
         .into_iter()
         .map(|w| {
@@ -549,8 +549,7 @@ fn token_at(source: &str, at: usize) -> (String, Span) {
 /// How many blocks `{ … }` are open at `at` (strings and comments skipped).
 fn depth_at(source: &str, at: usize) -> usize {
     let mut depth = 0usize;
-    let mut lex = Lexer::new(source);
-    while let Some((i, c)) = lex.next() {
+    for (i, c) in Lexer::new(source) {
         if i >= at {
             break;
         }
