@@ -180,7 +180,8 @@ pub fn to_count(v: f64, span: Span, what: &str) -> Result<usize, Diag> {
             "gs::value",
             format!("{what} must be at least 1, but this is {}", show_number(v)),
         )
-        .label(span, format!("= {}", show_number(v))));
+        .label(span, format!("= {}", show_number(v)))
+        .help("write a whole number of at least 1"));
     }
     if v > 1e15 {
         return Err(Diag::error("gs::value", format!("{what} is too large"))

@@ -674,7 +674,15 @@ fn delimiter_error(source: &str, pest_at: usize) -> Option<Diag> {
                     _ => "a block".to_string(),
                 }
             }
-            b'(' => "a parenthesis".to_string(),
+            b'(' => {
+                let name_start = source[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |k| k + 1);
+                match &source[name_start..at] {
+                    "" => "a parenthesis".to_string(),
+                    name => format!("the call `{name}(…)`"),
+                }
+            }
             _ => "a list".to_string(),
         };
         Diag::error(
