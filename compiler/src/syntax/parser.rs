@@ -13,8 +13,10 @@ struct GsParser;
 /// Parses a whole file. A syntax error is reported as one diagnostic at the
 /// first position the grammar could not continue from.
 pub fn parse(source: &str) -> Result<File, Diag> {
+    too_deep(source)?;
     let mut pairs =
         GsParser::parse(Rule::file, source).map_err(|e| syntax_error(e, source, Rule::file))?;
+    too_long(&pairs)?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let items = file
         .into_inner()
@@ -28,8 +30,10 @@ pub fn parse(source: &str) -> Result<File, Diag> {
 /// (spans stay absolute, so diagnostics point into `source`).
 pub fn parse_override(source: &str, start: usize, end: usize) -> Result<Expr, Diag> {
     let padded = format!("{}{}", " ".repeat(start), &source[start..end]);
+    too_deep(&padded)?;
     let mut pairs = GsParser::parse(Rule::override_value, &padded)
         .map_err(|e| syntax_error(e, &padded, Rule::override_value))?;
+    too_long(&pairs)?;
     let value = pairs
         .next()
         .expect("the override rule always yields one pair");
@@ -38,6 +42,59 @@ pub fn parse_override(source: &str, start: usize, end: usize) -> Result<Expr, Di
         .find(|p| p.as_rule() == Rule::expr)
         .expect("an override holds an expression");
     Ok(expr(e))
+}
+
+/// Every pass after parsing (evaluation, formatting, even dropping the tree)
+/// recurses on nested and chained expressions; past these limits the stack
+/// would overflow. No real file comes near them.
+const MAX_DEPTH: usize = 64;
+const MAX_OPERATORS: usize = 256;
+
+fn too_deep(source: &str) -> Result<(), Diag> {
+    let mut depth = 0usize;
+    for (i, t) in Lexer::new(source) {
+        match t {
+            Tok::Open(_) => depth += 1,
+            Tok::Close(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_DEPTH {
+            return Err(Diag::error("gs::syntax", "brackets nested too deeply")
+                .label(
+                    Span::new(i, i + 1),
+                    format!("more than {MAX_DEPTH} levels deep"),
+                )
+                .help("simplify the expression: compute the value and write the number"));
+        }
+    }
+    Ok(())
+}
+
+fn too_long(pairs: &pest::iterators::Pairs<Rule>) -> Result<(), Diag> {
+    for p in pairs
+        .clone()
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::expr)
+    {
+        let ops = p
+            .clone()
+            .into_inner()
+            .filter(|q| {
+                matches!(
+                    q.as_rule(),
+                    Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::neg
+                )
+            })
+            .count();
+        if ops > MAX_OPERATORS {
+            return Err(Diag::error("gs::syntax", "expression too long")
+                .label(span(&p), format!("{ops} operators"))
+                .help(format!(
+                    "an expression has at most {MAX_OPERATORS} operators: compute the value and write the number"
+                )));
+        }
+    }
+    Ok(())
 }
 
 fn span(p: &Pair<Rule>) -> Span {
