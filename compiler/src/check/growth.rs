@@ -124,10 +124,15 @@ fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> 
             from as f64 * f
         }
     };
-    if !v.is_finite() || v > 1e9 {
+    if !v.is_finite() || v > super::model::limit(axis.name()) as f64 {
         return Err(
             Diag::error("gs::value", format!("{} would be too large", axis.name()))
-                .label(g.amount.span, "too large"),
+                .label(g.amount.span, "too large")
+                .help(format!(
+                    "gsc supports {} up to {}",
+                    axis.name(),
+                    super::model::limit(axis.name())
+                )),
         );
     }
     if (v - v.round()).abs() > 1e-9 {

@@ -247,7 +247,11 @@ pub fn check(
 
 /// Turns drafts into stages once the total length is known.
 pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSettings) -> RunPlan {
-    let total_steps: u64 = drafts.iter().filter_map(|d| d.steps).sum();
+    // Saturating: each stage is bounded, but a file may hold any number of them.
+    let total_steps: u64 = drafts
+        .iter()
+        .filter_map(|d| d.steps)
+        .fold(0, u64::saturating_add);
     let bounded = drafts.last().is_some_and(|d| d.steps.is_some());
     let mut first_step = 0;
     let mut totals = Totals {
@@ -268,9 +272,9 @@ pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSett
                 flops_per_token: d.model.flops_per_token(),
                 model: d.model,
             };
-            first_step += d.steps.unwrap_or(0);
-            totals.steps += stage.steps.unwrap_or(0);
-            totals.tokens += stage.tokens().unwrap_or(0);
+            first_step = first_step.saturating_add(d.steps.unwrap_or(0));
+            totals.steps = totals.steps.saturating_add(stage.steps.unwrap_or(0));
+            totals.tokens = totals.tokens.saturating_add(stage.tokens().unwrap_or(0));
             totals.flops += stage.flops().unwrap_or(0.0);
             stage
         })
@@ -329,8 +333,18 @@ pub fn budget(e: &Expr, tokens_per_step: f64, flops_per_step: f64) -> Result<u64
     if steps.fract() != 0.0 {
         return Err(
             Diag::error("gs::not-integer", "a number of steps must be whole")
-                .label(e.span, "fractional steps"),
+                .label(e.span, "fractional steps")
+                .help(format!(
+                    "write `{} steps` or `{} steps`",
+                    eval::show_number(steps.floor()),
+                    eval::show_number(steps.ceil())
+                )),
         );
+    }
+    if steps * tokens_per_step > 1e16 {
+        return Err(Diag::error("gs::value", "this budget is too large")
+            .label(e.span, format!("{} steps", eval::show_number(steps)))
+            .help("gsc plans stages of up to 10^16 tokens"));
     }
     Ok(steps as u64)
 }

@@ -321,7 +321,13 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
 /// `32 sequences`, or a bare count.
 pub fn batch(e: &crate::syntax::Expr) -> Result<usize, Diag> {
     let v = eval::number_in(e, &mut NoNames, Unit::Sequences)?;
-    eval::to_count(v, e.span, "the batch size")
+    let b = eval::to_count(v, e.span, "the batch size")?;
+    if b > 1 << 20 {
+        return Err(Diag::error("gs::value", "the batch size is too large")
+            .label(e.span, format!("more than {} sequences", 1 << 20))
+            .help("gsc supports batches of up to 1048576 sequences"));
+    }
+    Ok(b)
 }
 
 fn clip(e: &crate::syntax::Expr) -> Result<Option<f64>, Diag> {
