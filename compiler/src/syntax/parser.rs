@@ -546,9 +546,16 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, rule: Rule) -> Diag {
         .collect();
     expected.sort_unstable();
     expected.dedup();
-    // `name value`: the setting lacks its `=`, whatever else could follow a name.
-    if expected.iter().any(|w| w == "`=`") {
-        expected.retain(|w| w == "`=`");
+    // A value may begin with `(`, `[` or `-`: "a value" says all of it.
+    if expected.iter().any(|w| w == "a value") {
+        expected.retain(|w| !matches!(w.as_str(), "`(`" | "`[`" | "an operator"));
+    }
+    // `name value` lacks its `=`, `stage NAME train` its `:`, `scratch base`
+    // its `(`, whatever else could also follow.
+    for punct in ["`=`", "`:`", "`(`"] {
+        if expected.iter().any(|w| w == punct) {
+            expected.retain(|w| w == punct);
+        }
     }
     let message = match expected.len() {
         0 => format!("unexpected {found}"),
@@ -562,13 +569,14 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, rule: Rule) -> Diag {
         0 => "unexpected here".to_string(),
         _ => format!("unexpected {found}"),
     };
-    let help = if expected.iter().any(|w| w == "`train`") {
-        "a stage is written `stage NAME: train 1000 steps`".to_string()
+    let depth = depth_at(source, at);
+    let help = if let Some(h) = statement_help(source, at, depth) {
+        h.to_string()
     } else if expected.iter().any(|w| w == "`=`") {
         "a setting is written `name = value`, e.g. `d_model = 256`".to_string()
     } else if rule == Rule::override_value {
         "write a single value, e.g. `--set train.batch=32`".to_string()
-    } else if depth_at(source, at) > 0 {
+    } else if depth > 0 {
         "inside a block, write one setting or statement per line; see grammar/README.md".to_string()
     } else {
         "top-level items are `data NAME { … }`, `model NAME = gpt|ngpt { … }`, `train { … }`, \
@@ -578,6 +586,56 @@ fn syntax_error(e: pest::error::Error<Rule>, source: &str, rule: Rule) -> Diag {
     Diag::error("gs::syntax", message)
         .label(found_span, label)
         .help(help)
+}
+
+/// How the statement the parser stopped in is written, from the last keyword
+/// before `at` on its line (after the last `{`, so a setting inside a one-line
+/// block is not taken for the block).
+fn statement_help(source: &str, at: usize, depth: usize) -> Option<&'static str> {
+    // At the start of a line, the statement is the one the line before left unfinished.
+    let before = source[..at.min(source.len())].trim_end();
+    let line = &before[before.rfind('\n').map_or(0, |k| k + 1)..];
+    let line = line.rsplit('{').next().unwrap_or(line);
+    let keyword = line
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| {
+            matches!(
+                *w,
+                "data"
+                    | "model"
+                    | "grow"
+                    | "stage"
+                    | "compare"
+                    | "set"
+                    | "eval"
+                    | "checkpoint"
+                    | "log"
+            )
+        })?;
+    Some(match keyword {
+        "data" => "a data block is written `data NAME { text = \"file.txt\" }`",
+        "model" => "a model is written `model NAME = gpt { … }` (or `= ngpt`)",
+        "grow" if depth == 0 => {
+            "a schedule is written `grow MODEL { stage main: train 1000 steps }`"
+        }
+        "grow" => {
+            "a growth step is written `grow AXIS to N`, `grow AXIS * F` or `grow AXIS + N`, \
+                   then optionally `at [...]`, `by METHOD` and `, OPTION = VALUE`"
+        }
+        "stage" => {
+            "a stage is written `stage NAME: train 1000 steps` (or `2M tokens`, `1e15 flops`, \
+                    `until val_loss <= 1.5 or 10k steps`)"
+        }
+        "compare" => {
+            "a comparison is written `compare NAME = scratch(MODEL, same tokens)` \
+                      (or `doubling(…)`)"
+        }
+        "set" => "`set` is written `set batch = 8 sequences` or `set lr = 1e-3`",
+        _ => {
+            "a cadence is written `eval every 200 steps on 20 batches`, \
+              `checkpoint every 1000 steps` or `log every 10 steps`"
+        }
+    })
 }
 
 /// What the parser found at `at`, for "expected …, found …".
