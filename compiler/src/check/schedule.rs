@@ -68,62 +68,70 @@ pub fn check(
                 }
                 let tokens_per_step = (batch * cur.context) as f64;
                 let flops_per_step = cur.flops_per_token() * tokens_per_step;
-                let (steps, until) =
-                    match &st.budget {
-                        Budget::Amount { amount } => {
-                            match budget(amount, tokens_per_step, flops_per_step) {
-                                Ok(s) => (Some(s), None),
-                                Err(d) => {
-                                    diags.push(d);
-                                    broken = true;
-                                    (Some(0), None)
-                                }
+                let (steps, until) = match &st.budget {
+                    Budget::Amount { amount } => {
+                        match budget(amount, tokens_per_step, flops_per_step) {
+                            Ok(s) => (Some(s), None),
+                            Err(d) => {
+                                diags.push(d);
+                                broken = true;
+                                (Some(0), None)
                             }
                         }
-                        Budget::Until {
-                            metric,
-                            strict,
-                            target,
-                            cap,
-                            span,
-                        } => {
-                            if metric.name != "val_loss" {
-                                diags.push(
-                                    Diag::error(
-                                        "gs::unknown-name",
-                                        format!("cannot train until `{}`", metric.name),
-                                    )
-                                    .label(metric.span, "not a metric")
-                                    .help(match suggestion(&metric.name, &["val_loss"]) {
+                    }
+                    Budget::Until {
+                        metric,
+                        strict,
+                        target,
+                        cap,
+                        span,
+                    } => {
+                        if metric.name != "val_loss" {
+                            diags.push(
+                                Diag::error(
+                                    "gs::unknown-name",
+                                    format!("cannot train until `{}`", metric.name),
+                                )
+                                .label(metric.span, "not a metric")
+                                .help(
+                                    match suggestion(&metric.name, &["val_loss"]) {
                                         s if s.starts_with("did") => s,
                                         _ => "stages train until a validation-loss target: write \
                                           `until val_loss <= 1.5 or 10k steps`"
                                             .to_string(),
-                                    }),
-                                );
-                            }
-                            let value = eval::number(target, &mut NoNames)
-                                .map_err(|d| diags.push(d))
-                                .unwrap_or(0.0);
-                            let steps = match cap {
-                                Some(c) => budget(c, tokens_per_step, flops_per_step)
-                                    .map_err(|d| diags.push(d))
-                                    .ok(),
-                                None => {
-                                    unbounded = Some(*span);
-                                    None
-                                }
-                            };
-                            (
-                                steps,
-                                Some(Target {
-                                    metric: metric.name.clone(),
-                                    value,
-                                    strict: *strict,
-                                }),
-                            )
+                                    },
+                                ),
+                            );
                         }
-                    };
+                        let value = eval::number(target, &mut NoNames)
+                            .map_err(|d| diags.push(d))
+                            .unwrap_or(1.0);
+                        if value <= 0.0 {
+                            diags.push(
+                                    Diag::error("gs::value", "a loss target must be positive")
+                                        .label(target.span, "never reached")
+                                        .help("the cross-entropy loss is always above 0: write e.g. `val_loss <= 1.5`"),
+                                );
+                        }
+                        let steps = match cap {
+                            Some(c) => budget(c, tokens_per_step, flops_per_step)
+                                .map_err(|d| diags.push(d))
+                                .ok(),
+                            None => {
+                                unbounded = Some(*span);
+                                None
+                            }
+                        };
+                        (
+                            steps,
+                            Some(Target {
+                                metric: metric.name.clone(),
+                                value,
+                                strict: *strict,
+                            }),
+                        )
+                    }
+                };
                 let draft = Draft {
                     name: st.name.name.clone(),
                     growth: std::mem::take(&mut pending),
@@ -147,10 +155,21 @@ pub fn check(
                             check_context(grown.context, context_span, data, diags);
                         }
                         if !step.exact {
+                            let (how, help) = if step.method == crate::plan::Method::Stack {
+                                (
+                                    step.method.describe(),
+                                    "expected for a G_stack baseline; for an exact step write `by identity`".to_string(),
+                                )
+                            } else {
+                                (
+                                    format!("{} with noise", step.method.describe()),
+                                    format!("noise is only exact on d_model, where it is projected off the copies; remove `noise` from this {} step", step.axis.name()),
+                                )
+                            };
                             diags.push(
-                                Diag::warning("gs::inexact-growth", format!("growing {} by {} does not preserve the model's function", step.axis.name(), step.method.describe()))
+                                Diag::warning("gs::inexact-growth", format!("growing {} by {how} does not preserve the model's function", step.axis.name()))
                                     .label(g.span, "the loss will jump here")
-                                    .help("that is expected for a baseline such as G_stack; for an exact step use `by identity` (layers) or drop `noise`"),
+                                    .help(help),
                             );
                         }
                         pending.push(step);
