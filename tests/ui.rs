@@ -1,6 +1,7 @@
 //! Diagnostics tests: every `tests/ui/*.gs` holds one mistake. Its first line
-//! says which code it must raise (`// expect: gs::…`); the rendered
-//! diagnostics are snapshotted, so a change in wording is reviewed by eye.
+//! says which code it must raise (`// expect: gs::…`); lines right after it
+//! of the form `// --set KEY=VALUE` are passed as command-line overrides. The
+//! rendered diagnostics are snapshotted, so a change in wording is reviewed by eye.
 
 use gsc_compiler::check_source;
 use std::path::Path;
@@ -28,8 +29,14 @@ fn ui_cases() {
             .unwrap_or_else(|| panic!("{} must begin with `// expect: gs::…`", path.display()))
             .trim()
             .to_string();
+        let overrides: Vec<String> = source
+            .lines()
+            .skip(1)
+            .map_while(|l| l.strip_prefix("// --set "))
+            .map(|o| o.trim().to_string())
+            .collect();
         let name = format!("ui/{}", path.file_name().unwrap().to_string_lossy());
-        let checked = check_source(&name, &source, dir, &[]);
+        let checked = check_source(&name, &source, dir, &overrides);
         let codes: Vec<&str> = checked.report.diags.iter().map(|d| d.code).collect();
         assert!(checked.report.has_errors(), "{name}: no error reported");
         assert!(

@@ -19,7 +19,7 @@ pub fn check(c: &CompareItem, runs: &[RunPlan], train: &TrainSettings) -> Result
         other => {
             return Err(
                 Diag::error("gs::unknown-name", format!("unknown baseline `{other}`"))
-                    .label(args.span, "not a baseline")
+                    .label(args.callee_span, "not a baseline")
                     .help(suggestion(other, &["scratch", "doubling"])),
             )
         }

@@ -13,6 +13,8 @@ pub struct Data {
     pub plan: DataPlan,
     /// Where `val` was written (or the block header), for context-length errors.
     pub val_span: Span,
+    /// The block's name, where `val_span` points when `val` is not written.
+    pub header: Span,
 }
 
 pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Option<Data> {
@@ -123,6 +125,7 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
             val_tokens,
         },
         val_span,
+        header,
     })
 }
 

@@ -102,7 +102,8 @@ pub fn quantity(e: &Expr, env: &mut dyn Env) -> Result<Quantity, Diag> {
                 BinOp::Div => {
                     if b.value == 0.0 {
                         return Err(Diag::error("gs::value", "division by zero")
-                            .label(rhs.span, "this is zero"));
+                            .label(rhs.span, "this is zero")
+                            .help("divide by a number other than zero"));
                     }
                     a.value / b.value
                 }
@@ -113,7 +114,10 @@ pub fn quantity(e: &Expr, env: &mut dyn Env) -> Result<Quantity, Diag> {
                 percent: a.percent || b.percent,
             }
         }
-        _ => return Err(not_a(e, "a number")),
+        ExprKind::Str { value } if value.trim().parse::<f64>().is_ok() => {
+            return Err(not_a(e, "a number").help(format!("remove the quotes: `{}`", value.trim())))
+        }
+        _ => return Err(not_a(e, "a number").help("write a number, e.g. `256`, `3e-3` or `10k`")),
     };
     if !q.value.is_finite() {
         return Err(Diag::error("gs::value", "number out of range").label(e.span, "too large"));
@@ -176,7 +180,8 @@ pub fn to_count(v: f64, span: Span, what: &str) -> Result<usize, Diag> {
             "gs::value",
             format!("{what} must be at least 1, but this is {}", show_number(v)),
         )
-        .label(span, format!("= {}", show_number(v))));
+        .label(span, format!("= {}", show_number(v)))
+        .help("write a whole number of at least 1"));
     }
     if v > 1e15 {
         return Err(Diag::error("gs::value", format!("{what} is too large"))
@@ -190,7 +195,19 @@ pub fn choice<'a>(e: &Expr, allowed: &[&'a str], what: &str) -> Result<&'a str, 
     let (name, span) = match &e.kind {
         ExprKind::Ref { name } => (name.name.as_str(), name.span),
         ExprKind::Call { name, .. } => (name.name.as_str(), name.span),
-        _ => return Err(not_a(e, &format!("{what} ({})", list(allowed)))),
+        _ => {
+            return Err(
+                not_a(e, &format!("{what} ({})", list(allowed))).help(format!(
+                    "write one of {}{}",
+                    list(allowed),
+                    if matches!(e.kind, ExprKind::Str { .. }) {
+                        ", without quotes"
+                    } else {
+                        ""
+                    }
+                )),
+            )
+        }
     };
     allowed
         .iter()
@@ -217,6 +234,8 @@ pub fn string(e: &Expr) -> Result<&str, Diag> {
 /// The arguments of a call, checked against the names it takes.
 pub struct Args<'a> {
     pub callee: &'a str,
+    /// The name of the call alone, for "unknown …" labels.
+    pub callee_span: Span,
     pub span: Span,
     named: Vec<(&'a str, Span, &'a Expr)>,
     pub positional: Vec<&'a Expr>,
@@ -225,9 +244,9 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// A bare name is a call with no arguments.
     pub fn of(e: &'a Expr, allowed: &[&str], diags: &mut Vec<Diag>) -> Option<Args<'a>> {
-        let (callee, args): (&str, &[Arg]) = match &e.kind {
-            ExprKind::Ref { name } => (&name.name, &[]),
-            ExprKind::Call { name, args } => (&name.name, args),
+        let (callee, callee_span, args): (&str, Span, &[Arg]) = match &e.kind {
+            ExprKind::Ref { name } => (&name.name, name.span, &[]),
+            ExprKind::Call { name, args } => (&name.name, name.span, args),
             _ => {
                 diags.push(not_a(e, "a name or a call"));
                 return None;
@@ -235,6 +254,7 @@ impl<'a> Args<'a> {
         };
         let mut out = Args {
             callee,
+            callee_span,
             span: e.span,
             named: Vec::new(),
             positional: Vec::new(),

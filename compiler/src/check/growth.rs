@@ -113,27 +113,38 @@ fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> 
             let f = eval::number(&g.amount, &mut env)?;
             if f <= 0.0 {
                 return Err(Diag::error("gs::value", "a growth factor must be positive")
-                    .label(g.amount.span, "not positive"));
+                    .label(g.amount.span, "not positive")
+                    .help("the factor multiplies the current size, e.g. `* 2` or `* 1.25`"));
             }
             from as f64 * f
         }
     };
-    if !v.is_finite() || v > 1e9 {
+    if !v.is_finite() || v > super::model::limit(axis.name()) as f64 {
         return Err(
             Diag::error("gs::value", format!("{} would be too large", axis.name()))
-                .label(g.amount.span, "too large"),
+                .label(g.amount.span, "too large")
+                .help(format!(
+                    "gsc supports {} up to {}",
+                    axis.name(),
+                    super::model::limit(axis.name())
+                )),
         );
     }
     if (v - v.round()).abs() > 1e-9 {
         let (lo, hi) = (v.floor() as usize, v.ceil() as usize);
-        let how = match g.kind {
-            GrowKind::Mul => format!(
-                "`* {:.4}` or `* {:.4}`, or `to {lo}` / `to {hi}`",
-                lo as f64 / from as f64,
-                hi as f64 / from as f64
-            ),
+        // A factor is only worth suggesting when, as written, it lands exactly.
+        let factor = |to: usize| {
+            let f = (to as f64 / from as f64 * 1e4).round() / 1e4;
+            ((f * from as f64 - to as f64).abs() < 1e-9)
+                .then(|| format!("`* {}`", eval::show_number(f)))
+        };
+        let how = match (g.kind, factor(lo), factor(hi)) {
+            (GrowKind::Mul, Some(a), Some(b)) => format!("{a} or {b}, or `to {lo}` / `to {hi}`"),
+            (GrowKind::Mul, Some(a), None) => format!("{a}, or `to {lo}` / `to {hi}`"),
+            (GrowKind::Mul, None, Some(b)) => format!("{b}, or `to {lo}` / `to {hi}`"),
             _ => format!("`to {lo}` or `to {hi}`"),
         };
+        let v = eval::show_number((v * 1e6).round() / 1e6);
         return Err(Diag::error(
             "gs::fractional-growth",
             format!(
@@ -169,7 +180,8 @@ fn divisibility(g: &GrowStep, axis: Axis, model: &ModelConfig, to: usize) -> Res
             )
             .label(g.amount.span, format!("heads {} → {to}", model.heads))
             .help(format!(
-                "grow heads to {lo}{hi}, or grow kv_heads first so that it divides {to}"
+                "heads must stay a multiple of kv_heads = {}: grow heads to {lo}{hi}",
+                model.kv_heads
             )))
         }
         Axis::KvHeads if !model.heads.is_multiple_of(to) => Err(Diag::error(
@@ -215,16 +227,22 @@ fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag>
             "ramp",
             "extend",
         ];
-        let help = if known.contains(&args.callee) {
-            format!("{} grows by {}", axis.name(), eval::list(allowed))
+        let (label, help) = if known.contains(&args.callee) {
+            (
+                format!("not a method for {}", axis.name()),
+                format!("{} grows by {}", axis.name(), eval::list(allowed)),
+            )
         } else {
-            suggestion(args.callee, allowed)
+            (
+                "unknown method".to_string(),
+                suggestion(args.callee, allowed),
+            )
         };
         return Err(Diag::error(
             "gs::method",
             format!("`{}` is not a way to grow {}", args.callee, axis.name()),
         )
-        .label(m.span, "unknown method here")
+        .label(args.callee_span, label)
         .help(help));
     }
     args.at_most_positional(usize::from(args.callee == "ramp"), &mut diags);
@@ -274,15 +292,16 @@ fn exactness(
     let span = g.method.as_ref().map_or(g.span, |e| e.span);
     let ngpt = m.arch == Arch::Ngpt;
     let layernorm = !ngpt && m.norm == NormKind::LayerNorm;
+    let ratio = show_ratio(ratio);
     let needs_integer = |what: &str, alt: &str| {
         Diag::error(
             "gs::inexact-growth",
             format!(
-                "{what} needs a whole-number factor, but {} grows ×{ratio:.4}",
+                "{what} needs a whole-number factor, but {} grows ×{ratio}",
                 axis.name()
             ),
         )
-        .label(span, format!("×{ratio:.4} is not a whole number"))
+        .label(span, format!("×{ratio} is not a whole number"))
         .help(alt.to_string())
     };
     match (axis, method) {
@@ -294,7 +313,7 @@ fn exactness(
             "LayerNorm is only preserved by uniform copies of the residual stream",
         )
         .label(span, if integer { "uneven copies change the mean and variance" } else { "a fractional ratio makes uneven copies" })
-        .label(g.amount.span, format!("×{ratio:.4}"))
+        .label(g.amount.span, format!("×{ratio}"))
         .help("grow d_model by a whole factor with `by isometric(split = even)` or `by copy`, or use `norm = rmsnorm`, which is exact for any ratio")),
         (Axis::DModel, Method::Zero) if layernorm => Err(Diag::error("gs::inexact-growth", "zero-extension changes LayerNorm's mean and variance")
             .label(span, "not exact with LayerNorm")
@@ -310,6 +329,11 @@ fn exactness(
         (Axis::Layers, Method::Stack) => Ok(false),
         _ => Ok(true),
     }
+}
+
+/// A growth ratio as a person writes it: `2`, `1.25`, `1.3333`.
+fn show_ratio(r: f64) -> String {
+    eval::show_number((r * 1e4).round() / 1e4)
 }
 
 fn positions(g: &GrowStep, axis: Axis, from: usize, to: usize) -> Result<Vec<usize>, Diag> {

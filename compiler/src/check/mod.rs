@@ -105,11 +105,20 @@ fn check_file(name: &str, file: &File, base_dir: &Path, diags: &mut Vec<Diag>) -
         Some(t) => train::check(t, diags),
         None => train::defaults(syntax::Span::new(0, 0)),
     };
+    let first_train = file.items.iter().find_map(|i| match i {
+        Item::Train(t) => Some(syntax::Span::new(
+            t.span.start,
+            t.span.start + "train".len(),
+        )),
+        _ => None,
+    });
     for extra in train_blocks {
+        let keyword = syntax::Span::new(extra.span.start, extra.span.start + "train".len());
         diags.push(
             Diag::error("gs::duplicate-block", "a file has one train block")
-                .label(extra.span, "second train block")
-                .help("merge the two blocks"),
+                .label(keyword, "second train block")
+                .label(first_train.unwrap_or_default(), "first one")
+                .help("merge their settings into one `train { … }` block"),
         );
     }
 
@@ -176,7 +185,8 @@ fn check_file(name: &str, file: &File, base_dir: &Path, diags: &mut Vec<Diag>) -
             }
         }
     }
-    if grown.is_empty() && !models.is_empty() {
+    let any_grow = file.items.iter().any(|i| matches!(i, Item::Grow(_)));
+    if !any_grow && !models.is_empty() {
         let (m, _) = models[0];
         diags.push(
             Diag::error("gs::empty-schedule", "nothing is trained: no `grow` block")

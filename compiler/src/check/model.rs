@@ -135,8 +135,9 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
     let mut dim = |key: &str, example: &str, diags: &mut Vec<Diag>| -> Option<usize> {
         let setting = s.require(key, &what, header, example, diags)?;
         let v = eval::number(&setting.value, &mut env)
-            .and_then(|v| eval::to_count(v, setting.value.span, key));
-        v.map_err(|d| diags.push(d)).ok()
+            .and_then(|v| eval::to_count(v, setting.value.span, key))
+            .and_then(|v| within_limit(key, v, setting.value.span));
+        v.map_err(|d| report(diags, d, block.span)).ok()
     };
     let d_model = dim("d_model", "d_model = 256", diags);
     let layers = dim("layers", "layers = 4", diags);
@@ -147,11 +148,12 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
             return Some(None);
         };
         let v = eval::number(&setting.value, &mut env)
-            .and_then(|v| eval::to_count(v, setting.value.span, key));
+            .and_then(|v| eval::to_count(v, setting.value.span, key))
+            .and_then(|v| within_limit(key, v, setting.value.span));
         match v {
             Ok(v) => Some(Some((v, setting))),
             Err(d) => {
-                diags.push(d);
+                report(diags, d, block.span);
                 None
             }
         }
@@ -368,6 +370,39 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
         },
         spans,
     })
+}
+
+/// The largest size each dimension may have (initially or grown): far beyond
+/// any model gsc can train, and small enough that parameter and FLOP counts
+/// cannot overflow.
+pub fn limit(key: &str) -> usize {
+    match key {
+        "layers" => 1 << 10,
+        "heads" | "kv_heads" => 1 << 16,
+        "context" | "vocab" => 1 << 24,
+        _ => 1 << 20,
+    }
+}
+
+fn within_limit(key: &str, v: usize, span: Span) -> Result<usize, Diag> {
+    if v > limit(key) {
+        return Err(
+            Diag::error("gs::value", format!("{key} = {v} is too large"))
+                .label(span, format!("more than {}", limit(key)))
+                .help(format!("gsc supports {key} up to {}", limit(key))),
+        );
+    }
+    Ok(v)
+}
+
+/// Pushes `d`, unless it is a cycle already reported from the other end
+/// (`d_model = ffn / 4` with `ffn = 4 * d_model` is one mistake, not two).
+fn report(diags: &mut Vec<Diag>, d: Diag, block: Span) {
+    let in_block = |o: &Diag| o.primary().start >= block.start && o.primary().end <= block.end;
+    if d.code == "gs::cycle" && diags.iter().any(|o| o.code == "gs::cycle" && in_block(o)) {
+        return;
+    }
+    diags.push(d);
 }
 
 /// "try heads = 4 or 8": the divisors of `n` closest to `wanted`.

@@ -59,12 +59,32 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
         };
         match path.as_slice() {
             ["train", "lr"] => {
+                let has_optimizer = train_settings(file)
+                    .is_some_and(|s| s.iter().any(|s| s.key.name == "optimizer"));
+                if !has_optimizer {
+                    // The default optimizer, with this learning rate.
+                    let call = Expr {
+                        kind: ExprKind::Call {
+                            name: setting("adamw").key,
+                            args: vec![crate::syntax::Arg {
+                                name: Some(setting("lr").key),
+                                value: o.value.clone(),
+                            }],
+                        },
+                        span: o.span,
+                    };
+                    train_block(file, o.span)
+                        .stmts
+                        .push(TrainStmt::Setting(Setting {
+                            value: call,
+                            ..setting("optimizer")
+                        }));
+                    continue;
+                }
                 let Some(opt) = train_settings(file)
                     .and_then(|s| s.into_iter().find(|s| s.key.name == "optimizer"))
                 else {
-                    return Err(unknown(
-                        "the file has no `optimizer` to change the learning rate of",
-                    ));
+                    unreachable!("checked just above");
                 };
                 let ExprKind::Call { args, .. } = &mut opt.value.kind else {
                     return Err(unknown("the optimizer is not a call with arguments"));
@@ -81,12 +101,7 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
                 }
             }
             ["train", key] => {
-                let Some(block) = file.items.iter_mut().find_map(|i| match i {
-                    Item::Train(t) => Some(t),
-                    _ => None,
-                }) else {
-                    return Err(unknown("the file has no train block"));
-                };
+                let block = train_block(file, o.span);
                 let existing = block.stmts.iter_mut().find_map(|s| match s {
                     TrainStmt::Setting(s) if s.key.name == *key => Some(s),
                     _ => None,
@@ -131,10 +146,33 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
                     }
                 }
             }
+            [first, ..] if !["data", "model", "train"].contains(first) => {
+                return Err(unknown(&format!(
+                    "`{first}` is not a block; {}",
+                    crate::diag::suggestion(first, &["data", "model", "train"])
+                )))
+            }
             _ => return Err(unknown("unknown key")),
         }
     }
     Ok(())
+}
+
+/// The file's train block, added (empty: every setting at its default) if it has none.
+fn train_block(file: &mut File, span: Span) -> &mut crate::syntax::TrainBlock {
+    if !file.items.iter().any(|i| matches!(i, Item::Train(_))) {
+        file.items.push(Item::Train(crate::syntax::TrainBlock {
+            stmts: Vec::new(),
+            span,
+        }));
+    }
+    file.items
+        .iter_mut()
+        .find_map(|i| match i {
+            Item::Train(t) => Some(t),
+            _ => None,
+        })
+        .expect("added above")
 }
 
 fn train_settings(file: &mut File) -> Option<Vec<&mut Setting>> {

@@ -93,12 +93,26 @@ pub fn check(
                                     format!("cannot train until `{}`", metric.name),
                                 )
                                 .label(metric.span, "not a metric")
-                                .help(suggestion(&metric.name, &["val_loss"])),
+                                .help(
+                                    match suggestion(&metric.name, &["val_loss"]) {
+                                        s if s.starts_with("did") => s,
+                                        _ => "stages train until a validation-loss target: write \
+                                          `until val_loss <= 1.5 or 10k steps`"
+                                            .to_string(),
+                                    },
+                                ),
                             );
                         }
                         let value = eval::number(target, &mut NoNames)
                             .map_err(|d| diags.push(d))
-                            .unwrap_or(0.0);
+                            .unwrap_or(1.0);
+                        if value <= 0.0 {
+                            diags.push(
+                                    Diag::error("gs::value", "a loss target must be positive")
+                                        .label(target.span, "never reached")
+                                        .help("the cross-entropy loss is always above 0: write e.g. `val_loss <= 1.5`"),
+                                );
+                        }
                         let steps = match cap {
                             Some(c) => budget(c, tokens_per_step, flops_per_step)
                                 .map_err(|d| diags.push(d))
@@ -141,10 +155,21 @@ pub fn check(
                             check_context(grown.context, context_span, data, diags);
                         }
                         if !step.exact {
+                            let (how, help) = if step.method == crate::plan::Method::Stack {
+                                (
+                                    step.method.describe(),
+                                    "expected for a G_stack baseline; for an exact step write `by identity`".to_string(),
+                                )
+                            } else {
+                                (
+                                    format!("{} with noise", step.method.describe()),
+                                    format!("noise is only exact on d_model, where it is projected off the copies; remove `noise` from this {} step", step.axis.name()),
+                                )
+                            };
                             diags.push(
-                                Diag::warning("gs::inexact-growth", format!("growing {} by {} does not preserve the model's function", step.axis.name(), step.method.describe()))
+                                Diag::warning("gs::inexact-growth", format!("growing {} by {how} does not preserve the model's function", step.axis.name()))
                                     .label(g.span, "the loss will jump here")
-                                    .help("that is expected for a baseline such as G_stack; for an exact step use `by identity` (layers) or drop `noise`"),
+                                    .help(help),
                             );
                         }
                         pending.push(step);
@@ -177,10 +202,19 @@ pub fn check(
                         format!("`set {other}` is not a schedule setting"),
                     )
                     .label(s.key.span, "cannot be set between stages")
-                    .help(format!(
-                        "{}; dimensions change with `grow`",
-                        suggestion(other, &["batch", "lr"])
-                    )),
+                    .help(
+                        if crate::plan::Axis::ALL.iter().any(|(n, _)| *n == other) {
+                            format!(
+                                "`{other}` changes with a growth step, e.g. `grow {other} to …`; \
+                                 `set` takes `batch` or `lr`"
+                            )
+                        } else {
+                            format!(
+                                "{}; dimensions change with `grow`",
+                                suggestion(other, &["batch", "lr"])
+                            )
+                        },
+                    ),
                 ),
             },
         }
@@ -212,7 +246,10 @@ pub fn check(
                 "a decaying LR schedule needs a run of known length",
             )
             .label(unbounded.unwrap_or_default(), "no cap on this stage")
-            .label(train.span, "the train block's schedule decays")
+            .label(
+                train.schedule_span,
+                "this schedule decays over the whole run",
+            )
             .help("give the stage a cap (`or 10k steps`), or use `schedule = constant`"),
         );
     }
@@ -229,7 +266,11 @@ pub fn check(
 
 /// Turns drafts into stages once the total length is known.
 pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSettings) -> RunPlan {
-    let total_steps: u64 = drafts.iter().filter_map(|d| d.steps).sum();
+    // Saturating: each stage is bounded, but a file may hold any number of them.
+    let total_steps: u64 = drafts
+        .iter()
+        .filter_map(|d| d.steps)
+        .fold(0, u64::saturating_add);
     let bounded = drafts.last().is_some_and(|d| d.steps.is_some());
     let mut first_step = 0;
     let mut totals = Totals {
@@ -250,9 +291,9 @@ pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSett
                 flops_per_token: d.model.flops_per_token(),
                 model: d.model,
             };
-            first_step += d.steps.unwrap_or(0);
-            totals.steps += stage.steps.unwrap_or(0);
-            totals.tokens += stage.tokens().unwrap_or(0);
+            first_step = first_step.saturating_add(d.steps.unwrap_or(0));
+            totals.steps = totals.steps.saturating_add(stage.steps.unwrap_or(0));
+            totals.tokens = totals.tokens.saturating_add(stage.tokens().unwrap_or(0));
             totals.flops += stage.flops().unwrap_or(0.0);
             stage
         })
@@ -297,17 +338,32 @@ pub fn budget(e: &Expr, tokens_per_step: f64, flops_per_step: f64) -> Result<u64
         return Err(
             Diag::error("gs::value", "a stage must train for at least one step")
                 .label(e.span, "less than one step")
-                .help(format!(
-                    "one step is {} tokens here",
-                    eval::show_number(tokens_per_step)
-                )),
+                .help(match q.unit {
+                    Some(Unit::Steps) => {
+                        "write a positive number of steps, e.g. `100 steps`".to_string()
+                    }
+                    _ => format!(
+                        "one step is {} tokens here",
+                        eval::show_number(tokens_per_step)
+                    ),
+                }),
         );
     }
     if steps.fract() != 0.0 {
         return Err(
             Diag::error("gs::not-integer", "a number of steps must be whole")
-                .label(e.span, "fractional steps"),
+                .label(e.span, "fractional steps")
+                .help(format!(
+                    "write `{} steps` or `{} steps`",
+                    eval::show_number(steps.floor()),
+                    eval::show_number(steps.ceil())
+                )),
         );
+    }
+    if steps * tokens_per_step > 1e16 {
+        return Err(Diag::error("gs::value", "this budget is too large")
+            .label(e.span, format!("{} steps", eval::show_number(steps)))
+            .help("gsc plans stages of up to 10^16 tokens"));
     }
     Ok(steps as u64)
 }
@@ -326,9 +382,16 @@ pub fn check_context(context: usize, span: Span, data: &Data, diags: &mut Vec<Di
                 format!("context {context} is longer than the {split} split ({tokens} tokens)"),
             )
             .label(span, format!("needs {} tokens per sequence", context + 1))
-            .label(data.val_span, "the split is set here")
+            .label(
+                data.val_span,
+                if data.val_span == data.header {
+                    format!("the {split} split: {tokens} tokens (`val` is 10% by default)")
+                } else {
+                    format!("the {split} split: {tokens} tokens")
+                },
+            )
             .help(format!(
-                "use a context of at most {} or more text",
+                "use `context = {}` or less, or train on more text",
                 tokens.saturating_sub(1)
             )),
         );

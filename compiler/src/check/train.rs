@@ -40,7 +40,8 @@ pub struct TrainSettings {
     pub eval_batches: usize,
     pub checkpoint_every: u64,
     pub log_every: u64,
-    pub span: Span,
+    /// Where `schedule = …` was written (the block when it was not).
+    pub schedule_span: Span,
 }
 
 impl TrainSettings {
@@ -97,7 +98,7 @@ pub fn defaults(span: Span) -> TrainSettings {
         eval_batches: 20,
         checkpoint_every: 1000,
         log_every: 10,
-        span,
+        schedule_span: span,
     }
 }
 
@@ -119,6 +120,7 @@ pub fn check(block: &TrainBlock, diags: &mut Vec<Diag>) -> TrainSettings {
         report(optimizer(&o.value, &mut t));
     }
     if let Some(sch) = s.get("schedule") {
+        t.schedule_span = sch.value.span;
         report(schedule(&sch.value, &mut t));
     }
     if let Some(b) = s.get("batch") {
@@ -195,7 +197,7 @@ fn optimizer(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag>
             "gs::unknown-name",
             format!("unknown optimizer `{}`", args.callee),
         )
-        .label(args.span, "not an optimizer gsc knows");
+        .label(args.callee_span, "not an optimizer gsc knows");
         d = d.help(match suggestion(args.callee, &["adamw"]) {
             s if s.starts_with("did") => s,
             _ => "gsc trains with `adamw(lr = …, betas = (0.9, 0.95), weight_decay = 0.1)`".into(),
@@ -276,7 +278,7 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
         other => {
             return Err(
                 Diag::error("gs::unknown-name", format!("unknown LR schedule `{other}`"))
-                    .label(args.span, "not a schedule")
+                    .label(args.callee_span, "not a schedule")
                     .help(suggestion(other, &kinds)),
             )
         }
@@ -319,7 +321,13 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
 /// `32 sequences`, or a bare count.
 pub fn batch(e: &crate::syntax::Expr) -> Result<usize, Diag> {
     let v = eval::number_in(e, &mut NoNames, Unit::Sequences)?;
-    eval::to_count(v, e.span, "the batch size")
+    let b = eval::to_count(v, e.span, "the batch size")?;
+    if b > 1 << 20 {
+        return Err(Diag::error("gs::value", "the batch size is too large")
+            .label(e.span, format!("more than {} sequences", 1 << 20))
+            .help("gsc supports batches of up to 1048576 sequences"));
+    }
+    Ok(b)
 }
 
 fn clip(e: &crate::syntax::Expr) -> Result<Option<f64>, Diag> {

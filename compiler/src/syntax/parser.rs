@@ -13,7 +13,10 @@ struct GsParser;
 /// Parses a whole file. A syntax error is reported as one diagnostic at the
 /// first position the grammar could not continue from.
 pub fn parse(source: &str) -> Result<File, Diag> {
-    let mut pairs = GsParser::parse(Rule::file, source).map_err(syntax_error)?;
+    too_deep(source)?;
+    let mut pairs =
+        GsParser::parse(Rule::file, source).map_err(|e| syntax_error(e, source, Rule::file))?;
+    too_long(&pairs)?;
     let file = pairs.next().expect("the file rule always yields one pair");
     let items = file
         .into_inner()
@@ -27,7 +30,10 @@ pub fn parse(source: &str) -> Result<File, Diag> {
 /// (spans stay absolute, so diagnostics point into `source`).
 pub fn parse_override(source: &str, start: usize, end: usize) -> Result<Expr, Diag> {
     let padded = format!("{}{}", " ".repeat(start), &source[start..end]);
-    let mut pairs = GsParser::parse(Rule::override_value, &padded).map_err(syntax_error)?;
+    too_deep(&padded)?;
+    let mut pairs = GsParser::parse(Rule::override_value, &padded)
+        .map_err(|e| syntax_error(e, &padded, Rule::override_value))?;
+    too_long(&pairs)?;
     let value = pairs
         .next()
         .expect("the override rule always yields one pair");
@@ -38,43 +44,75 @@ pub fn parse_override(source: &str, start: usize, end: usize) -> Result<Expr, Di
     Ok(expr(e))
 }
 
-/// The pair's span without the whitespace and comments pest's implicit
-/// skipping leaves at its end (after an optional repetition that matched nothing).
-fn span(p: &Pair<Rule>) -> Span {
-    let start = p.as_span().start();
-    Span::new(start, start + without_trailing_trivia(p.as_str()).len())
-}
+/// Every pass after parsing (evaluation, formatting, even dropping the tree)
+/// recurses on nested and chained expressions; past these limits the stack
+/// would overflow. No real file comes near them.
+const MAX_DEPTH: usize = 64;
+const MAX_OPERATORS: usize = 256;
 
-fn without_trailing_trivia(mut text: &str) -> &str {
-    loop {
-        let trimmed = text.trim_end();
-        if let Some(body) = trimmed.strip_suffix("*/") {
-            match body.rfind("/*") {
-                Some(open) => text = &trimmed[..open],
-                None => return trimmed,
-            }
-            continue;
-        }
-        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
-        match line_comment_start(&trimmed[line_start..]) {
-            Some(at) => text = &trimmed[..line_start + at],
-            None => return trimmed,
-        }
-    }
-}
-
-/// Where a `//` comment starts on this line, outside string literals.
-fn line_comment_start(line: &str) -> Option<usize> {
-    let mut in_string = false;
-    let bytes = line.as_bytes();
-    for i in 0..bytes.len() {
-        match bytes[i] {
-            b'"' => in_string = !in_string,
-            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return Some(i),
+fn too_deep(source: &str) -> Result<(), Diag> {
+    let mut depth = 0usize;
+    for (i, t) in Lexer::new(source) {
+        match t {
+            Tok::Open(_) => depth += 1,
+            Tok::Close(_) => depth = depth.saturating_sub(1),
             _ => {}
         }
+        if depth > MAX_DEPTH {
+            return Err(Diag::error("gs::syntax", "brackets nested too deeply")
+                .label(
+                    Span::new(i, i + 1),
+                    format!("more than {MAX_DEPTH} levels deep"),
+                )
+                .help("simplify the expression: compute the value and write the number"));
+        }
     }
-    None
+    Ok(())
+}
+
+fn too_long(pairs: &pest::iterators::Pairs<Rule>) -> Result<(), Diag> {
+    for p in pairs
+        .clone()
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::expr)
+    {
+        let ops = p
+            .clone()
+            .into_inner()
+            .filter(|q| {
+                matches!(
+                    q.as_rule(),
+                    Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::neg
+                )
+            })
+            .count();
+        if ops > MAX_OPERATORS {
+            return Err(Diag::error("gs::syntax", "expression too long")
+                .label(span(&p), format!("{ops} operators"))
+                .help(format!(
+                    "an expression has at most {MAX_OPERATORS} operators: compute the value and write the number"
+                )));
+        }
+    }
+    Ok(())
+}
+
+fn span(p: &Pair<Rule>) -> Span {
+    Span::new(p.as_span().start(), content_end(p))
+}
+
+/// Where a pair's text ends, without the whitespace and comments that pest's
+/// implicit `~` consumes before an optional part that then matches nothing
+/// (`grow layers + 1` followed by no `at`, `by` or option).
+fn content_end(p: &Pair<Rule>) -> usize {
+    let text = p.as_str();
+    if text.trim_end().len() == text.len() {
+        return p.as_span().end();
+    }
+    match p.clone().into_inner().last() {
+        Some(last) => content_end(&last),
+        None => p.as_span().start() + text.trim_end().len(),
+    }
 }
 
 fn ident(p: Pair<Rule>) -> Ident {
@@ -417,35 +455,423 @@ fn number(text: &str) -> ExprKind {
     }
 }
 
-fn syntax_error(e: pest::error::Error<Rule>) -> Diag {
-    use pest::error::{ErrorVariant, InputLocation};
-    let at = match e.location {
-        InputLocation::Pos(p) => Span::new(p, p),
-        InputLocation::Span((s, end)) => Span::new(s, end),
+fn syntax_error(e: pest::error::Error<Rule>, source: &str, rule: Rule) -> Diag {
+    use pest::error::InputLocation;
+    let pest_at = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
     };
-    let expected = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut words: Vec<&str> = positives.iter().filter_map(|r| rule_word(*r)).collect();
-            words.sort_unstable();
-            words.dedup();
-            words
+    // An unclosed `{`, `(`, `"` makes pest fail far from the cause: say what is unclosed.
+    if let Some(d) = delimiter_error(source, pest_at) {
+        return d;
+    }
+    // Re-parse with pest's detailed attempts, which also know the literal
+    // tokens (`=`, `}`, `:`) that the rule names alone cannot say.
+    pest::set_error_detail(true);
+    let attempts = GsParser::parse(rule, source)
+        .err()
+        .and_then(|e| e.parse_attempts());
+    let (at, mut expected) = match &attempts {
+        Some(a) if a.max_position >= pest_at => {
+            let mut words: Vec<String> = a
+                .call_stacks()
+                .iter()
+                .filter_map(|c| c.deepest.get_rule().and_then(|r| rule_word(*r)))
+                .map(str::to_string)
+                .collect();
+            for t in a.expected_tokens() {
+                let token = t.to_string();
+                match token.as_str() {
+                    "+" | "-" | "*" | "×" | "/" => words.push("an operator".into()),
+                    "=" | "{" | "}" | "(" | ")" | "[" | "]" | "," | ":" | "<=" | "<" => {
+                        words.push(format!("`{token}`"))
+                    }
+                    _ => {}
+                }
+            }
+            (a.max_position, words)
         }
-        ErrorVariant::CustomError { .. } => Vec::new(),
+        _ => (pest_at, Vec::new()),
     };
+    if expected.is_empty() {
+        if let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant {
+            expected = positives
+                .iter()
+                .filter_map(|r| rule_word(*r))
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    // A keyword where a name belongs: pest's attempts point past it.
+    let (word, word_span) = token_at(source, pest_at);
+    let word = word.trim_matches('`');
+    if expected.iter().any(|w| w == "a name")
+        && [
+            "data", "model", "grow", "compare", "stage", "until", "same", "set",
+        ]
+        .contains(&word)
+    {
+        return Diag::error(
+            "gs::syntax",
+            format!("`{word}` is a keyword and cannot be a name"),
+        )
+        .label(word_span, "a keyword")
+        .help(format!(
+            "choose another name, e.g. `{word}_1`; the keywords are `data`, `model`, `grow`, \
+                 `compare`, `stage`, `until`, `same` and `set`"
+        ));
+    }
+    let at = if source[at.min(source.len())..].starts_with([' ', '\t']) {
+        pest_at
+    } else {
+        at
+    };
+    let (found, found_span) = token_at(source, at);
+    // A value where one cannot go: "a value" then only means "a unit" after a number.
+    let found_value =
+        found.starts_with('`') && found[1..].starts_with(|c: char| c.is_ascii_digit() || c == '"');
+    let mut expected: Vec<String> = expected
+        .into_iter()
+        .map(|w| {
+            if found_value && w == "a value" {
+                rule_word(Rule::unit).unwrap_or_default().to_string()
+            } else {
+                w
+            }
+        })
+        .map(|w| match w.as_str() {
+            "`*`" | "`+`" | "`-`" | "`/`" => "an operator".to_string(),
+            _ => w,
+        })
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    // A value may begin with `(`, `[` or `-`: "a value" says all of it.
+    if expected.iter().any(|w| w == "a value") {
+        expected.retain(|w| !matches!(w.as_str(), "`(`" | "`[`" | "an operator"));
+    }
+    // `name value` lacks its `=`, `stage NAME train` its `:`, `scratch base`
+    // its `(`, whatever else could also follow.
+    for punct in ["`=`", "`:`", "`(`"] {
+        if expected.iter().any(|w| w == punct) {
+            expected.retain(|w| w == punct);
+        }
+    }
     let message = match expected.len() {
-        0 => "syntax error".to_string(),
-        1 => format!("expected {}", expected[0]),
+        0 => format!("unexpected {found}"),
+        1 => format!("expected {}, found {found}", expected[0]),
         _ => {
             let (last, rest) = expected.split_last().unwrap();
-            format!("expected {} or {}", rest.join(", "), last)
+            format!("expected {} or {last}, found {found}", rest.join(", "))
         }
     };
+    let label = match expected.len() {
+        0 => "unexpected here".to_string(),
+        _ => format!("unexpected {found}"),
+    };
+    let depth = depth_at(source, at);
+    let help = if let Some(h) = statement_help(source, at, depth) {
+        h.to_string()
+    } else if expected.iter().any(|w| w == "`=`") {
+        "a setting is written `name = value`, e.g. `d_model = 256`".to_string()
+    } else if rule == Rule::override_value {
+        "write a single value, e.g. `--set train.batch=32`".to_string()
+    } else if depth > 0 {
+        "inside a block, write one setting or statement per line; see grammar/README.md".to_string()
+    } else {
+        "top-level items are `data NAME { … }`, `model NAME = gpt|ngpt { … }`, `train { … }`, \
+         `grow NAME { … }` and `compare NAME = scratch(…)`; see grammar/README.md"
+            .to_string()
+    };
     Diag::error("gs::syntax", message)
-        .label(at, "the parser stopped here")
-        .help(
-            "top-level items are `data NAME { … }`, `model NAME = gpt|ngpt { … }`, `train { … }`, \
-         `grow NAME { … }` and `compare NAME = scratch(…)`; see grammar/README.md",
+        .label(found_span, label)
+        .help(help)
+}
+
+/// How the statement the parser stopped in is written, from the last keyword
+/// before `at` on its line (after the last `{`, so a setting inside a one-line
+/// block is not taken for the block).
+fn statement_help(source: &str, at: usize, depth: usize) -> Option<&'static str> {
+    // At the start of a line, the statement is the one the line before left unfinished.
+    let before = source[..at.min(source.len())].trim_end();
+    let line = &before[before.rfind('\n').map_or(0, |k| k + 1)..];
+    let line = line.rsplit('{').next().unwrap_or(line);
+    let keyword = line
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| {
+            matches!(
+                *w,
+                "data"
+                    | "model"
+                    | "grow"
+                    | "stage"
+                    | "compare"
+                    | "set"
+                    | "eval"
+                    | "checkpoint"
+                    | "log"
+            )
+        })?;
+    Some(match keyword {
+        "data" => "a data block is written `data NAME { text = \"file.txt\" }`",
+        "model" => "a model is written `model NAME = gpt { … }` (or `= ngpt`)",
+        "grow" if depth == 0 => {
+            "a schedule is written `grow MODEL { stage main: train 1000 steps }`"
+        }
+        "grow" => {
+            "a growth step is written `grow AXIS to N`, `grow AXIS * F` or `grow AXIS + N`, \
+                   then optionally `at [...]`, `by METHOD` and `, OPTION = VALUE`"
+        }
+        "stage" => {
+            "a stage is written `stage NAME: train 1000 steps` (or `2M tokens`, `1e15 flops`, \
+                    `until val_loss <= 1.5 or 10k steps`)"
+        }
+        "compare" => {
+            "a comparison is written `compare NAME = scratch(MODEL, same tokens)` \
+                      (or `doubling(…)`)"
+        }
+        "set" => "`set` is written `set batch = 8 sequences` or `set lr = 1e-3`",
+        _ => {
+            "a cadence is written `eval every 200 steps on 20 batches`, \
+              `checkpoint every 1000 steps` or `log every 10 steps`"
+        }
+    })
+}
+
+/// What the parser found at `at`, for "expected …, found …".
+fn token_at(source: &str, at: usize) -> (String, Span) {
+    let rest = &source[at.min(source.len())..];
+    let Some(c) = rest.chars().next() else {
+        return ("the end of the file".to_string(), Span::new(at, at));
+    };
+    let len = if c.is_ascii_alphanumeric() || c == '_' {
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '%')))
+            .unwrap_or(rest.len())
+    } else if c == '"' {
+        rest[1..].find(['"', '\n']).map_or(rest.len(), |k| k + 2)
+    } else {
+        c.len_utf8()
+    };
+    let text = &rest[..len];
+    let shown = if c == '\n' || c == '\r' {
+        "the end of the line".to_string()
+    } else {
+        format!("`{}`", text.trim_end())
+    };
+    (shown, Span::new(at, at + len))
+}
+
+/// How many blocks `{ … }` are open at `at` (strings and comments skipped).
+fn depth_at(source: &str, at: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, c) in Lexer::new(source) {
+        if i >= at {
+            break;
+        }
+        match c {
+            Tok::Open(b'{') => depth += 1,
+            Tok::Close(b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    depth
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Tok {
+    Open(u8),
+    Close(u8),
+    /// The first word of a line that starts a top-level item.
+    Item,
+    /// A string with no closing quote on its line (its end).
+    BadString(usize),
+    BadComment,
+}
+
+/// Just enough of a lexer to match delimiters: skips strings and comments.
+struct Lexer<'a> {
+    src: &'a str,
+    i: usize,
+    line_start: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            i: 0,
+            line_start: true,
+        }
+    }
+
+    /// A top-level item keyword starts at `i` (`grow` only with a `{` on its line,
+    /// since `grow` is also a statement inside a grow block).
+    fn item_at(&self, i: usize) -> bool {
+        let rest = &self.src[i..];
+        let word_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        let line = line.split("//").next().unwrap_or(line);
+        match &rest[..word_end] {
+            "data" | "model" | "compare" => true,
+            "train" | "grow" => line.trim_end().ends_with('{'),
+            _ => false,
+        }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = (usize, Tok);
+
+    fn next(&mut self) -> Option<(usize, Tok)> {
+        let b = self.src.as_bytes();
+        while self.i < b.len() {
+            let i = self.i;
+            let c = b[i];
+            let at_line_start = self.line_start;
+            if c == b'\n' {
+                self.line_start = true;
+            } else if !c.is_ascii_whitespace() {
+                self.line_start = false;
+            }
+            self.i += 1;
+            match c {
+                b'/' if b.get(i + 1) == Some(&b'/') => {
+                    self.i = self.src[i..].find('\n').map_or(b.len(), |k| i + k);
+                }
+                b'/' if b.get(i + 1) == Some(&b'*') => match self.src[i + 2..].find("*/") {
+                    Some(k) => self.i = i + 2 + k + 2,
+                    None => {
+                        self.i = b.len();
+                        return Some((i, Tok::BadComment));
+                    }
+                },
+                b'"' => match self.src[i + 1..].find(['"', '\n']).map(|k| i + 1 + k) {
+                    Some(end) if b[end] == b'"' => self.i = end + 1,
+                    end => {
+                        let end = end.unwrap_or(b.len());
+                        self.i = end;
+                        return Some((i, Tok::BadString(end)));
+                    }
+                },
+                b'{' | b'(' | b'[' => return Some((i, Tok::Open(c))),
+                b'}' | b')' | b']' => return Some((i, Tok::Close(c))),
+                _ if at_line_start && c.is_ascii_alphabetic() && self.item_at(i) => {
+                    return Some((i, Tok::Item))
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// An unterminated string or comment, or a bracket that is never closed, when
+/// it explains why the parser stopped at `pest_at`.
+fn delimiter_error(source: &str, pest_at: usize) -> Option<Diag> {
+    let mut open: Vec<(u8, usize)> = Vec::new();
+    let closer = |o: u8| match o {
+        b'{' => '}',
+        b'(' => ')',
+        _ => ']',
+    };
+    let unclosed = |o: u8, at: usize, here: Span, here_label: &str| {
+        let what = match o {
+            b'{' => {
+                let line_start = source[..at].rfind('\n').map_or(0, |k| k + 1);
+                let word = source[line_start..at]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("");
+                match word {
+                    "data" | "model" | "train" | "grow" => format!("the `{word}` block"),
+                    _ => "a block".to_string(),
+                }
+            }
+            b'(' => {
+                let name_start = source[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |k| k + 1);
+                match &source[name_start..at] {
+                    "" => "a parenthesis".to_string(),
+                    name => format!("the call `{name}(…)`"),
+                }
+            }
+            _ => "a list".to_string(),
+        };
+        Diag::error(
+            "gs::syntax",
+            format!("missing `{}`: {what} is never closed", closer(o)),
         )
+        .label(here, here_label)
+        .label(
+            Span::new(at, at + 1),
+            format!("this `{}` is never closed", o as char),
+        )
+        .help(format!("add `{}` where {what} ends", closer(o)))
+    };
+    for (i, t) in Lexer::new(source) {
+        match t {
+            Tok::BadString(end) if pest_at <= i => {
+                return Some(
+                    Diag::error("gs::syntax", "unterminated string")
+                        .label(Span::new(i, end), "this string has no closing `\"`")
+                        .help("close it with `\"` on the same line: a string cannot span lines"),
+                )
+            }
+            Tok::BadComment if pest_at >= i => {
+                return Some(
+                    Diag::error("gs::syntax", "unterminated comment")
+                        .label(Span::new(i, i + 2), "this `/*` is never closed")
+                        .help("close it with `*/`"),
+                )
+            }
+            Tok::BadString(_) | Tok::BadComment => return None,
+            Tok::Open(c) => open.push((c, i)),
+            Tok::Close(c) => match open.pop() {
+                Some((o, _)) if closer(o) == c as char => {}
+                Some((o, at)) if pest_at >= at => {
+                    return Some(unclosed(
+                        o,
+                        at,
+                        Span::new(i, i + 1),
+                        &format!("`{}` found first", c as char),
+                    ))
+                }
+                None if pest_at == i => {
+                    return Some(
+                        Diag::error("gs::syntax", format!("unexpected `{}`", c as char))
+                            .label(Span::new(i, i + 1), "nothing is open here")
+                            .help("remove it, or look for a missing opening bracket above"),
+                    )
+                }
+                _ => return None,
+            },
+            Tok::Item => {
+                if let Some(&(o, at)) = open.first() {
+                    if pest_at >= at && pest_at <= i {
+                        let word_end = source[i..]
+                            .find(|c: char| !c.is_ascii_alphanumeric())
+                            .map_or(source.len(), |k| i + k);
+                        return Some(unclosed(
+                            o,
+                            at,
+                            Span::new(i, word_end),
+                            "expected `}` before the next item",
+                        ));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+    let &(o, at) = open.last()?;
+    if pest_at < at {
+        return None;
+    }
+    let end = source.trim_end().len();
+    Some(unclosed(o, at, Span::new(end, end), "the file ends here"))
 }
 
 fn rule_word(r: Rule) -> Option<&'static str> {

@@ -1,0 +1,19 @@
+// expect: gs::unit
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    batch = 10 steps
+}
+
+grow base {
+    stage main: train 10 steps
+}

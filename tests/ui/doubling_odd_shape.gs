@@ -1,0 +1,17 @@
+// expect: gs::divisibility
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 30
+    heads = 3
+    layers = 2
+}
+
+grow base {
+    stage main: train 10 steps
+}
+
+compare hyper = doubling(base, same tokens)

@@ -1,0 +1,14 @@
+// expect: gs::missing-key
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    layers = 2
+}
+
+grow base {
+    stage main: train 10 steps
+}

@@ -1,0 +1,19 @@
+// expect: gs::ngpt
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = ngpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    optimizer = adamw(lr = 3e-3, weight_decay = 0.1)
+}
+
+grow base {
+    stage main: train 10 steps
+}

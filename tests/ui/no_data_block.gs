@@ -1,0 +1,11 @@
+// expect: gs::missing-block
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+grow base {
+    stage main: train 10 steps
+}

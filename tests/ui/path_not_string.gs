@@ -1,0 +1,15 @@
+// expect: gs::type
+data text {
+    text = small
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+grow base {
+    stage main: train 10 steps
+}

@@ -1,0 +1,17 @@
+// expect: gs::shrink
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+grow base {
+    stage small: train 10 steps
+    grow d_model to 16
+    stage big: train 10 steps
+}

@@ -1,0 +1,20 @@
+// expect: gs::unbounded-stage
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    schedule = constant
+}
+
+grow base {
+    stage first: train until val_loss <= 2.0
+    stage second: train 10 steps
+}

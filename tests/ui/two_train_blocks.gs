@@ -1,0 +1,23 @@
+// expect: gs::duplicate-block
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    batch = 8 sequences
+}
+
+train {
+    seed = 2
+}
+
+grow base {
+    stage main: train 10 steps
+}

@@ -1,0 +1,19 @@
+// expect: gs::unknown-key
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    optimizer = adamw(learning_rate = 1e-3)
+}
+
+grow base {
+    stage main: train 10 steps
+}
