@@ -308,7 +308,7 @@ fn train_stage(
         if let Some(b) = &bar {
             b.set_position(*step);
         }
-        if *step % t.log_every == 0 || *step == end {
+        if step.is_multiple_of(t.log_every) || *step == end {
             let secs = window.elapsed().as_secs_f64() / window_steps as f64;
             let tok_s = tokens_per_step / secs;
             let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
@@ -336,7 +336,7 @@ fn train_stage(
             window = Instant::now();
             window_steps = 0;
         }
-        let eval_now = *step % t.eval_every == 0 || *step == end;
+        let eval_now = step.is_multiple_of(t.eval_every) || *step == end;
         if eval_now {
             let v = evaluate(loaded, &val)?;
             last_val = Some(v);
@@ -368,7 +368,7 @@ fn train_stage(
                 }
             }
         }
-        if *step % t.checkpoint_every == 0 && *step < end {
+        if step.is_multiple_of(t.checkpoint_every) && *step < end {
             save_checkpoint(ckpt_dir, run, si, *step, loaded, opts.keep_checkpoints)?;
         }
         if eval_now {
