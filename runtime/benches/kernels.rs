@@ -1,0 +1,166 @@
+//! GFLOP/s of the CPU building blocks on the reference models' shapes
+//! (S: d 256, 4 heads; M: d 384, 6 heads; 16 × 256 tokens per step), on one
+//! thread and on all of them. Run with `cargo bench -p gsc-runtime`.
+//!
+//! Medians of several timed repetitions after a warm-up; the machine is
+//! shared, so read ratios, not absolute numbers, from a noisy run.
+
+use gsc_runtime::cpu::attention::{attention_backward, attention_forward, AttentionShape};
+use gsc_runtime::cpu::matmul::Gemm;
+use std::time::Instant;
+
+/// Peak f32 FLOP/s of one core: two FMA units at ≈4.28 GHz (Zen 5), each
+/// 16 lanes wide with AVX-512 or 8 with AVX2 only (some virtual machines
+/// hide AVX-512).
+fn peak_per_core() -> f64 {
+    let lanes = if is_x86_feature_detected!("avx512f") {
+        16.0
+    } else {
+        8.0
+    };
+    2.0 * 2.0 * lanes * 4.28e9
+}
+const TOKENS: usize = 16 * 256;
+
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[reps / 2]
+}
+
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
+}
+
+fn filled(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+fn bench_gemm(label: &str, g: Gemm, threads: usize) {
+    let (a_len, b_len) = (g.m * g.k, g.k * g.n);
+    let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
+    let g = g.threads(threads);
+    let secs = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
+    let gflops = g.flops() / secs / 1e9;
+    let peak = peak_per_core() * threads as f64 / 1e9;
+    println!(
+        "  {label:<28} {:>5}×{:<5}×{:<5} {threads}T {:>8.3} ms {gflops:>7.1} GFLOP/s {:>5.1} % of peak",
+        g.m,
+        g.n,
+        g.k,
+        secs * 1e3,
+        100.0 * gflops / peak
+    );
+}
+
+fn bench_attention(s: AttentionShape, threads: usize) {
+    let (q, k, v, d_o) = (
+        filled(s.q_len()),
+        filled(s.kv_len()),
+        filled(s.kv_len()),
+        filled(s.q_len()),
+    );
+    let mut o = vec![0.0; s.q_len()];
+    let mut lse = vec![0.0; s.lse_len()];
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0; s.q_len()],
+        vec![0.0; s.kv_len()],
+        vec![0.0; s.kv_len()],
+    );
+    let (fwd, bwd) = on_threads(threads, || {
+        let fwd = median_secs(15, || attention_forward(&s, &q, &k, &v, &mut o, &mut lse));
+        let bwd = median_secs(15, || {
+            attention_backward(&s, &q, &k, &v, &o, &lse, &d_o, &mut dq, &mut dk, &mut dv)
+        });
+        (fwd, bwd)
+    });
+    let peak = peak_per_core() * threads as f64;
+    for (what, secs, flops) in [
+        ("forward", fwd, s.forward_flops()),
+        ("backward", bwd, s.backward_flops()),
+    ] {
+        let rate = flops / secs;
+        println!(
+            "  attention {what:<9} heads {} dim {} {threads}T {:>8.3} ms {:>7.1} GFLOP/s {:>5.1} % of peak",
+            s.heads,
+            s.head_dim,
+            secs * 1e3,
+            rate / 1e9,
+            100.0 * rate / peak
+        );
+    }
+}
+
+fn main() {
+    // `cargo bench -p gsc-runtime -- matmul|attention` runs only that part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    println!(
+        "peak {:.0} GFLOP/s per core ({})",
+        peak_per_core() / 1e9,
+        if is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else {
+            "AVX2"
+        }
+    );
+    for (name, d, heads) in [("S", 256, 4), ("M", 384, 6)] {
+        println!("model {name}: d {d}, {heads} heads, {TOKENS} tokens");
+        let ffn = 4 * d;
+        for threads in [1, 2] {
+            let shapes = [
+                ("qkv  X·Wᵀ", Gemm::new(TOKENS, 3 * d, d).trans_b()),
+                ("proj X·Wᵀ", Gemm::new(TOKENS, d, d).trans_b()),
+                ("up   X·Wᵀ", Gemm::new(TOKENS, ffn, d).trans_b()),
+                ("down X·Wᵀ", Gemm::new(TOKENS, d, ffn).trans_b()),
+                ("head X·Eᵀ (vocab 256)", Gemm::new(TOKENS, 256, d).trans_b()),
+                ("up   dX = dY·W", Gemm::new(TOKENS, d, ffn)),
+                ("down dX = dY·W", Gemm::new(TOKENS, ffn, d)),
+                (
+                    "up   dW += dYᵀ·X",
+                    Gemm::new(ffn, d, TOKENS).trans_a().accumulate(),
+                ),
+                (
+                    "down dW += dYᵀ·X",
+                    Gemm::new(d, ffn, TOKENS).trans_a().accumulate(),
+                ),
+                (
+                    "qkv  dW += dYᵀ·X",
+                    Gemm::new(3 * d, d, TOKENS).trans_a().accumulate(),
+                ),
+            ];
+            if wants("matmul") {
+                for (label, g) in shapes {
+                    bench_gemm(label, g, threads);
+                }
+            }
+            let s = AttentionShape {
+                batch: 16,
+                seq: 256,
+                heads,
+                kv_heads: heads,
+                head_dim: d / heads,
+                scale: 1.0 / ((d / heads) as f32).sqrt(),
+            };
+            if wants("attention") {
+                bench_attention(s, threads);
+            }
+        }
+    }
+}

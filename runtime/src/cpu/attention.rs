@@ -1,0 +1,963 @@
+//! Fused causal self-attention, forward and backward, in the style of
+//! FlashAttention-2: keys are visited in tiles with an online softmax, so no
+//! thread ever holds more than one `TILE × TILE` block of scores, and the
+//! backward recomputes the probabilities from the saved row logsumexp
+//! instead of storing them.
+//!
+//! Layout: `q` is `[batch, seq, heads, head_dim]` and `k`, `v` are
+//! `[batch, seq, kv_heads, head_dim]`, row-major: exactly what the `[batch·seq,
+//! heads·head_dim]` output of a projection matmul is, so no transpose sits
+//! between the projections and this kernel. The output has `q`'s layout; the
+//! logsumexp is `[batch, heads, seq]`. Query head `h` reads kv head
+//! `h / (heads / kv_heads)` (grouped-query attention).
+//!
+//! Work is split over (batch, head) pairs for the forward and over
+//! (batch, kv head) for the backward, so each task owns the rows it writes.
+//! The tile products are small register-blocked loops compiled with AVX-512
+//! enabled when the CPU has it (checked once per call), and plain otherwise.
+
+use rayon::prelude::*;
+
+/// Query rows and key columns per tile. 64 keeps a score tile (16 KiB) and
+/// the tiles it multiplies inside a core's L1 data cache.
+const TILE: usize = 64;
+/// f32 lanes of one AVX-512 register; tile widths are padded to a multiple.
+const LANES: usize = 16;
+
+/// The shapes of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    /// Divides `heads`; equal to it for plain multi-head attention.
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` before the softmax: `1/√head_dim` for gpt,
+    /// `√head_dim` for nGPT (whose q and k are unit vectors).
+    pub scale: f32,
+}
+
+impl AttentionShape {
+    pub fn q_len(&self) -> usize {
+        self.batch * self.seq * self.heads * self.head_dim
+    }
+
+    pub fn kv_len(&self) -> usize {
+        self.batch * self.seq * self.kv_heads * self.head_dim
+    }
+
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.heads * self.seq
+    }
+
+    /// Multiply-adds ×2 of the forward's two products over the causal
+    /// triangle (diagonal included), the count FLOP/s figures use.
+    pub fn forward_flops(&self) -> f64 {
+        let pairs = self.seq as f64 * (self.seq as f64 + 1.0) / 2.0;
+        4.0 * pairs * self.head_dim as f64 * (self.batch * self.heads) as f64
+    }
+
+    /// The backward's four products (dV, dP, dQ, dK) and the recomputed scores.
+    pub fn backward_flops(&self) -> f64 {
+        2.5 * self.forward_flops()
+    }
+
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    fn check(&self) {
+        assert!(
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
+            "attention: kv_heads {} must divide heads {}",
+            self.kv_heads,
+            self.heads
+        );
+    }
+}
+
+/// Causal attention forward: writes `o` (`q`'s layout) and the per-row
+/// logsumexp of the scaled scores `lse` (`[batch, heads, seq]`), which the
+/// backward needs.
+///
+/// # Panics
+/// If a slice's length does not match `shape` or `kv_heads` does not divide
+/// `heads`: shapes come from the compiled plan, so that is a caller bug.
+pub fn attention_forward(
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    lse: &mut [f32],
+) {
+    forward_on(Isa::detect(), shape, q, k, v, o, lse)
+}
+
+fn forward_on(
+    isa: Isa,
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    lse: &mut [f32],
+) {
+    shape.check();
+    check_len("q", q.len(), shape.q_len());
+    check_len("k", k.len(), shape.kv_len());
+    check_len("v", v.len(), shape.kv_len());
+    check_len("o", o.len(), shape.q_len());
+    check_len("lse", lse.len(), shape.lse_len());
+    let s = *shape;
+    let out = Shared(o.as_mut_ptr());
+    let lse_out = Shared(lse.as_mut_ptr());
+    (0..s.batch * s.heads).into_par_iter().for_each(|task| {
+        let (b, h) = (task / s.heads, task % s.heads);
+        // SAFETY: task (b, h) writes only o[b, :, h, :] and lse[b, h, :],
+        // which no other task touches, and both slices outlive the loop.
+        unsafe {
+            let o_rows = out.at(0);
+            let lse_row = lse_out.at((b * s.heads + h) * s.seq);
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => forward_head_avx512(&s, b, h, q, k, v, o_rows, lse_row),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => forward_head_avx2(&s, b, h, q, k, v, o_rows, lse_row),
+                Isa::Portable => forward_head_portable(&s, b, h, q, k, v, o_rows, lse_row),
+            }
+        }
+    });
+}
+
+/// Causal attention backward: from the forward's inputs, its output `o` and
+/// `lse`, and the output gradient `d_o`, overwrites `dq`, `dk`, `dv` (the
+/// layouts of `q`, `k`, `v`).
+///
+/// # Panics
+/// As [`attention_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    lse: &[f32],
+    d_o: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let inputs = Inputs {
+        q,
+        k,
+        v,
+        o,
+        lse,
+        d_o,
+    };
+    backward_on(Isa::detect(), shape, &inputs, dq, dk, dv)
+}
+
+fn backward_on(
+    isa: Isa,
+    shape: &AttentionShape,
+    inputs: &Inputs,
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    shape.check();
+    let Inputs {
+        q,
+        k,
+        v,
+        o,
+        lse,
+        d_o,
+    } = *inputs;
+    for (name, len, want) in [
+        ("q", q.len(), shape.q_len()),
+        ("k", k.len(), shape.kv_len()),
+        ("v", v.len(), shape.kv_len()),
+        ("o", o.len(), shape.q_len()),
+        ("lse", lse.len(), shape.lse_len()),
+        ("d_o", d_o.len(), shape.q_len()),
+        ("dq", dq.len(), shape.q_len()),
+        ("dk", dk.len(), shape.kv_len()),
+        ("dv", dv.len(), shape.kv_len()),
+    ] {
+        check_len(name, len, want);
+    }
+    let s = *shape;
+    let grads = (
+        Shared(dq.as_mut_ptr()),
+        Shared(dk.as_mut_ptr()),
+        Shared(dv.as_mut_ptr()),
+    );
+    (0..s.batch * s.kv_heads).into_par_iter().for_each(|task| {
+        let (b, g) = (task / s.kv_heads, task % s.kv_heads);
+        // SAFETY: task (b, g) writes dk/dv[b, :, g, :] and dq[b, :, h, :] for
+        // the query heads h of group g, which no other task touches.
+        unsafe {
+            let (dq, dk, dv) = (grads.0.at(0), grads.1.at(0), grads.2.at(0));
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => backward_group_avx512(&s, b, g, inputs, dq, dk, dv),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => backward_group_avx2(&s, b, g, inputs, dq, dk, dv),
+                Isa::Portable => backward_group_portable(&s, b, g, inputs, dq, dk, dv),
+            }
+        }
+    });
+}
+
+fn check_len(name: &str, len: usize, want: usize) {
+    assert_eq!(
+        len, want,
+        "attention: {name} holds {len} values, the shape needs {want}"
+    );
+}
+
+/// A raw output pointer that tasks writing disjoint rows may share.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: only used for disjoint writes, as argued at each use.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    o: &'a [f32],
+    lse: &'a [f32],
+    d_o: &'a [f32],
+}
+
+/// The instruction sets the kernels are compiled for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+}
+
+/// Defines one entry point per [`Isa`] for `$body`, each compiled with that
+/// instruction set enabled and the register block that fits its register
+/// file (rows × columns of accumulators): 4 × 64 fills 16 of AVX-512's 32
+/// zmm registers, 6 × 16 fills 12 of AVX2's 16 ymm registers. Everything the
+/// body calls is `#[inline(always)]`, so all of it is vectorised for the ISA.
+macro_rules! compile_per_isa {
+    ($body:ident => $avx512:ident, $avx2:ident, $portable:ident ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx512($($arg: $ty),*) {
+            $body::<4, 64>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $body::<6, 16>($($arg),*)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $portable($($arg: $ty),*) {
+            $body::<4, 16>($($arg),*)
+        }
+    };
+}
+
+compile_per_isa!(forward_head => forward_head_avx512, forward_head_avx2, forward_head_portable(
+    s: &AttentionShape, b: usize, h: usize, q: &[f32], k: &[f32], v: &[f32], o: *mut f32, lse: *mut f32
+));
+compile_per_isa!(backward_group => backward_group_avx512, backward_group_avx2, backward_group_portable(
+    s: &AttentionShape, b: usize, g: usize, x: &Inputs, dq: *mut f32, dk: *mut f32, dv: *mut f32
+));
+
+// ---------------------------------------------------------------------------
+// Tile kernels. All take a leading dimension per operand and work on the
+// zero-padded scratch buffers, whose widths are multiples of LANES.
+
+/// `C[m, n] += op(A)[m, kk] · B[kk, n]`, B row-major, `n % LANES == 0`.
+/// `op(A)` is `A` stored `[m, kk]` or, with `TA`, stored `[kk, m]`. Runs in
+/// `R × N` register blocks; leftover rows go one at a time and leftover
+/// columns `LANES` at a time.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn madd<const TA: bool, const R: usize, const N: usize>(
+    m: usize,
+    n: usize,
+    kk: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    debug_assert_eq!(n % LANES, 0);
+    let mut j0 = 0;
+    while j0 < n {
+        let wide = n - j0 >= N;
+        let mut r0 = 0;
+        while r0 < m {
+            let full = m - r0 >= R;
+            match (full, wide) {
+                (true, true) => block::<TA, R, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (true, false) => block::<TA, R, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (false, true) => block::<TA, 1, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (false, false) => block::<TA, 1, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+            }
+            r0 += if full { R } else { 1 };
+        }
+        j0 += if wide { N } else { LANES };
+    }
+}
+
+/// One `R × N` register block of [`madd`] at rows `r0..`, columns `j0..`:
+/// the accumulators stay in registers across the whole inner dimension.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<const TA: bool, const R: usize, const N: usize>(
+    r0: usize,
+    j0: usize,
+    kk: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let mut acc = [[0.0f32; N]; R];
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        acc_r.copy_from_slice(&c[(r0 + r) * ldc + j0..][..N]);
+    }
+    if TA {
+        for p in 0..kk {
+            let a_p: &[f32; R] = a[p * lda + r0..][..R].try_into().unwrap();
+            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
+            for r in 0..R {
+                for j in 0..N {
+                    acc[r][j] = a_p[r].mul_add(b_p[j], acc[r][j]);
+                }
+            }
+        }
+    } else {
+        let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * lda..][..kk]);
+        for p in 0..kk {
+            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
+            for r in 0..R {
+                let x = a_rows[r][p];
+                for j in 0..N {
+                    acc[r][j] = x.mul_add(b_p[j], acc[r][j]);
+                }
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        c[(r0 + r) * ldc + j0..][..N].copy_from_slice(acc_r);
+    }
+}
+
+/// `e^x` for a row of scores, vectorisable: Cephes' `expf` (range reduction
+/// by ln 2, degree-6 polynomial, exponent built in the bits), about 2 ulp.
+/// Inputs below −87 give ≈1e-38 rather than 0; callers only pass `x ≤ 0`
+/// shifted by the row maximum, where that is below f32 rounding of the sum.
+#[inline(always)]
+fn exp_in_place(xs: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    for x in xs {
+        let xc = x.clamp(-87.0, 88.0);
+        let t = xc.mul_add(LOG2E, MAGIC);
+        let n = t - MAGIC;
+        let r = n.mul_add(-0.693_359_4, xc);
+        let r = n.mul_add(2.121_944_4e-4, r);
+        let mut p = 1.987_569_1e-4f32;
+        p = p.mul_add(r, 1.398_199_9e-3);
+        p = p.mul_add(r, 8.333_452e-3);
+        p = p.mul_add(r, 4.166_579_6e-2);
+        p = p.mul_add(r, 0.166_666_65);
+        p = p.mul_add(r, 0.5);
+        let e = p.mul_add(r * r, r) + 1.0;
+        let pow2n =
+            f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
+        *x = e * pow2n;
+    }
+}
+
+/// Largest element (−∞ for none), in LANES independent lanes so that it
+/// vectorises (a sequential fold is one long dependency chain).
+#[inline(always)]
+fn max_of(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+}
+
+/// Sum in LANES independent lanes, as [`max_of`].
+#[inline(always)]
+fn sum_of(xs: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    lanes.iter().chain(tail).sum()
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// Copies head `h` of a `[seq, heads, head_dim]` block (rows `stride` apart)
+/// into `dst` as `[seq, width]` rows, times `scale`; the padding stays zero.
+#[inline(always)]
+fn gather_rows(
+    src: &[f32],
+    stride: usize,
+    seq: usize,
+    d: usize,
+    scale: f32,
+    dst: &mut [f32],
+    width: usize,
+) {
+    for t in 0..seq {
+        let row = &src[t * stride..][..d];
+        for (x, &y) in dst[t * width..][..d].iter_mut().zip(row) {
+            *x = y * scale;
+        }
+    }
+}
+
+/// As [`gather_rows`] but transposed: `dst` is `[d, width]`, column t = row t.
+#[inline(always)]
+fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
+    for t in 0..seq {
+        for (i, &y) in src[t * stride..][..d].iter().enumerate() {
+            dst[i * width + t] = y;
+        }
+    }
+}
+
+/// Causal softmax mask of one tile: row `i` (absolute query index) keeps
+/// keys up to `i`, i.e. this many of the tile starting at key `j0`.
+#[inline(always)]
+fn visible(i: usize, j0: usize) -> usize {
+    (i + 1 - j0).min(TILE)
+}
+
+// ---------------------------------------------------------------------------
+// Forward for one (batch, head).
+
+/// # Safety
+/// `o` points at the start of the full output, `lse` at this head's row;
+/// only this head's entries are written.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_head<const R: usize, const N: usize>(
+    s: &AttentionShape,
+    b: usize,
+    h: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: *mut f32,
+    lse: *mut f32,
+) {
+    let (t_len, d) = (s.seq, s.head_dim);
+    let g = h / s.group();
+    let (q_stride, kv_stride) = (s.heads * d, s.kv_heads * d);
+    let dp = round_up(d, LANES);
+    let tp = round_up(t_len, TILE);
+    let q_base = b * t_len * q_stride + h * d;
+    let kv_base = b * t_len * kv_stride + g * d;
+
+    // Kᵀ as [d, tp] so score rows are broadcasts against contiguous rows;
+    // V as [tp, dp]. Padded keys are masked out by causality (index ≥ seq).
+    let mut kt = vec![0.0f32; d * tp];
+    gather_cols(&k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
+    let mut vr = vec![0.0f32; tp * dp];
+    gather_rows(&v[kv_base..], kv_stride, t_len, d, 1.0, &mut vr, dp);
+
+    let mut qs = vec![0.0f32; TILE * dp];
+    let mut acc = vec![0.0f32; TILE * dp];
+    let mut scores = vec![0.0f32; TILE * TILE];
+    let mut row_max = [0.0f32; TILE];
+    let mut row_sum = [0.0f32; TILE];
+
+    for i0 in (0..t_len).step_by(TILE) {
+        let rows = (t_len - i0).min(TILE);
+        qs.fill(0.0);
+        gather_rows(
+            &q[q_base + i0 * q_stride..],
+            q_stride,
+            rows,
+            d,
+            s.scale,
+            &mut qs,
+            dp,
+        );
+        acc.fill(0.0);
+        row_max.fill(f32::NEG_INFINITY);
+        row_sum.fill(0.0);
+        for j0 in (0..=i0).step_by(TILE) {
+            scores.fill(0.0);
+            madd::<false, R, N>(rows, TILE, d, &qs, dp, &kt[j0..], tp, &mut scores, TILE);
+            let keys = (t_len - j0).min(TILE);
+            for r in 0..rows {
+                let seen = visible(i0 + r, j0);
+                let sr = &mut scores[r * TILE..][..TILE];
+                let new_max = max_of(&sr[..seen]).max(row_max[r]);
+                // e^(old max − new max) rescales what was summed so far.
+                let mut fix = [row_max[r] - new_max];
+                exp_in_place(&mut fix);
+                row_max[r] = new_max;
+                for x in &mut sr[..seen] {
+                    *x -= new_max;
+                }
+                exp_in_place(&mut sr[..seen]);
+                sr[seen..].fill(0.0);
+                row_sum[r] = row_sum[r] * fix[0] + sum_of(&sr[..seen]);
+                for x in &mut acc[r * dp..][..dp] {
+                    *x *= fix[0];
+                }
+            }
+            madd::<false, R, N>(
+                rows,
+                dp,
+                keys,
+                &scores,
+                TILE,
+                &vr[j0 * dp..],
+                dp,
+                &mut acc,
+                dp,
+            );
+        }
+        for r in 0..rows {
+            let inv = 1.0 / row_sum[r];
+            let dst = std::slice::from_raw_parts_mut(o.add(q_base + (i0 + r) * q_stride), d);
+            for (x, &y) in dst.iter_mut().zip(&acc[r * dp..][..d]) {
+                *x = y * inv;
+            }
+            *lse.add(i0 + r) = row_max[r] + row_sum[r].ln();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backward for one (batch, kv head) and all the query heads that share it.
+
+/// # Safety
+/// `dq`, `dk`, `dv` point at the starts of the full gradients; only this
+/// group's entries are written.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_group<const R: usize, const N: usize>(
+    s: &AttentionShape,
+    b: usize,
+    g: usize,
+    x: &Inputs,
+    dq: *mut f32,
+    dk: *mut f32,
+    dv: *mut f32,
+) {
+    let (t_len, d) = (s.seq, s.head_dim);
+    let (q_stride, kv_stride) = (s.heads * d, s.kv_heads * d);
+    let dp = round_up(d, LANES);
+    let tp = round_up(t_len, TILE);
+    let kv_base = b * t_len * kv_stride + g * d;
+
+    let mut kt = vec![0.0f32; d * tp];
+    gather_cols(&x.k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
+    let mut vt = vec![0.0f32; d * tp];
+    gather_cols(&x.v[kv_base..], kv_stride, t_len, d, &mut vt, tp);
+    let mut kr = vec![0.0f32; tp * dp];
+    gather_rows(&x.k[kv_base..], kv_stride, t_len, d, 1.0, &mut kr, dp);
+
+    let mut dk_acc = vec![0.0f32; tp * dp];
+    let mut dv_acc = vec![0.0f32; tp * dp];
+    let mut qs = vec![0.0f32; tp * dp];
+    let mut dor = vec![0.0f32; tp * dp];
+    let mut dq_acc = vec![0.0f32; tp * dp];
+    let mut delta = vec![0.0f32; t_len];
+    let mut p = vec![0.0f32; TILE * TILE];
+    let mut ds = vec![0.0f32; TILE * TILE];
+
+    for h in g * s.group()..(g + 1) * s.group() {
+        let q_base = b * t_len * q_stride + h * d;
+        let lse = &x.lse[(b * s.heads + h) * t_len..][..t_len];
+        gather_rows(&x.q[q_base..], q_stride, t_len, d, s.scale, &mut qs, dp);
+        gather_rows(&x.d_o[q_base..], q_stride, t_len, d, 1.0, &mut dor, dp);
+        // δ_i = dO_i · O_i, the softmax backward's per-row correction.
+        for (t, dl) in delta.iter_mut().enumerate() {
+            let o_row = &x.o[q_base + t * q_stride..][..d];
+            *dl = o_row
+                .iter()
+                .zip(&dor[t * dp..][..d])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+        dq_acc.fill(0.0);
+        for j0 in (0..t_len).step_by(TILE) {
+            let keys = (t_len - j0).min(TILE);
+            for i0 in (j0..t_len).step_by(TILE) {
+                let rows = (t_len - i0).min(TILE);
+                p.fill(0.0);
+                madd::<false, R, N>(
+                    rows,
+                    TILE,
+                    d,
+                    &qs[i0 * dp..],
+                    dp,
+                    &kt[j0..],
+                    tp,
+                    &mut p,
+                    TILE,
+                );
+                ds.fill(0.0);
+                madd::<false, R, N>(
+                    rows,
+                    TILE,
+                    d,
+                    &dor[i0 * dp..],
+                    dp,
+                    &vt[j0..],
+                    tp,
+                    &mut ds,
+                    TILE,
+                );
+                for r in 0..rows {
+                    let i = i0 + r;
+                    let seen = visible(i, j0);
+                    let pr = &mut p[r * TILE..][..TILE];
+                    for x in &mut pr[..seen] {
+                        *x -= lse[i];
+                    }
+                    exp_in_place(&mut pr[..seen]);
+                    pr[seen..].fill(0.0);
+                    // dS = P ∘ (dP − δ); zero wherever P is.
+                    for (dsv, &pv) in ds[r * TILE..][..TILE].iter_mut().zip(pr.iter()) {
+                        *dsv = pv * (*dsv - delta[i]);
+                    }
+                }
+                // dV_j += Pᵀ dO_i and dK_j += dSᵀ (scale·Q_i): A read transposed.
+                madd::<true, R, N>(
+                    keys,
+                    dp,
+                    rows,
+                    &p,
+                    TILE,
+                    &dor[i0 * dp..],
+                    dp,
+                    &mut dv_acc[j0 * dp..],
+                    dp,
+                );
+                madd::<true, R, N>(
+                    keys,
+                    dp,
+                    rows,
+                    &ds,
+                    TILE,
+                    &qs[i0 * dp..],
+                    dp,
+                    &mut dk_acc[j0 * dp..],
+                    dp,
+                );
+                // dQ_i += dS K_j (times scale at the end).
+                madd::<false, R, N>(
+                    rows,
+                    dp,
+                    keys,
+                    &ds,
+                    TILE,
+                    &kr[j0 * dp..],
+                    dp,
+                    &mut dq_acc[i0 * dp..],
+                    dp,
+                );
+            }
+        }
+        for t in 0..t_len {
+            let dst = std::slice::from_raw_parts_mut(dq.add(q_base + t * q_stride), d);
+            for (x, &y) in dst.iter_mut().zip(&dq_acc[t * dp..][..d]) {
+                *x = y * s.scale;
+            }
+        }
+    }
+    for t in 0..t_len {
+        let off = kv_base + t * kv_stride;
+        std::slice::from_raw_parts_mut(dk.add(off), d).copy_from_slice(&dk_acc[t * dp..][..d]);
+        std::slice::from_raw_parts_mut(dv.add(off), d).copy_from_slice(&dv_acc[t * dp..][..d]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+    use crate::test_util::{assert_close, random_vec};
+
+    /// Plain f64 attention of one problem: returns (o, lse) in the kernel's
+    /// layouts, and, given `d_o`, the gradients (dq, dk, dv).
+    struct Naive {
+        o: Vec<f64>,
+        lse: Vec<f64>,
+        dq: Vec<f64>,
+        dk: Vec<f64>,
+        dv: Vec<f64>,
+    }
+
+    fn naive(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], d_o: &[f32]) -> Naive {
+        let (t_len, d, hq, hk) = (s.seq, s.head_dim, s.heads, s.kv_heads);
+        let qi = |b: usize, t: usize, h: usize| ((b * t_len + t) * hq + h) * d;
+        let ki = |b: usize, t: usize, g: usize| ((b * t_len + t) * hk + g) * d;
+        let mut out = Naive {
+            o: vec![0.0; s.q_len()],
+            lse: vec![0.0; s.lse_len()],
+            dq: vec![0.0; s.q_len()],
+            dk: vec![0.0; s.kv_len()],
+            dv: vec![0.0; s.kv_len()],
+        };
+        for b in 0..s.batch {
+            for h in 0..hq {
+                let g = h / (hq / hk);
+                for i in 0..t_len {
+                    let dot = |x: &[f32], y: &[f32]| -> f64 {
+                        x.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+                    };
+                    let scores: Vec<f64> = (0..=i)
+                        .map(|j| {
+                            s.scale as f64 * dot(&q[qi(b, i, h)..][..d], &k[ki(b, j, g)..][..d])
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = scores.iter().map(|x| (x - max).exp()).sum();
+                    let lse = max + sum.ln();
+                    out.lse[(b * hq + h) * t_len + i] = lse;
+                    let p: Vec<f64> = scores.iter().map(|x| (x - lse).exp()).collect();
+                    for (j, &pj) in p.iter().enumerate() {
+                        for c in 0..d {
+                            out.o[qi(b, i, h) + c] += pj * v[ki(b, j, g) + c] as f64;
+                        }
+                    }
+                    // dP_j = dO·v_j; dS_j = P_j (dP_j − Σ P dP); dq = scale Σ dS_j k_j.
+                    let dp: Vec<f64> = (0..=i)
+                        .map(|j| dot(&d_o[qi(b, i, h)..][..d], &v[ki(b, j, g)..][..d]))
+                        .collect();
+                    let mean: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                    for j in 0..=i {
+                        let ds = p[j] * (dp[j] - mean) * s.scale as f64;
+                        for c in 0..d {
+                            out.dq[qi(b, i, h) + c] += ds * k[ki(b, j, g) + c] as f64;
+                            out.dk[ki(b, j, g) + c] += ds * q[qi(b, i, h) + c] as f64;
+                            out.dv[ki(b, j, g) + c] += p[j] * d_o[qi(b, i, h) + c] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn to_f32(x: &[f64]) -> Vec<f32> {
+        x.iter().map(|&v| v as f32).collect()
+    }
+
+    struct Run {
+        o: Vec<f32>,
+        lse: Vec<f32>,
+        dq: Vec<f32>,
+        dk: Vec<f32>,
+        dv: Vec<f32>,
+    }
+
+    fn run(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], d_o: &[f32]) -> Run {
+        let mut o = vec![0.0; s.q_len()];
+        let mut lse = vec![0.0; s.lse_len()];
+        attention_forward(s, q, k, v, &mut o, &mut lse);
+        let mut dq = vec![f32::NAN; s.q_len()];
+        let mut dk = vec![f32::NAN; s.kv_len()];
+        let mut dv = vec![f32::NAN; s.kv_len()];
+        attention_backward(s, q, k, v, &o, &lse, d_o, &mut dq, &mut dk, &mut dv);
+        Run { o, lse, dq, dk, dv }
+    }
+
+    fn inputs(s: &AttentionShape, seed: u64, spread: f32) -> [Vec<f32>; 4] {
+        let scaled = |n, seed| -> Vec<f32> {
+            random_vec(n, seed)
+                .into_iter()
+                .map(|x| x * spread)
+                .collect()
+        };
+        [
+            scaled(s.q_len(), seed),
+            scaled(s.kv_len(), seed + 1),
+            random_vec(s.kv_len(), seed + 2),
+            random_vec(s.q_len(), seed + 3),
+        ]
+    }
+
+    #[test]
+    fn forward_and_backward_match_the_naive_f64_loops_on_random_shapes() {
+        let mut rng = SplitMix64::new(42);
+        let mut cases = vec![
+            // T a multiple of the tile, one below, one above; head_dim not a
+            // multiple of 16; GQA; nGPT's large scale.
+            (2, 64, 2, 2, 64, 0.125),
+            (1, 63, 1, 1, 16, 0.25),
+            (1, 130, 4, 2, 24, 0.2),
+            (1, 129, 6, 1, 8, 8.0),
+        ];
+        for _ in 0..4 {
+            let kv_heads = 1 + rng.below(3) as usize;
+            let heads = kv_heads * (1 + rng.below(3) as usize);
+            let head_dim = 1 + rng.below(70) as usize;
+            let seq = 1 + rng.below(200) as usize;
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            cases.push((
+                1 + rng.below(2) as usize,
+                seq,
+                heads,
+                kv_heads,
+                head_dim,
+                scale,
+            ));
+        }
+        for (i, &(batch, seq, heads, kv_heads, head_dim, scale)) in cases.iter().enumerate() {
+            let s = AttentionShape {
+                batch,
+                seq,
+                heads,
+                kv_heads,
+                head_dim,
+                scale,
+            };
+            let [q, k, v, d_o] = inputs(&s, 10 * i as u64, 1.0);
+            let want = naive(&s, &q, &k, &v, &d_o);
+            let got = run(&s, &q, &k, &v, &d_o);
+            let what = |x: &str| format!("{x} of {s:?}");
+            assert_close(&got.o, &to_f32(&want.o), 2e-5, &what("o"));
+            assert_close(&got.lse, &to_f32(&want.lse), 2e-5, &what("lse"));
+            assert_close(&got.dq, &to_f32(&want.dq), 1e-4, &what("dq"));
+            assert_close(&got.dk, &to_f32(&want.dk), 1e-4, &what("dk"));
+            assert_close(&got.dv, &to_f32(&want.dv), 1e-4, &what("dv"));
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        // L = Σ o ∘ w, so dL/do = w; check every input coordinate in f64
+        // differences of the f32 kernel with a step large enough for f32.
+        let s = AttentionShape {
+            batch: 1,
+            seq: 70,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 5,
+            scale: 0.6,
+        };
+        let [q, k, v, w] = inputs(&s, 7, 2.0);
+        let got = run(&s, &q, &k, &v, &w);
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+            let mut o = vec![0.0; s.q_len()];
+            let mut lse = vec![0.0; s.lse_len()];
+            attention_forward(&s, q, k, v, &mut o, &mut lse);
+            o.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let eps = 1e-2f32;
+        let mut rng = SplitMix64::new(3);
+        for (which, grad) in [(0, &got.dq), (1, &got.dk), (2, &got.dv)] {
+            for _ in 0..40 {
+                let mut xs = [q.clone(), k.clone(), v.clone()];
+                let idx = rng.below(xs[which].len() as u64) as usize;
+                xs[which][idx] += eps;
+                let up = loss(&xs[0], &xs[1], &xs[2]);
+                xs[which][idx] -= 2.0 * eps;
+                let down = loss(&xs[0], &xs[1], &xs[2]);
+                let fd = (up - down) / (2.0 * eps as f64);
+                let err = (fd - grad[idx] as f64).abs();
+                assert!(
+                    err < 2e-3 * fd.abs().max(1.0),
+                    "input {which} index {idx}: finite difference {fd}, gradient {}",
+                    grad[idx]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_scores_stay_finite() {
+        // nGPT-like scale with large logits: the online softmax must not overflow.
+        let s = AttentionShape {
+            batch: 1,
+            seq: 100,
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 32,
+            scale: 30.0,
+        };
+        let [q, k, v, d_o] = inputs(&s, 5, 3.0);
+        let got = run(&s, &q, &k, &v, &d_o);
+        for x in [&got.o, &got.lse, &got.dq, &got.dk, &got.dv] {
+            assert!(x.iter().all(|v| v.is_finite()));
+        }
+        let want = naive(&s, &q, &k, &v, &d_o);
+        assert_close(&got.o, &to_f32(&want.o), 1e-4, "o");
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_softmax_range() {
+        let mut xs: Vec<f32> = (0..2000).map(|i| -80.0 + i as f32 * 0.04).collect();
+        let want: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
+        exp_in_place(&mut xs);
+        for (g, w) in xs.iter().zip(&want) {
+            assert!((g - w).abs() <= 4.0 * f32::EPSILON * w, "{g} vs {w}");
+        }
+    }
+}
