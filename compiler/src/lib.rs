@@ -4,4 +4,10 @@
 pub mod grad;
 pub mod graph;
 pub mod init;
+pub mod kernel;
 pub mod plan;
+pub mod stage;
+
+pub use stage::{
+    compile_stage, render_ir, render_ir_grad, render_kernels, CompileError, CompiledStage,
+};

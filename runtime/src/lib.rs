@@ -5,6 +5,7 @@ pub mod buffers;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod interp;
 pub mod rng;
 
 #[cfg(test)]

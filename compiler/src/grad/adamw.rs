@@ -5,6 +5,13 @@ use super::GradError;
 use crate::graph::*;
 use crate::plan::{ParamSpec, TrainConfig, UnitNorm};
 
+/// The `Lr` input for global step `step` (0-based): the peak rate times the
+/// schedule's multiplier (re-warms after growth are the runtime's to apply on
+/// top). The `Step` input of that step is `step + 1`.
+pub fn learning_rate(train: &TrainConfig, step: u64) -> f64 {
+    train.optimizer.lr * train.schedule.multiplier(step)
+}
+
 /// Added to the global gradient norm before dividing by it (as PyTorch's `clip_grad_norm_`).
 const CLIP_EPS: f64 = 1e-6;
 
@@ -46,7 +53,7 @@ pub fn append_adamw(
 
     let clip_factor = match train.clip {
         Some(clip) => {
-            let mut total = None;
+            let mut partial = vec![];
             for &d in &grads {
                 let sq = bin(g, BinaryOp::Mul, d, d)?;
                 let s = g.add1(
@@ -56,11 +63,21 @@ pub fn append_adamw(
                     },
                     vec![sq],
                 )?;
-                total = Some(match total {
-                    Some(t) => bin(g, BinaryOp::Add, t, s)?,
-                    None => s,
-                });
+                partial.push(s);
             }
+            // Summed pairwise: a balanced tree keeps the fused expression
+            // shallow however many parameters there are.
+            while partial.len() > 1 {
+                let mut next = vec![];
+                for pair in partial.chunks(2) {
+                    next.push(match pair {
+                        [a, b] => bin(g, BinaryOp::Add, *a, *b)?,
+                        _ => pair[0],
+                    });
+                }
+                partial = next;
+            }
+            let total = partial.pop();
             let total = total.unwrap_or(one);
             let norm = un(g, UnaryOp::Sqrt, total)?;
             let eps = g.constant(CLIP_EPS);
@@ -141,5 +158,6 @@ pub fn append_adamw(
         g.outputs.push((Output::AdamM(i), m2));
         g.outputs.push((Output::AdamV(i), v2));
     }
+    g.prune();
     Ok(())
 }

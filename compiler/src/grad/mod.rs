@@ -4,7 +4,7 @@
 pub mod adamw;
 pub mod rules;
 
-pub use adamw::append_adamw;
+pub use adamw::{append_adamw, learning_rate};
 
 use crate::graph::*;
 
@@ -51,7 +51,7 @@ pub fn differentiate(fwd: &Graph) -> Result<Graph, GradError> {
         for (x, dx) in node.inputs.iter().zip(dxs) {
             let Some(dx) = dx else { continue };
             grads[x.0] = Some(match grads[x.0] {
-                Some(acc) => g.add1(Op::Binary(BinaryOp::Add), vec![acc, dx])?,
+                Some(acc) => accumulate(&mut g, acc, dx)?,
                 None => dx,
             });
         }
@@ -69,7 +69,33 @@ pub fn differentiate(fwd: &Graph) -> Result<Graph, GradError> {
                 g.add1(Op::Expand { shape }, vec![zero])?
             }
         };
+        // Every output needs storage of its own: two parameters can share a
+        // gradient tensor (`a + b`), so the second gets a copy.
+        let taken = g.outputs.iter().any(|(_, t)| *t == grad)
+            || matches!(g.producer(grad).op, Op::Input(_));
+        let grad = if taken {
+            let shape = g.shape(grad).to_vec();
+            g.add1(Op::Expand { shape }, vec![grad])?
+        } else {
+            grad
+        };
         g.outputs.push((Output::Grad(i), grad));
     }
+    g.prune();
     Ok(g)
+}
+
+/// `acc + dx`, as a subtraction where one side is a negation (the `Sub`
+/// rule's `−dy`), which `prune` then drops.
+fn accumulate(g: &mut Graph, acc: TensorId, dx: TensorId) -> Result<TensorId, GradError> {
+    let negated = |g: &Graph, t: TensorId| match g.producer(t).op {
+        Op::Unary(UnaryOp::Neg) => Some(g.producer(t).inputs[0]),
+        _ => None,
+    };
+    let (op, a, b) = match (negated(g, acc), negated(g, dx)) {
+        (_, Some(x)) => (BinaryOp::Sub, acc, x),
+        (Some(x), None) => (BinaryOp::Sub, dx, x),
+        (None, None) => (BinaryOp::Add, acc, dx),
+    };
+    Ok(g.add1(Op::Binary(op), vec![a, b])?)
 }

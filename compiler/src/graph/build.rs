@@ -38,10 +38,10 @@ fn validate(cfg: &ModelConfig, batch: usize) -> Result<(), GraphError> {
     if dims.contains(&0) {
         return bad("every dimension and the batch must be positive");
     }
-    if cfg.heads % cfg.kv_heads != 0 {
+    if !cfg.heads.is_multiple_of(cfg.kv_heads) {
         return bad("heads must be a multiple of kv_heads");
     }
-    if cfg.head_dim % 2 != 0 {
+    if !cfg.head_dim.is_multiple_of(2) {
         return bad("RoPE needs an even head_dim");
     }
     Ok(())
@@ -249,6 +249,9 @@ impl<'a> Builder<'a> {
     /// A stored nGPT vector times its constant factor: the effective value
     /// (`stored · init / scale`, times `extra`).
     fn effective(&mut self, p: TensorId, factor: f64) -> Result<TensorId, GraphError> {
+        if factor == 1.0 {
+            return Ok(p);
+        }
         let c = self.g.constant(factor);
         self.bin(BinaryOp::Mul, p, c)
     }

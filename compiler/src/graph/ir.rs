@@ -412,6 +412,52 @@ impl Graph {
         outputs
     }
 
+    /// Drops the nodes whose results reach no output (inputs always stay:
+    /// they are the program's interface) and renumbers the tensors.
+    pub fn prune(&mut self) {
+        let mut live = vec![false; self.tensors.len()];
+        for (_, t) in &self.outputs {
+            live[t.0] = true;
+        }
+        let mut keep = vec![false; self.nodes.len()];
+        for (ni, node) in self.nodes.iter().enumerate().rev() {
+            if matches!(node.op, Op::Input(_)) || node.outputs.iter().any(|t| live[t.0]) {
+                keep[ni] = true;
+                node.inputs.iter().for_each(|t| live[t.0] = true);
+            }
+        }
+        let mut new_id = vec![TensorId(0); self.tensors.len()];
+        let mut tensors = vec![];
+        let mut nodes = vec![];
+        for (node, _) in self.nodes.iter().zip(&keep).filter(|(_, k)| **k) {
+            let producer = nodes.len();
+            let outputs = node
+                .outputs
+                .iter()
+                .map(|t| {
+                    tensors.push(Tensor {
+                        producer,
+                        ..self.tensors[t.0].clone()
+                    });
+                    new_id[t.0] = TensorId(tensors.len() - 1);
+                    new_id[t.0]
+                })
+                .collect();
+            // Producers come first, so every input is renumbered already.
+            let inputs = node.inputs.iter().map(|t| new_id[t.0]).collect();
+            nodes.push(Node {
+                op: node.op.clone(),
+                inputs,
+                outputs,
+            });
+        }
+        for (_, t) in &mut self.outputs {
+            *t = new_id[t.0];
+        }
+        self.tensors = tensors;
+        self.nodes = nodes;
+    }
+
     /// Shape and dtype inference: the forward half of every op's rule.
     fn infer(&self, op: &Op, ins: &[TensorId]) -> Result<Vec<(Vec<usize>, DType)>, GraphError> {
         let arity = match op {

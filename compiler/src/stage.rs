@@ -1,0 +1,64 @@
+//! One stage end to end: model → forward graph → with gradients and the
+//! optimizer step → kernels. What `gsc compile --emit=ir|ir-grad|kernels` shows.
+
+use crate::grad::{append_adamw, differentiate, GradError};
+use crate::graph::{build_forward, render_graph, Graph, GraphError};
+use crate::kernel::{self, lower, KernelProgram, LowerError};
+use crate::plan::{ModelConfig, TrainConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompiledStage {
+    /// Forward only: loss and logits.
+    pub forward: Graph,
+    /// Forward, backward and one AdamW step.
+    pub with_grad: Graph,
+    /// The training step as kernels (`with_grad` lowered).
+    pub kernels: KernelProgram,
+    /// The forward as kernels: evaluation and growth-preservation checks.
+    pub forward_kernels: KernelProgram,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Grad(#[from] GradError),
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+}
+
+/// Compiles one stage of `model` trained with `train` on `batch` sequences.
+pub fn compile_stage(
+    model: &ModelConfig,
+    train: &TrainConfig,
+    batch: usize,
+) -> Result<CompiledStage, CompileError> {
+    let forward = build_forward(model, batch)?;
+    let mut with_grad = differentiate(&forward)?;
+    append_adamw(&mut with_grad, &model.params(), train)?;
+    let kernels = lower(&with_grad)?;
+    let forward_kernels = lower(&forward)?;
+    Ok(CompiledStage {
+        forward,
+        with_grad,
+        kernels,
+        forward_kernels,
+    })
+}
+
+/// `--emit=ir`: the forward graph.
+pub fn render_ir(stage: &CompiledStage) -> String {
+    render_graph(&stage.forward)
+}
+
+/// `--emit=ir-grad`: forward, backward and optimizer step.
+pub fn render_ir_grad(stage: &CompiledStage) -> String {
+    render_graph(&stage.with_grad)
+}
+
+/// `--emit=kernels`: the training step's kernels, their count and the peak planned memory.
+pub fn render_kernels(stage: &CompiledStage) -> String {
+    kernel::render_kernels(&stage.kernels)
+}

@@ -1,0 +1,425 @@
+//! Executes kernel IR naively: loop kernels statement by statement, library
+//! calls through `library`. Temporaries live in one arena at the offsets the
+//! buffer plan chose, so a wrong plan shows up as wrong numbers.
+
+use super::float::Float;
+use super::library;
+use super::InterpError;
+use gsc_compiler::kernel::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    Float(usize),
+    Int(usize),
+    Arena(usize),
+}
+
+/// Every buffer of one program: persistent ones (params, grads, moments,
+/// inputs, outputs) and the arena.
+pub struct Memory<F> {
+    locs: Vec<Loc>,
+    lens: Vec<usize>,
+    storage: Vec<Storage>,
+    floats: Vec<Vec<F>>,
+    ints: Vec<Vec<i32>>,
+    arena: Vec<F>,
+}
+
+impl<F: Float> Memory<F> {
+    /// Zeroed memory for `prog`.
+    pub fn new(prog: &KernelProgram) -> Self {
+        let mut m = Memory {
+            locs: vec![],
+            lens: vec![],
+            storage: vec![],
+            floats: vec![],
+            ints: vec![],
+            arena: vec![F::default(); prog.arena_len],
+        };
+        for b in &prog.buffers {
+            let loc = match (b.storage, b.dtype) {
+                (Storage::Arena { offset }, _) => Loc::Arena(offset),
+                (_, DType::I32) => {
+                    m.ints.push(vec![0; b.len]);
+                    Loc::Int(m.ints.len() - 1)
+                }
+                (_, DType::F32) => {
+                    m.floats.push(vec![F::default(); b.len]);
+                    Loc::Float(m.floats.len() - 1)
+                }
+            };
+            m.locs.push(loc);
+            m.lens.push(b.len);
+            m.storage.push(b.storage);
+        }
+        m
+    }
+
+    fn find(&self, s: Storage) -> Result<usize, InterpError> {
+        self.storage
+            .iter()
+            .position(|x| *x == s)
+            .ok_or(InterpError::NoBuffer(format!("{s:?}")))
+    }
+
+    pub fn has(&self, s: Storage) -> bool {
+        self.find(s).is_ok()
+    }
+
+    pub fn write(&mut self, s: Storage, data: &[F]) -> Result<(), InterpError> {
+        let b = self.find(s)?;
+        match self.locs[b] {
+            Loc::Float(i) if self.floats[i].len() == data.len() => {
+                self.floats[i].copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(InterpError::BadWrite(format!(
+                "{s:?} with {} values",
+                data.len()
+            ))),
+        }
+    }
+
+    pub fn write_ints(&mut self, s: Storage, data: &[i32]) -> Result<(), InterpError> {
+        let b = self.find(s)?;
+        match self.locs[b] {
+            Loc::Int(i) if self.ints[i].len() == data.len() => {
+                self.ints[i].copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(InterpError::BadWrite(format!(
+                "{s:?} with {} ints",
+                data.len()
+            ))),
+        }
+    }
+
+    pub fn read(&self, s: Storage) -> Result<Vec<F>, InterpError> {
+        let b = self.find(s)?;
+        self.floats_of(BufId(b))
+    }
+
+    fn floats_of(&self, b: BufId) -> Result<Vec<F>, InterpError> {
+        let len = self.lens[b.0];
+        match self.locs[b.0] {
+            Loc::Float(i) => Ok(self.floats[i].clone()),
+            Loc::Arena(o) => self
+                .arena
+                .get(o..o + len)
+                .map(<[F]>::to_vec)
+                .ok_or(InterpError::OutOfBounds(b.0, o + len)),
+            Loc::Int(_) => Err(InterpError::BadWrite(format!(
+                "b{} is an integer buffer",
+                b.0
+            ))),
+        }
+    }
+
+    fn ints_of(&self, b: BufId) -> Result<&[i32], InterpError> {
+        match self.locs[b.0] {
+            Loc::Int(i) => Ok(&self.ints[i]),
+            _ => Err(InterpError::BadWrite(format!(
+                "b{} is not an integer buffer",
+                b.0
+            ))),
+        }
+    }
+
+    fn put(&mut self, b: BufId, data: &[F]) -> Result<(), InterpError> {
+        let len = self.lens[b.0];
+        let dst = match self.locs[b.0] {
+            Loc::Float(i) => &mut self.floats[i][..],
+            Loc::Arena(o) => self
+                .arena
+                .get_mut(o..o + len)
+                .ok_or(InterpError::OutOfBounds(b.0, o + len))?,
+            Loc::Int(_) => {
+                return Err(InterpError::BadWrite(format!(
+                    "b{} is an integer buffer",
+                    b.0
+                )))
+            }
+        };
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn load(&self, b: BufId, i: usize) -> Result<F, InterpError> {
+        if i >= self.lens[b.0] {
+            return Err(InterpError::OutOfBounds(b.0, i));
+        }
+        Ok(match self.locs[b.0] {
+            Loc::Float(k) => self.floats[k][i],
+            Loc::Arena(o) => self.arena[o + i],
+            Loc::Int(k) => F::from_f64(self.ints[k][i] as f64),
+        })
+    }
+
+    fn store(&mut self, b: BufId, i: usize, v: F) -> Result<(), InterpError> {
+        if i >= self.lens[b.0] {
+            return Err(InterpError::OutOfBounds(b.0, i));
+        }
+        match self.locs[b.0] {
+            Loc::Float(k) => self.floats[k][i] = v,
+            Loc::Arena(o) => self.arena[o + i] = v,
+            Loc::Int(_) => {
+                return Err(InterpError::BadWrite(format!(
+                    "store to integer buffer b{}",
+                    b.0
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn int(&self, b: BufId, i: usize) -> Result<i64, InterpError> {
+        match self.locs[b.0] {
+            Loc::Int(k) => self.ints[k]
+                .get(i)
+                .map(|&x| x as i64)
+                .ok_or(InterpError::OutOfBounds(b.0, i)),
+            _ => Err(InterpError::BadWrite(format!(
+                "gather through float buffer b{}",
+                b.0
+            ))),
+        }
+    }
+}
+
+/// Runs every kernel of `prog` once, in order.
+/// The program is validated first, so a malformed one (say, from a damaged
+/// artifact) is an error, not a panic.
+pub fn run<F: Float>(prog: &KernelProgram, mem: &mut Memory<F>) -> Result<(), InterpError> {
+    validate(prog).map_err(|e| InterpError::Invalid(e.to_string()))?;
+    if mem.lens.len() != prog.buffers.len() || mem.arena.len() < prog.arena_len {
+        return Err(InterpError::Invalid(
+            "memory was made for another program".into(),
+        ));
+    }
+    for (i, k) in prog.kernels.iter().enumerate() {
+        run_kernel(k, mem)
+            .map_err(|e| InterpError::InKernel(i, k.name().to_string(), Box::new(e)))?;
+    }
+    Ok(())
+}
+
+/// One training step of a compiled stage's `kernels`: feeds this step's
+/// learning rate and 1-based step count, runs, and returns the loss (computed
+/// before the update). Tokens, targets and state must already be in `mem`.
+pub fn train_step<F: Float>(
+    prog: &KernelProgram,
+    mem: &mut Memory<F>,
+    lr: f64,
+    step: u64,
+) -> Result<f64, InterpError> {
+    mem.write(Storage::Lr, &[F::from_f64(lr)])?;
+    mem.write(Storage::Step, &[F::from_f64(step as f64)])?;
+    run(prog, mem)?;
+    Ok(mem.read(Storage::Loss)?[0].to_f64())
+}
+
+fn run_kernel<F: Float>(k: &Kernel, mem: &mut Memory<F>) -> Result<(), InterpError> {
+    match k {
+        Kernel::Loop(l) => {
+            let mut env = Env {
+                vars: vec![0; l.num_vars as usize],
+                locals: vec![F::default(); l.num_locals as usize],
+            };
+            exec(&l.body, mem, &mut env)
+        }
+        Kernel::MatMul {
+            a,
+            b,
+            out,
+            m,
+            n,
+            k,
+            ta,
+            tb,
+        } => {
+            let (a, b) = (mem.floats_of(*a)?, mem.floats_of(*b)?);
+            let mut o = vec![F::default(); m * n];
+            if a.len() != m * k || b.len() != k * n {
+                return Err(InterpError::BadWrite(
+                    "matmul shapes disagree with buffers".into(),
+                ));
+            }
+            library::matmul(&a, &b, &mut o, *m, *n, *k, *ta, *tb);
+            mem.put(*out, &o)
+        }
+        Kernel::Attention {
+            q,
+            k,
+            v,
+            out,
+            shape,
+        } => {
+            let (q, k, v) = (mem.floats_of(*q)?, mem.floats_of(*k)?, mem.floats_of(*v)?);
+            let mut o = vec![F::default(); q.len()];
+            library::attention(&q, &k, &v, &mut o, shape);
+            mem.put(*out, &o)
+        }
+        Kernel::AttentionBwd {
+            q,
+            k,
+            v,
+            dy,
+            dq,
+            dk,
+            dv,
+            shape,
+        } => {
+            let (qv, kv, vv, dyv) = (
+                mem.floats_of(*q)?,
+                mem.floats_of(*k)?,
+                mem.floats_of(*v)?,
+                mem.floats_of(*dy)?,
+            );
+            let (mut a, mut b, mut c) = (
+                vec![F::default(); qv.len()],
+                vec![F::default(); kv.len()],
+                vec![F::default(); vv.len()],
+            );
+            library::attention_bwd(&qv, &kv, &vv, &dyv, &mut a, &mut b, &mut c, shape);
+            mem.put(*dq, &a)?;
+            mem.put(*dk, &b)?;
+            mem.put(*dv, &c)
+        }
+        Kernel::EmbeddingBwd {
+            ids,
+            dy,
+            out,
+            vocab,
+            dim,
+        } => {
+            let ids = mem.ints_of(*ids)?.to_vec();
+            let dy = mem.floats_of(*dy)?;
+            let mut o = vec![F::default(); vocab * dim];
+            library::embedding_bwd(&ids, &dy, &mut o, *vocab, *dim).ok_or(InterpError::BadToken)?;
+            mem.put(*out, &o)
+        }
+    }
+}
+
+struct Env<F> {
+    vars: Vec<i64>,
+    locals: Vec<F>,
+}
+
+fn exec<F: Float>(
+    stmts: &[Stmt],
+    mem: &mut Memory<F>,
+    env: &mut Env<F>,
+) -> Result<(), InterpError> {
+    for s in stmts {
+        match s {
+            Stmt::For { var, extent, body } => {
+                for i in 0..*extent {
+                    env.vars[var.0 as usize] = i as i64;
+                    exec(body, mem, env)?;
+                }
+            }
+            Stmt::Let { local, value } => env.locals[local.0 as usize] = eval(value, mem, env)?,
+            Stmt::Reduce {
+                local,
+                op,
+                var,
+                extent,
+                body,
+                value,
+            } => {
+                let mut acc = match op {
+                    ReduceFn::Sum => F::default(),
+                    ReduceFn::Max => F::from_f64(f64::NEG_INFINITY),
+                };
+                for i in 0..*extent {
+                    env.vars[var.0 as usize] = i as i64;
+                    exec(body, mem, env)?;
+                    let v = eval(value, mem, env)?;
+                    acc = match op {
+                        ReduceFn::Sum => acc + v,
+                        ReduceFn::Max => acc.max(v),
+                    };
+                }
+                env.locals[local.0 as usize] = acc;
+            }
+            Stmt::Store {
+                buf,
+                index: ix,
+                value,
+            } => {
+                let v = eval(value, mem, env)?;
+                let i = index(ix, mem, env)?;
+                mem.store(*buf, i, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn affine(a: &Affine, env: &Env<impl Float>) -> i64 {
+    a.offset
+        + a.terms
+            .iter()
+            .map(|(v, c)| c * env.vars[v.0 as usize])
+            .sum::<i64>()
+}
+
+fn index_i64<F: Float>(ix: &Index, mem: &Memory<F>, env: &Env<F>) -> Result<i64, InterpError> {
+    let mut i = affine(&ix.affine, env);
+    if let Some(g) = &ix.gather {
+        let at = usize::try_from(affine(&g.at, env))
+            .map_err(|_| InterpError::OutOfBounds(g.buf.0, 0))?;
+        i += g.scale * mem.int(g.buf, at)?;
+    }
+    Ok(i)
+}
+
+fn index<F: Float>(ix: &Index, mem: &Memory<F>, env: &Env<F>) -> Result<usize, InterpError> {
+    let i = index_i64(ix, mem, env)?;
+    usize::try_from(i).map_err(|_| InterpError::BadToken)
+}
+
+fn eval<F: Float>(e: &Expr, mem: &Memory<F>, env: &Env<F>) -> Result<F, InterpError> {
+    Ok(match e {
+        Expr::Const(v) => F::from_f64(*v),
+        Expr::Load { buf, index: ix } => mem.load(*buf, index(ix, mem, env)?)?,
+        Expr::Local(l) => env.locals[l.0 as usize],
+        Expr::Var(v) => F::from_f64(env.vars[v.0 as usize] as f64),
+        Expr::Unary(f, a) => {
+            let a = eval(a, mem, env)?;
+            match f {
+                UnaryFn::Neg => -a,
+                UnaryFn::Exp => a.exp(),
+                UnaryFn::Log => a.ln(),
+                UnaryFn::Sqrt => a.sqrt(),
+                UnaryFn::Tanh => a.tanh(),
+                UnaryFn::Sin => a.sin(),
+                UnaryFn::Cos => a.cos(),
+            }
+        }
+        Expr::Binary(f, a, b) => {
+            let (a, b) = (eval(a, mem, env)?, eval(b, mem, env)?);
+            match f {
+                BinaryFn::Add => a + b,
+                BinaryFn::Sub => a - b,
+                BinaryFn::Mul => a * b,
+                BinaryFn::Div => a / b,
+                BinaryFn::Max => a.max(b),
+                BinaryFn::Min => a.min(b),
+            }
+        }
+        Expr::SelectEq {
+            a,
+            b,
+            then,
+            otherwise,
+        } => {
+            if index_i64(a, mem, env)? == index_i64(b, mem, env)? {
+                eval(then, mem, env)?
+            } else {
+                eval(otherwise, mem, env)?
+            }
+        }
+    })
+}

@@ -1,0 +1,150 @@
+//! Whole-model gradients from the compiled backward (interpreter, f64) against
+//! central finite differences, and the kernels against the graph evaluator.
+
+mod common;
+use common::*;
+use gsc_compiler::graph::{Input, Output};
+use gsc_compiler::init::init_params;
+use gsc_compiler::kernel::Storage;
+use gsc_compiler::plan::*;
+use gsc_runtime::interp::{eval_graph, run, Value};
+
+fn check_grads(cfg: &ModelConfig) {
+    let st = stage(cfg, &train_config(1e-2, 0.1, Some(1.0)));
+    let mut params = init_params(cfg, 7);
+    // Perturb the scaled nGPT vectors off their init so that every path matters.
+    for (p, spec) in params.iter_mut().zip(cfg.params()) {
+        if spec.scaled.is_some()
+            || spec.role == ParamRole::NormGain
+            || spec.role == ParamRole::NormBias
+        {
+            for (i, x) in p.iter_mut().enumerate() {
+                *x *= 1.0 + 0.1 * ((i % 5) as f64 - 2.0);
+                *x += 0.01 * (i % 3) as f64;
+            }
+        }
+    }
+    let (tokens, targets) = batch(cfg, 3);
+    let (l, g) = grads(&st, &params, &tokens, &targets);
+    assert!((l - loss(&st, &params, &tokens, &targets)).abs() < 1e-12);
+    let fd = finite_diff(
+        &params,
+        |t, n| sample(n, 12, t as u64),
+        |p| loss(&st, p, &tokens, &targets),
+    );
+    for (t, spec) in cfg.params().iter().enumerate() {
+        let (idx, num): (Vec<usize>, Vec<f64>) = fd[t].iter().copied().unzip();
+        let ana: Vec<f64> = idx.iter().map(|&i| g[t][i]).collect();
+        let e = rel_err(&ana, &num);
+        assert!(
+            e < 1e-6,
+            "{}: relative error {e:e}\n analytic {ana:?}\n numeric {num:?}",
+            spec.name
+        );
+    }
+}
+
+#[test]
+fn gpt_rmsnorm_gelu_tied_gradients() {
+    check_grads(&tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true));
+}
+
+#[test]
+fn gpt_layernorm_swiglu_untied_gradients() {
+    check_grads(&tiny(
+        Arch::Gpt,
+        NormKind::LayerNorm,
+        Activation::Swiglu,
+        false,
+    ));
+}
+
+#[test]
+fn ngpt_gradients() {
+    check_grads(&tiny(
+        Arch::Ngpt,
+        NormKind::RmsNorm,
+        Activation::Swiglu,
+        false,
+    ));
+}
+
+#[test]
+fn ngpt_gqa_gradients() {
+    let mut cfg = tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false);
+    cfg.heads = 4;
+    cfg.kv_heads = 2;
+    check_grads(&cfg);
+}
+
+/// Every output of one fused training step equals the graph evaluated op by op.
+fn kernels_match_graph(cfg: &ModelConfig) {
+    let st = stage(cfg, &train_config(1e-2, 0.1, Some(0.5)));
+    let params = init_params(cfg, 11);
+    let (tokens, targets) = batch(cfg, 5);
+    let moments: Vec<Vec<f64>> = params
+        .iter()
+        .map(|p| {
+            p.iter()
+                .enumerate()
+                .map(|(i, _)| 0.01 * (i % 7) as f64)
+                .collect()
+        })
+        .collect();
+    let vals = eval_graph::<f64>(&st.with_grad, |i| {
+        Some(match i {
+            Input::Param(k) => Value::F(params[k].clone()),
+            Input::AdamM(k) => Value::F(moments[k].iter().map(|x| x - 0.02).collect()),
+            Input::AdamV(k) => Value::F(moments[k].clone()),
+            Input::Tokens => Value::I(tokens.clone()),
+            Input::Targets => Value::I(targets.clone()),
+            Input::Lr => Value::F(vec![0.01]),
+            Input::Step => Value::F(vec![3.0]),
+        })
+    })
+    .expect("graph evaluates");
+    let mut mem = memory::<f64>(&st.kernels, &params, &tokens, &targets);
+    for (k, mo) in moments.iter().enumerate() {
+        let m: Vec<f64> = mo.iter().map(|x| x - 0.02).collect();
+        mem.write(Storage::AdamM(k), &m).unwrap();
+        mem.write(Storage::AdamV(k), mo).unwrap();
+    }
+    mem.write(Storage::Lr, &[0.01]).unwrap();
+    mem.write(Storage::Step, &[3.0]).unwrap();
+    run(&st.kernels, &mut mem).expect("kernels run");
+    for (o, t) in &st.with_grad.outputs {
+        let storage = match *o {
+            Output::Loss => Storage::Loss,
+            Output::Logits => Storage::Logits,
+            Output::Grad(i) => Storage::Grad(i),
+            Output::Param(i) => Storage::Param(i),
+            Output::AdamM(i) => Storage::AdamM(i),
+            Output::AdamV(i) => Storage::AdamV(i),
+        };
+        let want = vals[t.0].floats().unwrap();
+        let got = mem.read(storage).unwrap();
+        let e = rel_err(&got, want);
+        assert!(e < 1e-12, "{o:?}: kernels and graph differ by {e:e}");
+    }
+}
+
+#[test]
+fn gpt_kernels_match_graph() {
+    kernels_match_graph(&tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true));
+    kernels_match_graph(&tiny(
+        Arch::Gpt,
+        NormKind::LayerNorm,
+        Activation::Swiglu,
+        false,
+    ));
+}
+
+#[test]
+fn ngpt_kernels_match_graph() {
+    kernels_match_graph(&tiny(
+        Arch::Ngpt,
+        NormKind::RmsNorm,
+        Activation::Swiglu,
+        false,
+    ));
+}
