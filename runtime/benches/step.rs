@@ -19,7 +19,10 @@ use std::time::Instant;
 const PEAK_FLOPS: f64 = 548e9;
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -36,8 +39,16 @@ fn main() {
         head_dim: 64,
         layers: env_or("GSC_BENCH_LAYERS", 4),
         ffn: 4 * d_model,
-        activation: if ngpt { Activation::Swiglu } else { Activation::Gelu },
-        norm: if rms { NormKind::RmsNorm } else { NormKind::LayerNorm },
+        activation: if ngpt {
+            Activation::Swiglu
+        } else {
+            Activation::Gelu
+        },
+        norm: if rms {
+            NormKind::RmsNorm
+        } else {
+            NormKind::LayerNorm
+        },
         tied: !ngpt,
         rope_base: 10000.0,
         init_std: 0.02,
@@ -82,7 +93,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let count = |kind| p.kernels.iter().filter(|k| KernelKind::of(k) == kind).count();
+    let count = |kind| {
+        p.kernels
+            .iter()
+            .filter(|k| KernelKind::of(k) == kind)
+            .count()
+    };
     println!(
         "model {:?} {:?} layers {} d {} heads {} ffn {} ctx {} batch {} vocab {}: {:.2} M params, {:.1} MFLOP/token",
         model.arch,
@@ -160,7 +176,12 @@ fn main() {
     println!("per kind (mean per step):");
     for (kind, d) in prof.per_kind(p) {
         let ms = d.as_secs_f64() / runs * 1e3;
-        println!("  {:<14} {:>8.2} ms {:>5.1} %", kind.name(), ms, 100.0 * ms / 1e3 / total);
+        println!(
+            "  {:<14} {:>8.2} ms {:>5.1} %",
+            kind.name(),
+            ms,
+            100.0 * ms / 1e3 / total
+        );
     }
     let mut loops: Vec<(f64, usize)> = p
         .kernels

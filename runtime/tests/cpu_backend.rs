@@ -12,12 +12,13 @@
 
 mod oracle;
 
-use oracle::*;
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
 use gsc_runtime::buffers::ProgramBuffers;
 use gsc_runtime::cpu::jit::compile_program;
 use gsc_runtime::cpu::{CpuBackend, ExecError};
+use gsc_runtime::interp::{self, Memory};
+use oracle::*;
 
 fn f32buf(name: &str, len: usize, storage: Storage) -> Buffer {
     Buffer {
@@ -56,7 +57,10 @@ fn ix(offset: i64, terms: &[(u32, i64)]) -> Index {
 }
 
 fn load(b: usize, index: Index) -> Expr {
-    Expr::Load { buf: BufId(b), index }
+    Expr::Load {
+        buf: BufId(b),
+        index,
+    }
 }
 
 fn c(x: f64) -> Expr {
@@ -92,7 +96,10 @@ fn for_(var: u32, extent: usize, body: Vec<Stmt>) -> Stmt {
 }
 
 fn let_(l: u32, value: Expr) -> Stmt {
-    Stmt::Let { local: Local(l), value }
+    Stmt::Let {
+        local: Local(l),
+        value,
+    }
 }
 
 fn reduce(l: u32, op: ReduceFn, var: u32, extent: usize, body: Vec<Stmt>, value: Expr) -> Stmt {
@@ -117,7 +124,12 @@ fn loop_kernel(name: &str, body: Vec<Stmt>, num_vars: u32, num_locals: u32) -> K
 
 /// Runs `p` on the backend and on the oracle from the same random state;
 /// returns (backend, oracle) buffers.
-fn run_both(p: &KernelProgram, seed: u64, scale: f32, int_below: u64) -> (ProgramBuffers, ProgramBuffers) {
+fn run_both(
+    p: &KernelProgram,
+    seed: u64,
+    scale: f32,
+    int_below: u64,
+) -> (ProgramBuffers, ProgramBuffers) {
     let mut got = ProgramBuffers::new(p).expect("buffers");
     randomize(p, &mut got, seed, scale, int_below);
     let mut want = got.clone();
@@ -158,8 +170,22 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
         un(UnaryFn::Log, pos(y())),
         un(UnaryFn::Sqrt, pos(x())),
         un(UnaryFn::Tanh, bin(BinaryFn::Mul, y(), c(4.0))),
-        un(UnaryFn::Sin, bin(BinaryFn::Mul, x(), Expr::Var(v(0)))),
-        un(UnaryFn::Cos, bin(BinaryFn::Mul, y(), Expr::Var(v(1)))),
+        un(
+            UnaryFn::Sin,
+            bin(
+                BinaryFn::Mul,
+                x(),
+                bin(BinaryFn::Mul, Expr::Var(v(0)), c(1.0 / rows as f64)),
+            ),
+        ),
+        un(
+            UnaryFn::Cos,
+            bin(
+                BinaryFn::Mul,
+                y(),
+                bin(BinaryFn::Mul, Expr::Var(v(1)), c(1.0 / cols as f64)),
+            ),
+        ),
         bin(BinaryFn::Sub, x(), y()),
         bin(BinaryFn::Div, x(), pos(y())),
         bin(BinaryFn::Max, x(), y()),
@@ -172,7 +198,11 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
         l += 1;
     }
     body.push(store(2, ix(0, &[(0, cols as i64), (1, 1)]), local(l)));
-    body.push(store(3, ix(0, &[(1, rows as i64), (0, 1)]), bin(BinaryFn::Mul, x(), y())));
+    body.push(store(
+        3,
+        ix(0, &[(1, rows as i64), (0, 1)]),
+        bin(BinaryFn::Mul, x(), y()),
+    ));
     KernelProgram {
         buffers: vec![
             f32buf("x", n, Storage::Param(0)),
@@ -180,7 +210,12 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
             f32buf("out", n, Storage::Arena { offset: n }),
             f32buf("out_t", n, Storage::Grad(0)),
         ],
-        kernels: vec![loop_kernel("elementwise", vec![for_(0, rows, vec![for_(1, cols, body)])], 2, l + 1)],
+        kernels: vec![loop_kernel(
+            "elementwise",
+            vec![for_(0, rows, vec![for_(1, cols, body)])],
+            2,
+            l + 1,
+        )],
         arena_len: 2 * n,
     }
 }
@@ -189,9 +224,18 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
 fn elementwise_functions_match_over_odd_and_tiny_extents() {
     // (1, 1), extents below the thread count, odd ones, and ones large
     // enough that the outer loop is split across threads.
-    for (seed, (rows, cols)) in [(1, 1), (1, 7), (2, 3), (3, 5), (37, 13), (3, 9001), (5, 4099), (1031, 17)]
-        .into_iter()
-        .enumerate()
+    for (seed, (rows, cols)) in [
+        (1, 1),
+        (1, 7),
+        (2, 3),
+        (3, 5),
+        (37, 13),
+        (3, 9001),
+        (5, 4099),
+        (1031, 17),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let p = elementwise_program(rows, cols);
         let (got, want) = run_both(&p, seed as u64, 1.0, 1);
@@ -216,8 +260,16 @@ fn exp_and_tanh_are_accurate_pointwise() {
                 0,
                 n,
                 vec![
-                    store(1, ix(0, &[(0, 1)]), un(UnaryFn::Exp, load(0, ix(0, &[(0, 1)])))),
-                    store(2, ix(0, &[(0, 1)]), un(UnaryFn::Tanh, load(0, ix(0, &[(0, 1)])))),
+                    store(
+                        1,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Exp, load(0, ix(0, &[(0, 1)]))),
+                    ),
+                    store(
+                        2,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Tanh, load(0, ix(0, &[(0, 1)]))),
+                    ),
                 ],
             )],
             1,
@@ -226,8 +278,12 @@ fn exp_and_tanh_are_accurate_pointwise() {
         arena_len: 0,
     };
     let mut b = ProgramBuffers::new(&p).unwrap();
-    let xs: Vec<f32> = (0..n).map(|i| -87.0 + 175.0 * i as f32 / (n - 1) as f32).collect();
-    let mut xs_small: Vec<f32> = (0..n).map(|i| -3.0 + 6.0 * i as f32 / (n - 1) as f32).collect();
+    let xs: Vec<f32> = (0..n)
+        .map(|i| -87.0 + 175.0 * i as f32 / (n - 1) as f32)
+        .collect();
+    let mut xs_small: Vec<f32> = (0..n)
+        .map(|i| -3.0 + 6.0 * i as f32 / (n - 1) as f32)
+        .collect();
     xs_small[n / 2] = 1e-30; // tiny: tanh x = x
     let mut backend = CpuBackend::new(&p).unwrap();
     for xs in [xs, xs_small] {
@@ -238,7 +294,10 @@ fn exp_and_tanh_are_accurate_pointwise() {
             let t = b.storage(Storage::AdamM(0)).unwrap()[i] as f64;
             let (we, wt) = ((x as f64).exp(), (x as f64).tanh());
             assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
-            assert!(((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37, "tanh({x}) = {t}, want {wt}");
+            assert!(
+                ((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37,
+                "tanh({x}) = {t}, want {wt}"
+            );
         }
     }
 }
@@ -264,7 +323,11 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
             vec![store(
                 1,
                 ix(0, &[(0, cols as i64), (3, 1)]),
-                bin(BinaryFn::Div, un(UnaryFn::Exp, bin(BinaryFn::Sub, x(3), local(0))), local(2)),
+                bin(
+                    BinaryFn::Div,
+                    un(UnaryFn::Exp, bin(BinaryFn::Sub, x(3), local(0))),
+                    local(2),
+                ),
             )],
         ),
     ];
@@ -272,7 +335,14 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
         0,
         cols,
         vec![
-            reduce(0, ReduceFn::Sum, 1, rows, vec![], load(0, ix(0, &[(1, cols as i64), (0, 1)]))),
+            reduce(
+                0,
+                ReduceFn::Sum,
+                1,
+                rows,
+                vec![],
+                load(0, ix(0, &[(1, cols as i64), (0, 1)])),
+            ),
             store(2, ix(0, &[(0, 1)]), local(0)),
         ],
     )];
@@ -285,7 +355,11 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
             vec![reduce(0, ReduceFn::Max, 1, cols, vec![], x(1))],
             local(0),
         ),
-        store(3, ix(0, &[]), bin(BinaryFn::Mul, local(1), c(1.0 / rows as f64))),
+        store(
+            3,
+            ix(0, &[]),
+            bin(BinaryFn::Mul, local(1), c(1.0 / rows as f64)),
+        ),
     ];
     KernelProgram {
         buffers: vec![
@@ -305,7 +379,10 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
 
 #[test]
 fn reductions_match() {
-    for (seed, (rows, cols)) in [(1, 1), (3, 1), (1, 5), (7, 33), (4099, 9), (2, 20011)].into_iter().enumerate() {
+    for (seed, (rows, cols)) in [(1, 1), (3, 1), (1, 5), (7, 33), (4099, 9), (2, 20011)]
+        .into_iter()
+        .enumerate()
+    {
         let p = reductions_program(rows, cols);
         let (got, want) = run_both(&p, 10 + seed as u64, 4.0, 1);
         assert_all_close(&p, &got, &want, 1e-5);
@@ -330,7 +407,11 @@ fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {
             affine: aff(0, &[]),
             gather: Some(gather(aff(0, &[(0, 1)]), 1)),
         },
-        then: Box::new(bin(BinaryFn::Sub, load(3, ix(0, &[(0, vocab as i64), (1, 1)])), c(1.0))),
+        then: Box::new(bin(
+            BinaryFn::Sub,
+            load(3, ix(0, &[(0, vocab as i64), (1, 1)])),
+            c(1.0),
+        )),
         otherwise: Box::new(load(3, ix(0, &[(0, vocab as i64), (1, 1)]))),
     };
     KernelProgram {
@@ -344,13 +425,29 @@ fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {
         kernels: vec![
             loop_kernel(
                 "embedding",
-                vec![for_(0, n, vec![for_(1, dim, vec![store(2, ix(0, &[(0, dim as i64), (1, 1)]), load(0, emb_at))])])],
+                vec![for_(
+                    0,
+                    n,
+                    vec![for_(
+                        1,
+                        dim,
+                        vec![store(2, ix(0, &[(0, dim as i64), (1, 1)]), load(0, emb_at))],
+                    )],
+                )],
                 2,
                 0,
             ),
             loop_kernel(
                 "onehot",
-                vec![for_(0, n, vec![for_(1, vocab, vec![store(4, ix(0, &[(0, vocab as i64), (1, 1)]), onehot)])])],
+                vec![for_(
+                    0,
+                    n,
+                    vec![for_(
+                        1,
+                        vocab,
+                        vec![store(4, ix(0, &[(0, vocab as i64), (1, 1)]), onehot)],
+                    )],
+                )],
                 2,
                 0,
             ),
@@ -361,7 +458,10 @@ fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {
 
 #[test]
 fn gathers_and_select_match() {
-    for (seed, (n, vocab, dim)) in [(1, 1, 1), (3, 5, 7), (4097, 11, 9), (33, 256, 64)].into_iter().enumerate() {
+    for (seed, (n, vocab, dim)) in [(1, 1, 1), (3, 5, 7), (4097, 11, 9), (33, 256, 64)]
+        .into_iter()
+        .enumerate()
+    {
         let p = gather_program(n, vocab, dim);
         let (got, want) = run_both(&p, 20 + seed as u64, 1.0, vocab as u64);
         assert_all_close(&p, &got, &want, 0.0);
@@ -375,7 +475,9 @@ fn out_of_range_token_is_refused_before_running() {
     b.set_tokens(&[0, 4, 5, 1]).unwrap();
     let mut backend = CpuBackend::new(&p).unwrap();
     match backend.execute(&mut b) {
-        Err(ExecError::OutOfRange { position, value, .. }) => assert_eq!((position, value), (2, 5)),
+        Err(ExecError::OutOfRange {
+            position, value, ..
+        }) => assert_eq!((position, value), (2, 5)),
         other => panic!("want OutOfRange, got {other:?}"),
     }
     b.set_tokens(&[0, 4, -1, 1]).unwrap();
@@ -387,10 +489,17 @@ fn out_of_range_token_is_refused_before_running() {
 #[test]
 fn an_index_past_the_end_names_the_kernel_and_prints_it() {
     let p = KernelProgram {
-        buffers: vec![f32buf("x", 8, Storage::Param(0)), f32buf("y", 8, Storage::Grad(0))],
+        buffers: vec![
+            f32buf("x", 8, Storage::Param(0)),
+            f32buf("y", 8, Storage::Grad(0)),
+        ],
         kernels: vec![loop_kernel(
             "shifted_copy",
-            vec![for_(0, 8, vec![store(1, ix(0, &[(0, 1)]), load(0, ix(1, &[(0, 1)])))])],
+            vec![for_(
+                0,
+                8,
+                vec![store(1, ix(0, &[(0, 1)]), load(0, ix(1, &[(0, 1)])))],
+            )],
             1,
             0,
         )],
@@ -406,7 +515,10 @@ fn an_index_past_the_end_names_the_kernel_and_prints_it() {
 fn only_provably_disjoint_outer_loops_are_parallel() {
     let par = |body: Vec<Stmt>| {
         let p = KernelProgram {
-            buffers: vec![f32buf("x", 64, Storage::Param(0)), f32buf("y", 64, Storage::Grad(0))],
+            buffers: vec![
+                f32buf("x", 64, Storage::Param(0)),
+                f32buf("y", 64, Storage::Grad(0)),
+            ],
             kernels: vec![loop_kernel("k", body, 2, 0)],
             arena_len: 0,
         };
@@ -415,20 +527,53 @@ fn only_provably_disjoint_outer_loops_are_parallel() {
     let x = |o, t: &[(u32, i64)]| load(0, ix(o, t));
     // Row-wise: parallel.
     assert_eq!(
-        par(vec![for_(0, 8, vec![for_(1, 8, vec![store(1, ix(0, &[(0, 8), (1, 1)]), x(0, &[(0, 8), (1, 1)]))])])]),
+        par(vec![for_(
+            0,
+            8,
+            vec![for_(
+                1,
+                8,
+                vec![store(1, ix(0, &[(0, 8), (1, 1)]), x(0, &[(0, 8), (1, 1)]))]
+            )]
+        )]),
         Some(8)
     );
     // Every iteration writes element 0: serial.
-    assert_eq!(par(vec![for_(0, 8, vec![store(1, ix(0, &[]), x(0, &[(0, 1)]))])]), None);
+    assert_eq!(
+        par(vec![for_(
+            0,
+            8,
+            vec![store(1, ix(0, &[]), x(0, &[(0, 1)]))]
+        )]),
+        None
+    );
     // Rows overlap (stride 4, width 8): serial.
     assert_eq!(
-        par(vec![for_(0, 8, vec![for_(1, 8, vec![store(1, ix(0, &[(0, 4), (1, 1)]), c(1.0))])])]),
+        par(vec![for_(
+            0,
+            8,
+            vec![for_(1, 8, vec![store(1, ix(0, &[(0, 4), (1, 1)]), c(1.0))])]
+        )]),
         None
     );
     // In place, reading the element it writes: parallel; reading the
     // neighbour another iteration writes: serial.
-    assert_eq!(par(vec![for_(0, 64, vec![store(0, ix(0, &[(0, 1)]), x(0, &[(0, 1)]))])]), Some(64));
-    assert_eq!(par(vec![for_(0, 63, vec![store(0, ix(0, &[(0, 1)]), x(1, &[(0, 1)]))])]), None);
+    assert_eq!(
+        par(vec![for_(
+            0,
+            64,
+            vec![store(0, ix(0, &[(0, 1)]), x(0, &[(0, 1)]))]
+        )]),
+        Some(64)
+    );
+    assert_eq!(
+        par(vec![for_(
+            0,
+            63,
+            vec![store(0, ix(0, &[(0, 1)]), x(1, &[(0, 1)]))]
+        )]),
+        None
+    );
 }
 
 fn library_program() -> KernelProgram {
@@ -467,7 +612,9 @@ fn library_program() -> KernelProgram {
     };
     let a = add("a", m * k, DType::F32);
     let b = add("b", k * n, DType::F32);
-    let outs: Vec<BufId> = (0..4).map(|i| add(&format!("c{i}"), m * n, DType::F32)).collect();
+    let outs: Vec<BufId> = (0..4)
+        .map(|i| add(&format!("c{i}"), m * n, DType::F32))
+        .collect();
     let q = add("q", ql, DType::F32);
     let kk = add("k", kvl, DType::F32);
     let vv = add("v", kvl, DType::F32);
@@ -482,7 +629,10 @@ fn library_program() -> KernelProgram {
     let gy = add("gy", ntok * dim, DType::F32);
     let gout = add("gout", vocab * dim, DType::F32);
     let mut kernels = vec![];
-    for (i, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate() {
+    for (i, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
         kernels.push(Kernel::MatMul {
             a,
             b,
@@ -601,19 +751,27 @@ fn train() -> TrainConfig {
 /// and on the oracle, from the same random parameters, moments and tokens.
 fn check_step(model: &ModelConfig, seed: u64) {
     let train = train();
-    let stage = gsc_compiler::compile_stage(model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
-    for (what, p) in [("forward", &stage.forward_kernels), ("step", &stage.kernels)] {
+    let stage =
+        gsc_compiler::compile_stage(model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
+    for (what, p) in [
+        ("forward", &stage.forward_kernels),
+        ("step", &stage.kernels),
+    ] {
         let mut got = ProgramBuffers::new(p).unwrap();
         randomize(p, &mut got, seed, 0.5, model.vocab as u64);
         // Second moments are non-negative.
         for (i, b) in p.buffers.iter().enumerate() {
             if let Storage::AdamV(_) = b.storage {
-                got.f32_mut(BufId(i)).unwrap().iter_mut().for_each(|x| *x = x.abs() * 1e-3);
+                got.f32_mut(BufId(i))
+                    .unwrap()
+                    .iter_mut()
+                    .for_each(|x| *x = x.abs() * 1e-3);
             }
         }
         let _ = got.set_lr(1e-2);
         let _ = got.set_step(3.0);
         let mut want = got.clone();
+        let before = got.clone();
         let mut backend = CpuBackend::new(p).unwrap_or_else(|e| panic!("{e}"));
         backend.execute(&mut got).unwrap();
         eval_program(p, &mut want);
@@ -629,7 +787,11 @@ fn check_step(model: &ModelConfig, seed: u64) {
                 Storage::Param(_) => 1e-2 * 1e-2,
                 _ => 1e-3,
             };
-            let floor = if matches!(b.storage, Storage::Param(_)) { 1.0 } else { 1e-30 };
+            let floor = if matches!(b.storage, Storage::Param(_)) {
+                1.0
+            } else {
+                1e-30
+            };
             let (e, at) = max_rel_err(g, w, floor);
             assert!(
                 e <= tol,
@@ -641,6 +803,54 @@ fn check_step(model: &ModelConfig, seed: u64) {
             );
         }
         assert!(got.loss().is_some_and(f32::is_finite), "{what}: loss");
+        check_against_interpreter(p, &before, &got, what);
+    }
+}
+
+/// The reference interpreter (f64) from the same state agrees on every
+/// persistent buffer too: the same tolerances as against the oracle.
+fn check_against_interpreter(
+    p: &KernelProgram,
+    before: &ProgramBuffers,
+    got: &ProgramBuffers,
+    what: &str,
+) {
+    let mut mem = Memory::<f64>::new(p);
+    for (i, b) in p.buffers.iter().enumerate() {
+        if matches!(b.storage, Storage::Arena { .. }) {
+            continue;
+        }
+        let id = BufId(i);
+        match b.dtype {
+            DType::F32 => {
+                let v: Vec<f64> = before.f32(id).unwrap().iter().map(|&x| x as f64).collect();
+                mem.write(b.storage, &v).unwrap();
+            }
+            DType::I32 => mem.write_ints(b.storage, before.i32(id).unwrap()).unwrap(),
+        }
+    }
+    interp::run(p, &mut mem).unwrap_or_else(|e| panic!("{e}"));
+    for (i, b) in p.buffers.iter().enumerate() {
+        if b.dtype != DType::F32 || matches!(b.storage, Storage::Arena { .. }) {
+            continue;
+        }
+        let want: Vec<f32> = mem
+            .read(b.storage)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        let g = got.f32(BufId(i)).unwrap();
+        let (tol, floor) = match b.storage {
+            Storage::Param(_) => (1e-4, 1.0),
+            _ => (1e-3, 1e-30),
+        };
+        let (e, at) = max_rel_err(g, &want, floor);
+        assert!(
+            e <= tol,
+            "{what} vs interpreter: b{i} ({}) error {e:.2e} at {at}",
+            b.name
+        );
     }
 }
 

@@ -209,20 +209,31 @@ fn check_library(p: &KernelProgram, index: usize) -> Result<(), JitError> {
     let k = &p.kernels[index];
     let f = DType::F32;
     let attn_ok = |s: &AttnShape| -> Result<(usize, usize), JitError> {
-        if s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
-            return Err(err(format!("kv_heads {} must divide heads {}", s.kv_heads, s.heads)));
+        if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
+            return Err(err(format!(
+                "kv_heads {} must divide heads {}",
+                s.kv_heads, s.heads
+            )));
         }
         let a = attn_shape(s);
         Ok((a.q_len(), a.kv_len()))
     };
     match k {
         Kernel::Loop(_) => return Ok(()),
-        Kernel::MatMul { a, b, out, m, n, k, .. } => {
+        Kernel::MatMul {
+            a, b, out, m, n, k, ..
+        } => {
             need(*a, f, m * k)?;
             need(*b, f, k * n)?;
             need(*out, f, m * n)?;
         }
-        Kernel::Attention { q, k, v, out, shape } => {
+        Kernel::Attention {
+            q,
+            k,
+            v,
+            out,
+            shape,
+        } => {
             let (ql, kvl) = attn_ok(shape)?;
             need(*q, f, ql)?;
             need(*k, f, kvl)?;
@@ -264,10 +275,19 @@ fn check_library(p: &KernelProgram, index: usize) -> Result<(), JitError> {
     let writes = k.writes();
     let reads = k.reads();
     for (i, &w) in writes.iter().enumerate() {
-        let others = reads.iter().chain(writes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, o)| o));
+        let others = reads.iter().chain(
+            writes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, o)| o),
+        );
         for &o in others {
             if overlaps(region(p, w), region(p, o)) {
-                return Err(err(format!("output b{} shares memory with operand b{}", w.0, o.0)));
+                return Err(err(format!(
+                    "output b{} shares memory with operand b{}",
+                    w.0, o.0
+                )));
             }
         }
     }
@@ -295,6 +315,12 @@ impl CpuBackend {
     /// its IR, if a kernel could index outside a buffer, its operands do not
     /// fit its shapes, or Cranelift rejects it.
     pub fn new(program: &KernelProgram) -> Result<Self, JitError> {
+        gsc_compiler::kernel::validate(program).map_err(|e| {
+            match program.kernels.get(e.kernel) {
+                Some(_) => library_error(program, e.kernel, e.detail),
+                None => JitError::Program(e.to_string()),
+            }
+        })?;
         for i in 0..program.kernels.len() {
             check_library(program, i)?;
         }
@@ -303,14 +329,20 @@ impl CpuBackend {
         let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
         let mut pair = vec![None; n];
         for (g, k) in program.kernels.iter().enumerate() {
-            let Kernel::AttentionBwd { q, k, v, shape, .. } = k else { continue };
+            let Kernel::AttentionBwd { q, k, v, shape, .. } = k else {
+                continue;
+            };
             let fwd = program.kernels[..g].iter().rposition(|f| {
                 matches!(f, Kernel::Attention { q: fq, k: fk, v: fv, shape: fs, .. }
                     if fq == q && fk == k && fv == v && fs == shape)
             });
             let Some(f) = fwd else { continue };
             // q, k, v must be unchanged between the two.
-            let inputs = [region(program, *q), region(program, *k), region(program, *v)];
+            let inputs = [
+                region(program, *q),
+                region(program, *k),
+                region(program, *v),
+            ];
             let clobbered = program.kernels[f + 1..g].iter().any(|m| {
                 m.writes()
                     .iter()
@@ -370,7 +402,10 @@ impl CpuBackend {
 
     pub fn reset_profile(&mut self) {
         self.profile.runs = 0;
-        self.profile.per_kernel.iter_mut().for_each(|t| *t = Duration::ZERO);
+        self.profile
+            .per_kernel
+            .iter_mut()
+            .for_each(|t| *t = Duration::ZERO);
     }
 
     fn check_layout(&self, bufs: &ProgramBuffers) -> Result<(), ExecError> {
@@ -387,9 +422,15 @@ impl CpuBackend {
         for (i, b) in p.buffers.iter().enumerate() {
             let id = BufId(i);
             let ok = match (bufs.slot(id), b.storage) {
-                (Some(Slot::Arena { offset, len }), Storage::Arena { offset: o }) => offset == o && len == b.len,
-                (Some(Slot::F32(_)), _) => b.dtype == DType::F32 && bufs.f32(id).map(<[f32]>::len) == Some(b.len),
-                (Some(Slot::I32(_)), _) => b.dtype == DType::I32 && bufs.i32(id).map(<[i32]>::len) == Some(b.len),
+                (Some(Slot::Arena { offset, len }), Storage::Arena { offset: o }) => {
+                    offset == o && len == b.len
+                }
+                (Some(Slot::F32(_)), _) => {
+                    b.dtype == DType::F32 && bufs.f32(id).map(<[f32]>::len) == Some(b.len)
+                }
+                (Some(Slot::I32(_)), _) => {
+                    b.dtype == DType::I32 && bufs.i32(id).map(<[i32]>::len) == Some(b.len)
+                }
                 _ => false,
             };
             if !ok {
@@ -402,7 +443,9 @@ impl CpuBackend {
     fn check_ints(&self, bufs: &ProgramBuffers) -> Result<(), ExecError> {
         for (id, r) in self.int_ranges.iter().enumerate() {
             let Some((lo, hi, kernel)) = *r else { continue };
-            let Some(values) = bufs.i32(BufId(id)) else { continue };
+            let Some(values) = bufs.i32(BufId(id)) else {
+                continue;
+            };
             if let Some((position, &value)) = values
                 .iter()
                 .enumerate()
@@ -488,7 +531,13 @@ impl CpuBackend {
                 }
                 g.run(src(*a), src(*b), dst(*out));
             }
-            Kernel::Attention { q, k, v, out, shape } => {
+            Kernel::Attention {
+                q,
+                k,
+                v,
+                out,
+                shape,
+            } => {
                 let s = attn_shape(shape);
                 let mut scratch = vec![];
                 let saved = self.saved[i].as_mut();
@@ -517,7 +566,8 @@ impl CpuBackend {
                 let s = attn_shape(shape);
                 // Borrow the forward's saved o and lse for the call (put
                 // back after), or recompute them when there is none.
-                let from = self.pair[i].filter(|&f| self.saved[f].as_ref().is_some_and(|sv| sv.fresh));
+                let from =
+                    self.pair[i].filter(|&f| self.saved[f].as_ref().is_some_and(|sv| sv.fresh));
                 let (o, lse) = match from.and_then(|f| self.saved[f].as_mut()) {
                     Some(sv) => (std::mem::take(&mut sv.o), std::mem::take(&mut sv.lse)),
                     None => {
@@ -567,17 +617,19 @@ pub fn embedding_backward(ids: &[i32], dy: &[f32], out: &mut [f32], vocab: usize
     }
     let parts = rayon::current_num_threads().clamp(1, vocab.max(1));
     let rows_per = vocab.div_ceil(parts).max(1);
-    out.par_chunks_mut(rows_per * dim).enumerate().for_each(|(p, chunk)| {
-        chunk.iter_mut().for_each(|x| *x = 0.0);
-        let v0 = p * rows_per;
-        let v1 = v0 + chunk.len() / dim;
-        for (n, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= v0 && id < v1 {
-                let row = &mut chunk[(id - v0) * dim..(id - v0 + 1) * dim];
-                let g = &dy[n * dim..(n + 1) * dim];
-                row.iter_mut().zip(g).for_each(|(r, g)| *r += g);
+    out.par_chunks_mut(rows_per * dim)
+        .enumerate()
+        .for_each(|(p, chunk)| {
+            chunk.iter_mut().for_each(|x| *x = 0.0);
+            let v0 = p * rows_per;
+            let v1 = v0 + chunk.len() / dim;
+            for (n, &id) in ids.iter().enumerate() {
+                let id = id as usize;
+                if id >= v0 && id < v1 {
+                    let row = &mut chunk[(id - v0) * dim..(id - v0 + 1) * dim];
+                    let g = &dy[n * dim..(n + 1) * dim];
+                    row.iter_mut().zip(g).for_each(|(r, g)| *r += g);
+                }
             }
-        }
-    });
+        });
 }

@@ -15,7 +15,11 @@ struct Env {
 }
 
 fn affine(a: &Affine, env: &Env) -> i64 {
-    a.offset + a.terms.iter().map(|(v, c)| c * env.vars[v.0 as usize]).sum::<i64>()
+    a.offset
+        + a.terms
+            .iter()
+            .map(|(v, c)| c * env.vars[v.0 as usize])
+            .sum::<i64>()
 }
 
 fn index(ix: &Index, env: &Env, b: &ProgramBuffers) -> usize {
@@ -104,7 +108,11 @@ fn stmts(body: &[Stmt], env: &mut Env, b: &mut ProgramBuffers) {
                 }
                 env.locals[local.0 as usize] = acc;
             }
-            Stmt::Store { buf, index: ix, value } => {
+            Stmt::Store {
+                buf,
+                index: ix,
+                value,
+            } => {
                 let v = expr(value, env, b);
                 let i = index(ix, env, b);
                 b.f32_mut(*buf).expect("F32 buffer")[i] = v as f32;
@@ -122,7 +130,11 @@ pub fn eval_loop(k: &LoopKernel, b: &mut ProgramBuffers) {
 }
 
 fn get(b: &ProgramBuffers, id: BufId) -> Vec<f64> {
-    b.f32(id).expect("F32 buffer").iter().map(|&x| x as f64).collect()
+    b.f32(id)
+        .expect("F32 buffer")
+        .iter()
+        .map(|&x| x as f64)
+        .collect()
 }
 
 fn put(b: &mut ProgramBuffers, id: BufId, v: &[f64]) {
@@ -181,6 +193,7 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnShape) -> (Vec<f64>, V
 }
 
 /// (dq, dk, dv) of causal attention.
+#[allow(clippy::needless_range_loop)]
 pub fn attention_bwd(
     q: &[f64],
     k: &[f64],
@@ -238,7 +251,13 @@ pub fn eval_program(p: &KernelProgram, b: &mut ProgramBuffers) {
                 let r = matmul(&get(b, *a), &get(b, *bb), *m, *n, *k, *ta, *tb);
                 put(b, *out, &r);
             }
-            Kernel::Attention { q, k, v, out, shape } => {
+            Kernel::Attention {
+                q,
+                k,
+                v,
+                out,
+                shape,
+            } => {
                 let (o, _) = attention(&get(b, *q), &get(b, *k), &get(b, *v), shape);
                 put(b, *out, &o);
             }
@@ -252,7 +271,8 @@ pub fn eval_program(p: &KernelProgram, b: &mut ProgramBuffers) {
                 dv,
                 shape,
             } => {
-                let (gq, gk, gv) = attention_bwd(&get(b, *q), &get(b, *k), &get(b, *v), &get(b, *dy), shape);
+                let (gq, gk, gv) =
+                    attention_bwd(&get(b, *q), &get(b, *k), &get(b, *v), &get(b, *dy), shape);
                 put(b, *dq, &gq);
                 put(b, *dk, &gk);
                 put(b, *dv, &gv);
@@ -307,8 +327,9 @@ pub fn max_rel_err(got: &[f32], want: &[f32], floor: f64) -> (f64, usize) {
     let mut worst = (0.0, 0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g as f64 - w as f64).abs() / scale;
-        if !(e <= worst.0) {
-            worst = (if e.is_nan() { f64::INFINITY } else { e }, i);
+        let e = if e.is_nan() { f64::INFINITY } else { e };
+        if e > worst.0 {
+            worst = (e, i);
         }
     }
     worst

@@ -24,8 +24,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 use gsc_compiler::kernel::{
-    render_kernels, visit_expr, visit_stmts, Affine, BufId, DType, Expr, Index, Kernel, KernelProgram, LoopKernel,
-    Stmt, Storage,
+    render_kernels, visit_expr, visit_stmts, Affine, BufId, DType, Expr, Index, Kernel,
+    KernelProgram, LoopKernel, Stmt, Storage,
 };
 use std::time::{Duration, Instant};
 
@@ -170,7 +170,8 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
     let mut loops = vec![None; program.kernels.len()];
     for (index, kernel) in program.kernels.iter().enumerate() {
         let Kernel::Loop(k) = kernel else { continue };
-        let facts = analyse(program, k, &mut int_ranges).map_err(|what| kernel_error(index, k, what))?;
+        let facts =
+            analyse(program, k, &mut int_ranges).map_err(|what| kernel_error(index, k, what))?;
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(types::I64));
@@ -179,8 +180,16 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
             .declare_function(&format!("k{index}"), Linkage::Local, &sig)
             .map_err(|e| kernel_error(index, k, e.to_string()))?;
         ctx.func.signature = sig;
-        build(&mut module, &mut ctx, &mut fctx, &imports, program, k, &facts)
-            .map_err(|e| kernel_error(index, k, e.to_string()))?;
+        build(
+            &mut module,
+            &mut ctx,
+            &mut fctx,
+            &imports,
+            program,
+            k,
+            &facts,
+        )
+        .map_err(|e| kernel_error(index, k, e.to_string()))?;
         module
             .define_function(id, &mut ctx)
             .map_err(|e| kernel_error(index, k, format!("code generation: {e:?}")))?;
@@ -252,11 +261,18 @@ fn build(
         locals: vec![None; k.num_locals as usize],
         ptr: types::I64,
         kernel: &k.name,
+        simd: simd_enabled(),
+        vector: None,
     };
     lower.kernel(k, facts.parallel.is_some(), lo, hi)?;
     lower.b.seal_all_blocks();
     lower.b.finalize();
     Ok(())
+}
+
+/// f32x4 loops unless `GSC_JIT_SCALAR=1` (for comparing the two).
+fn simd_enabled() -> bool {
+    std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1")
 }
 
 /// What the checks found out about one kernel.
@@ -302,7 +318,10 @@ impl Checker<'_> {
             .get(b.0)
             .ok_or_else(|| format!("buffer b{} does not exist", b.0))?;
         if buf.dtype != dtype {
-            return Err(format!("buffer b{} ({}) is {:?}, used as {dtype:?}", b.0, buf.name, buf.dtype));
+            return Err(format!(
+                "buffer b{} ({}) is {:?}, used as {dtype:?}",
+                b.0, buf.name, buf.dtype
+            ));
         }
         Ok(buf.len)
     }
@@ -335,14 +354,20 @@ impl Checker<'_> {
         match &ix.gather {
             None => {
                 if lo < 0 || hi >= len {
-                    return Err(format!("b{}[{lo}..={hi}] outside its {len} elements", buf.0));
+                    return Err(format!(
+                        "b{}[{lo}..={hi}] outside its {len} elements",
+                        buf.0
+                    ));
                 }
             }
             Some(g) => {
                 // scale·v + [lo, hi] ⊆ [0, len): the values v may take.
                 if g.scale == 0 {
                     if lo < 0 || hi >= len {
-                        return Err(format!("b{}[{lo}..={hi}] outside its {len} elements", buf.0));
+                        return Err(format!(
+                            "b{}[{lo}..={hi}] outside its {len} elements",
+                            buf.0
+                        ));
                     }
                 } else {
                     let s = g.scale;
@@ -383,7 +408,10 @@ impl Checker<'_> {
     fn stmts(&mut self, body: &[Stmt], trips: u64) -> Result<(), String> {
         for s in body {
             match s {
-                Stmt::For { var, extent, body } | Stmt::Reduce { var, extent, body, .. } => {
+                Stmt::For { var, extent, body }
+                | Stmt::Reduce {
+                    var, extent, body, ..
+                } => {
                     let slot = self
                         .extents
                         .get_mut(var.0 as usize)
@@ -452,7 +480,11 @@ fn analyse(
     written.dedup();
     check_overlap(program, &touched, &written)?;
     let parallel = match &k.body[..] {
-        [Stmt::For { var, extent, body }] if disjoint(*var, body, &c.stores, &c.loads, k, *extent) => Some(*extent),
+        [Stmt::For { var, extent, body }]
+            if disjoint(*var, body, &c.stores, &c.loads, k, *extent) =>
+        {
+            Some(*extent)
+        }
         _ => None,
     };
     Ok(Facts {
@@ -466,7 +498,11 @@ fn analyse(
 /// A buffer the kernel writes must not share memory with any other buffer it
 /// touches (the arena planner's promise, checked here because the generated
 /// code relies on it).
-fn check_overlap(program: &KernelProgram, touched: &[BufId], written: &[BufId]) -> Result<(), String> {
+fn check_overlap(
+    program: &KernelProgram,
+    touched: &[BufId],
+    written: &[BufId],
+) -> Result<(), String> {
     let span = |b: BufId| match program.buffers[b.0].storage {
         Storage::Arena { offset } => Some((offset, offset + program.buffers[b.0].len)),
         _ => None,
@@ -527,16 +563,30 @@ fn disjoint(
             if ix.gather.is_some() {
                 return false;
             }
-            let coeff: i64 = ix.affine.terms.iter().filter(|t| t.0 == var).map(|t| t.1).sum();
+            let coeff: i64 = ix
+                .affine
+                .terms
+                .iter()
+                .filter(|t| t.0 == var)
+                .map(|t| t.1)
+                .sum();
             if coeff == 0 || common.is_some_and(|c| c != coeff) {
                 return false;
             }
             common = Some(coeff);
             let rest = Affine {
                 offset: ix.affine.offset,
-                terms: ix.affine.terms.iter().filter(|t| t.0 != var).cloned().collect(),
+                terms: ix
+                    .affine
+                    .terms
+                    .iter()
+                    .filter(|t| t.0 != var)
+                    .cloned()
+                    .collect(),
             };
-            let Ok((l, h)) = range(&rest, &extents) else { return false };
+            let Ok((l, h)) = range(&rest, &extents) else {
+                return false;
+            };
             lo = lo.min(l);
             hi = hi.max(h);
         }
