@@ -2,6 +2,7 @@
 //! in-place growth, data and checkpoints.
 
 pub mod backend;
+pub mod buffers;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -1,5 +1,635 @@
-//! The CPU backend's hand-tuned building blocks: matrix products and fused
-//! causal attention, both parallel over the machine's cores.
+//! The CPU backend: loop kernels JIT-compiled with Cranelift, matrix products
+//! through the `gemm` crate, fused flash-style attention, all parallel over
+//! rayon's threads.
+//!
+//! [`CpuBackend::new`] checks and compiles a [`KernelProgram`] once;
+//! [`CpuBackend::execute`] runs its kernels in order on a
+//! [`ProgramBuffers`]. Every raw-pointer access below rests on the checks
+//! made at construction (every index in bounds, outputs disjoint from
+//! inputs) and at the start of each execution (the buffers have the
+//! program's layout, integer inputs are in range).
 
 pub mod attention;
+pub mod jit;
 pub mod matmul;
+
+use crate::buffers::{ProgramBuffers, Slot};
+use attention::{attention_backward, attention_forward, AttentionShape};
+use gsc_compiler::kernel::{AttnShape, BufId, DType, Kernel, KernelProgram, Storage};
+use jit::{compile_program, render_kernel, JitError, JitProgram};
+use matmul::Gemm;
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Loop kernels with fewer innermost iterations than this run on the
+/// calling thread: a hand-off to the pool costs a few microseconds.
+const PARALLEL_MIN_WORK: u64 = 1 << 14;
+
+/// The kinds of kernel the profile sums time over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKind {
+    Loop,
+    MatMul,
+    Attention,
+    AttentionBwd,
+    EmbeddingBwd,
+}
+
+impl KernelKind {
+    pub const ALL: [KernelKind; 5] = [
+        KernelKind::Loop,
+        KernelKind::MatMul,
+        KernelKind::Attention,
+        KernelKind::AttentionBwd,
+        KernelKind::EmbeddingBwd,
+    ];
+
+    pub fn of(k: &Kernel) -> Self {
+        match k {
+            Kernel::Loop(_) => KernelKind::Loop,
+            Kernel::MatMul { .. } => KernelKind::MatMul,
+            Kernel::Attention { .. } => KernelKind::Attention,
+            Kernel::AttentionBwd { .. } => KernelKind::AttentionBwd,
+            Kernel::EmbeddingBwd { .. } => KernelKind::EmbeddingBwd,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::Loop => "loops (jit)",
+            KernelKind::MatMul => "matmul",
+            KernelKind::Attention => "attention",
+            KernelKind::AttentionBwd => "attention bwd",
+            KernelKind::EmbeddingBwd => "embedding bwd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("the buffers do not have this program's layout: {0}")]
+    Layout(String),
+    #[error("{buffer} holds {value} at position {position}, outside [{lo}, {hi}] (kernel k{kernel} would index outside a buffer with it)")]
+    OutOfRange {
+        buffer: String,
+        position: usize,
+        value: i32,
+        lo: i64,
+        hi: i64,
+        kernel: usize,
+    },
+}
+
+/// Wall time spent per kernel, summed over executions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub runs: u64,
+    /// Indexed like the program's kernels.
+    pub per_kernel: Vec<Duration>,
+}
+
+impl Profile {
+    /// Total per kind, in `KernelKind::ALL` order.
+    pub fn per_kind(&self, program: &KernelProgram) -> Vec<(KernelKind, Duration)> {
+        KernelKind::ALL
+            .iter()
+            .map(|&kind| {
+                let t = program
+                    .kernels
+                    .iter()
+                    .zip(&self.per_kernel)
+                    .filter(|(k, _)| KernelKind::of(k) == kind)
+                    .map(|(_, t)| *t)
+                    .sum();
+                (kind, t)
+            })
+            .collect()
+    }
+}
+
+/// Saved forward results an attention backward reuses (the IR's backward
+/// takes q, k, v and dy only; the flash backward also needs o and the row
+/// logsumexp, which the forward computes anyway).
+#[derive(Debug, Default)]
+struct AttnSaved {
+    o: Vec<f32>,
+    lse: Vec<f32>,
+    /// Written by this execution's forward.
+    fresh: bool,
+}
+
+pub struct CpuBackend {
+    program: KernelProgram,
+    jit: JitProgram,
+    /// Per kernel: the saved forward state (forward kernels) or the index of
+    /// the forward kernel whose state a backward reuses.
+    saved: Vec<Option<AttnSaved>>,
+    pair: Vec<Option<usize>>,
+    /// Per I32 buffer: the range its values must lie in, and the first
+    /// kernel that needs it (for the error message).
+    int_ranges: Vec<Option<(i64, i64, usize)>>,
+    profile: Profile,
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBackend")
+            .field("kernels", &self.program.kernels.len())
+            .field("jit", &self.jit)
+            .finish()
+    }
+}
+
+/// Memory a buffer occupies: persistent buffers by storage, arena buffers
+/// by element range.
+#[derive(Clone, Copy, PartialEq)]
+enum Region {
+    Own(Storage, DType),
+    Arena(usize, usize),
+}
+
+fn region(p: &KernelProgram, b: BufId) -> Region {
+    let buf = &p.buffers[b.0];
+    match buf.storage {
+        Storage::Arena { offset } => Region::Arena(offset, offset + buf.len),
+        s => Region::Own(s, buf.dtype),
+    }
+}
+
+fn overlaps(a: Region, b: Region) -> bool {
+    match (a, b) {
+        (Region::Arena(a0, a1), Region::Arena(b0, b1)) => a0 < b1 && b0 < a1 && a0 < a1 && b0 < b1,
+        (Region::Own(s, d), Region::Own(t, e)) => s == t && d == e,
+        _ => false,
+    }
+}
+
+fn library_error(p: &KernelProgram, index: usize, what: String) -> JitError {
+    JitError::Kernel {
+        index,
+        kernel: p.kernels[index].name().to_string(),
+        what,
+        ir: render_kernel(&p.kernels[index]),
+    }
+}
+
+fn attn_shape(s: &AttnShape) -> AttentionShape {
+    AttentionShape {
+        batch: s.batch,
+        seq: s.seq,
+        heads: s.heads,
+        kv_heads: s.kv_heads,
+        head_dim: s.head_dim,
+        scale: s.scale as f32,
+    }
+}
+
+/// Checks one library kernel's operands: existence, dtype, length, and that
+/// no output shares memory with another operand.
+fn check_library(p: &KernelProgram, index: usize) -> Result<(), JitError> {
+    let err = |what: String| library_error(p, index, what);
+    let need = |b: BufId, dtype: DType, len: usize| -> Result<(), JitError> {
+        let buf = p
+            .buffers
+            .get(b.0)
+            .ok_or_else(|| err(format!("buffer b{} does not exist", b.0)))?;
+        if buf.dtype != dtype || buf.len != len {
+            return Err(err(format!(
+                "b{} ({}) is {}x{:?}, the kernel needs {len}x{dtype:?}",
+                b.0, buf.name, buf.len, buf.dtype
+            )));
+        }
+        if let Storage::Arena { offset } = buf.storage {
+            if offset + buf.len > p.arena_len {
+                return Err(err(format!("b{} lies outside the arena", b.0)));
+            }
+        }
+        Ok(())
+    };
+    let k = &p.kernels[index];
+    let f = DType::F32;
+    let attn_ok = |s: &AttnShape| -> Result<(usize, usize), JitError> {
+        if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
+            return Err(err(format!(
+                "kv_heads {} must divide heads {}",
+                s.kv_heads, s.heads
+            )));
+        }
+        let a = attn_shape(s);
+        Ok((a.q_len(), a.kv_len()))
+    };
+    match k {
+        Kernel::Loop(_) => return Ok(()),
+        Kernel::MatMul {
+            a, b, out, m, n, k, ..
+        } => {
+            need(*a, f, m * k)?;
+            need(*b, f, k * n)?;
+            need(*out, f, m * n)?;
+        }
+        Kernel::Attention {
+            q,
+            k,
+            v,
+            out,
+            shape,
+        } => {
+            let (ql, kvl) = attn_ok(shape)?;
+            need(*q, f, ql)?;
+            need(*k, f, kvl)?;
+            need(*v, f, kvl)?;
+            need(*out, f, ql)?;
+        }
+        Kernel::AttentionBwd {
+            q,
+            k,
+            v,
+            dy,
+            dq,
+            dk,
+            dv,
+            shape,
+        } => {
+            let (ql, kvl) = attn_ok(shape)?;
+            need(*q, f, ql)?;
+            need(*k, f, kvl)?;
+            need(*v, f, kvl)?;
+            need(*dy, f, ql)?;
+            need(*dq, f, ql)?;
+            need(*dk, f, kvl)?;
+            need(*dv, f, kvl)?;
+        }
+        Kernel::EmbeddingBwd {
+            ids,
+            dy,
+            out,
+            vocab,
+            dim,
+        } => {
+            let n = p.buffers.get(ids.0).map(|b| b.len).unwrap_or(0);
+            need(*ids, DType::I32, n)?;
+            need(*dy, f, n * dim)?;
+            need(*out, f, vocab * dim)?;
+        }
+    }
+    let writes = k.writes();
+    let reads = k.reads();
+    for (i, &w) in writes.iter().enumerate() {
+        let others = reads.iter().chain(
+            writes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, o)| o),
+        );
+        for &o in others {
+            if overlaps(region(p, w), region(p, o)) {
+                return Err(err(format!(
+                    "output b{} shares memory with operand b{}",
+                    w.0, o.0
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A raw pointer table shared by the threads of one kernel.
+#[derive(Clone, Copy)]
+struct Table(*const *mut u8);
+// SAFETY: the table and the buffers it points at outlive the parallel call
+// (they are borrowed by `execute`), and the threads touch disjoint elements.
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+
+impl Table {
+    /// Through a method, so closures capture the whole `Table` (which is
+    /// `Sync`) rather than its raw-pointer field.
+    fn ptr(self) -> *const *mut u8 {
+        self.0
+    }
+}
+
+impl CpuBackend {
+    /// Checks and compiles `program`. Fails, naming the kernel and printing
+    /// its IR, if a kernel could index outside a buffer, its operands do not
+    /// fit its shapes, or Cranelift rejects it.
+    pub fn new(program: &KernelProgram) -> Result<Self, JitError> {
+        gsc_compiler::kernel::validate(program).map_err(|e| {
+            match program.kernels.get(e.kernel) {
+                Some(_) => library_error(program, e.kernel, e.detail),
+                None => JitError::Program(e.to_string()),
+            }
+        })?;
+        for i in 0..program.kernels.len() {
+            check_library(program, i)?;
+        }
+        let jit = compile_program(program)?;
+        let n = program.kernels.len();
+        let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
+        let mut pair = vec![None; n];
+        for (g, k) in program.kernels.iter().enumerate() {
+            let Kernel::AttentionBwd { q, k, v, shape, .. } = k else {
+                continue;
+            };
+            let fwd = program.kernels[..g].iter().rposition(|f| {
+                matches!(f, Kernel::Attention { q: fq, k: fk, v: fv, shape: fs, .. }
+                    if fq == q && fk == k && fv == v && fs == shape)
+            });
+            let Some(f) = fwd else { continue };
+            // q, k, v must be unchanged between the two.
+            let inputs = [
+                region(program, *q),
+                region(program, *k),
+                region(program, *v),
+            ];
+            let clobbered = program.kernels[f + 1..g].iter().any(|m| {
+                m.writes()
+                    .iter()
+                    .any(|w| inputs.iter().any(|r| overlaps(region(program, *w), *r)))
+            });
+            if !clobbered {
+                pair[g] = Some(f);
+                saved[f] = Some(AttnSaved::default());
+            }
+        }
+        let mut int_ranges: Vec<Option<(i64, i64, usize)>> = vec![None; program.buffers.len()];
+        for (id, r) in jit.int_ranges.iter().enumerate() {
+            if let Some((lo, hi)) = r {
+                let first = program
+                    .kernels
+                    .iter()
+                    .position(|k| k.reads().contains(&BufId(id)))
+                    .unwrap_or(0);
+                int_ranges[id] = Some((*lo, *hi, first));
+            }
+        }
+        for (i, k) in program.kernels.iter().enumerate() {
+            if let Kernel::EmbeddingBwd { ids, vocab, .. } = k {
+                let hi = *vocab as i64 - 1;
+                let slot = &mut int_ranges[ids.0];
+                *slot = Some(match *slot {
+                    Some((a, b, first)) => (a.max(0), b.min(hi), first),
+                    None => (0, hi, i),
+                });
+            }
+        }
+        Ok(CpuBackend {
+            program: program.clone(),
+            profile: Profile {
+                runs: 0,
+                per_kernel: vec![Duration::ZERO; n],
+            },
+            jit,
+            saved,
+            pair,
+            int_ranges,
+        })
+    }
+
+    pub fn program(&self) -> &KernelProgram {
+        &self.program
+    }
+
+    /// Time Cranelift took for the whole program (analysis included).
+    pub fn compile_time(&self) -> Duration {
+        self.jit.compile_time
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.profile.runs = 0;
+        self.profile
+            .per_kernel
+            .iter_mut()
+            .for_each(|t| *t = Duration::ZERO);
+    }
+
+    fn check_layout(&self, bufs: &ProgramBuffers) -> Result<(), ExecError> {
+        let p = &self.program;
+        if bufs.len() != p.buffers.len() || bufs.arena().len() != p.arena_len {
+            return Err(ExecError::Layout(format!(
+                "{} buffers and an arena of {}, the program has {} and {}",
+                bufs.len(),
+                bufs.arena().len(),
+                p.buffers.len(),
+                p.arena_len
+            )));
+        }
+        for (i, b) in p.buffers.iter().enumerate() {
+            let id = BufId(i);
+            let ok = match (bufs.slot(id), b.storage) {
+                (Some(Slot::Arena { offset, len }), Storage::Arena { offset: o }) => {
+                    offset == o && len == b.len
+                }
+                (Some(Slot::F32(_)), _) => {
+                    b.dtype == DType::F32 && bufs.f32(id).map(<[f32]>::len) == Some(b.len)
+                }
+                (Some(Slot::I32(_)), _) => {
+                    b.dtype == DType::I32 && bufs.i32(id).map(<[i32]>::len) == Some(b.len)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(ExecError::Layout(format!("b{i} ({}) differs", b.name)));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ints(&self, bufs: &ProgramBuffers) -> Result<(), ExecError> {
+        for (id, r) in self.int_ranges.iter().enumerate() {
+            let Some((lo, hi, kernel)) = *r else { continue };
+            let Some(values) = bufs.i32(BufId(id)) else {
+                continue;
+            };
+            if let Some((position, &value)) = values
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| (v as i64) < lo || (v as i64) > hi)
+            {
+                return Err(ExecError::OutOfRange {
+                    buffer: self.program.buffers[id].name.clone(),
+                    position,
+                    value,
+                    lo,
+                    hi,
+                    kernel,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every kernel of the program, in order, on `bufs`.
+    pub fn execute(&mut self, bufs: &mut ProgramBuffers) -> Result<(), ExecError> {
+        self.check_layout(bufs)?;
+        self.check_ints(bufs)?;
+        let table = bufs.base_pointers();
+        let t = Table(table.as_ptr());
+        for s in self.saved.iter_mut().flatten() {
+            s.fresh = false;
+        }
+        for i in 0..self.program.kernels.len() {
+            let start = Instant::now();
+            // SAFETY: `table` holds the base of every buffer of `bufs`, whose
+            // layout was just checked against the program the kernels were
+            // checked against, and `bufs` stays mutably borrowed throughout.
+            unsafe { self.run_kernel(i, t) };
+            self.profile.per_kernel[i] += start.elapsed();
+        }
+        self.profile.runs += 1;
+        Ok(())
+    }
+
+    /// # Safety
+    /// `t` must be the base-pointer table of buffers with the program's layout.
+    unsafe fn run_kernel(&mut self, i: usize, t: Table) {
+        let f32_at = |b: BufId| -> *mut f32 { *t.0.add(b.0) as *mut f32 };
+        let len = |b: BufId| self.program.buffers[b.0].len;
+        // Slices over buffers: in bounds by the layout check, and outputs
+        // never overlap other operands (check_library).
+        let src = |b: BufId| -> &[f32] { std::slice::from_raw_parts(f32_at(b), len(b)) };
+        let dst = |b: BufId| -> &mut [f32] { std::slice::from_raw_parts_mut(f32_at(b), len(b)) };
+        match &self.program.kernels[i] {
+            Kernel::Loop(_) => {
+                let Some(l) = self.jit.loops[i] else { return };
+                match l.parallel {
+                    Some(extent) if extent > 1 && l.work >= PARALLEL_MIN_WORK => {
+                        let parts = rayon::current_num_threads().min(extent).max(1);
+                        (0..parts).into_par_iter().for_each(|p| {
+                            let lo = extent * p / parts;
+                            let hi = extent * (p + 1) / parts;
+                            // SAFETY: the parts are disjoint ranges of a
+                            // loop whose iterations touch disjoint elements.
+                            unsafe { (l.func)(t.ptr(), lo as i64, hi as i64) };
+                        });
+                    }
+                    Some(extent) => (l.func)(t.0, 0, extent as i64),
+                    None => (l.func)(t.0, 0, 1),
+                }
+            }
+            Kernel::MatMul {
+                a,
+                b,
+                out,
+                m,
+                n,
+                k,
+                ta,
+                tb,
+            } => {
+                let mut g = Gemm::new(*m, *n, *k);
+                if *ta {
+                    g = g.trans_a();
+                }
+                if *tb {
+                    g = g.trans_b();
+                }
+                g.run(src(*a), src(*b), dst(*out));
+            }
+            Kernel::Attention {
+                q,
+                k,
+                v,
+                out,
+                shape,
+            } => {
+                let s = attn_shape(shape);
+                let mut scratch = vec![];
+                let saved = self.saved[i].as_mut();
+                let lse: &mut Vec<f32> = match saved {
+                    Some(sv) => &mut sv.lse,
+                    None => &mut scratch,
+                };
+                lse.resize(s.lse_len(), 0.0);
+                attention_forward(&s, src(*q), src(*k), src(*v), dst(*out), lse);
+                if let Some(sv) = self.saved[i].as_mut() {
+                    sv.o.clear();
+                    sv.o.extend_from_slice(src(*out));
+                    sv.fresh = true;
+                }
+            }
+            Kernel::AttentionBwd {
+                q,
+                k,
+                v,
+                dy,
+                dq,
+                dk,
+                dv,
+                shape,
+            } => {
+                let s = attn_shape(shape);
+                // Borrow the forward's saved o and lse for the call (put
+                // back after), or recompute them when there is none.
+                let from =
+                    self.pair[i].filter(|&f| self.saved[f].as_ref().is_some_and(|sv| sv.fresh));
+                let (o, lse) = match from.and_then(|f| self.saved[f].as_mut()) {
+                    Some(sv) => (std::mem::take(&mut sv.o), std::mem::take(&mut sv.lse)),
+                    None => {
+                        let mut o = vec![0.0; s.q_len()];
+                        let mut lse = vec![0.0; s.lse_len()];
+                        attention_forward(&s, src(*q), src(*k), src(*v), &mut o, &mut lse);
+                        (o, lse)
+                    }
+                };
+                attention_backward(
+                    &s,
+                    src(*q),
+                    src(*k),
+                    src(*v),
+                    &o,
+                    &lse,
+                    src(*dy),
+                    dst(*dq),
+                    dst(*dk),
+                    dst(*dv),
+                );
+                if let Some(sv) = from.and_then(|f| self.saved[f].as_mut()) {
+                    sv.o = o;
+                    sv.lse = lse;
+                }
+            }
+            Kernel::EmbeddingBwd {
+                ids,
+                dy,
+                out,
+                vocab,
+                dim,
+            } => {
+                let ids = std::slice::from_raw_parts(*t.0.add(ids.0) as *const i32, len(*ids));
+                embedding_backward(ids, src(*dy), dst(*out), *vocab, *dim);
+            }
+        }
+    }
+}
+
+/// `out[v, :] = Σ_{n: ids[n] = v} dy[n, :]`, parallel over vocabulary
+/// rows so that each thread owns the rows it writes. Ids outside the
+/// vocabulary are skipped (the executor refuses them before any kernel runs).
+pub fn embedding_backward(ids: &[i32], dy: &[f32], out: &mut [f32], vocab: usize, dim: usize) {
+    if dim == 0 {
+        return;
+    }
+    let parts = rayon::current_num_threads().clamp(1, vocab.max(1));
+    let rows_per = vocab.div_ceil(parts).max(1);
+    out.par_chunks_mut(rows_per * dim)
+        .enumerate()
+        .for_each(|(p, chunk)| {
+            chunk.iter_mut().for_each(|x| *x = 0.0);
+            let v0 = p * rows_per;
+            let v1 = v0 + chunk.len() / dim;
+            for (n, &id) in ids.iter().enumerate() {
+                let id = id as usize;
+                if id >= v0 && id < v1 {
+                    let row = &mut chunk[(id - v0) * dim..(id - v0 + 1) * dim];
+                    let g = &dy[n * dim..(n + 1) * dim];
+                    row.iter_mut().zip(g).for_each(|(r, g)| *r += g);
+                }
+            }
+        });
+}

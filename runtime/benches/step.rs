@@ -1,0 +1,198 @@
+//! Whole training steps of model S (gpt: 4 layers, d_model 256, 4 heads,
+//! ffn 1024, ctx 256, batch 16, vocab 256) on the CPU backend: JIT compile
+//! time, ms per step, tokens/s, MFU, and where the time goes by kernel kind
+//! and by loop kernel. `cargo bench -p gsc-runtime --bench step`.
+//!
+//! Environment: `GSC_BENCH_ARCH=ngpt` for nGPT, `GSC_BENCH_NORM=rms` for
+//! RMSNorm (default LayerNorm, the GPT-2-style PyTorch peer's),
+//! `GSC_BENCH_STEPS` timed steps (default 10), `GSC_BENCH_LAYERS`,
+//! `GSC_BENCH_D` to change the size.
+
+use gsc_compiler::kernel::{BufId, DType, Kernel, Storage};
+use gsc_compiler::plan::*;
+use gsc_runtime::buffers::ProgramBuffers;
+use gsc_runtime::cpu::{CpuBackend, KernelKind};
+use gsc_runtime::rng::SplitMix64;
+use std::time::Instant;
+
+/// Both cores of the reference machine (performance.md).
+const PEAK_FLOPS: f64 = 548e9;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let ngpt = std::env::var("GSC_BENCH_ARCH").is_ok_and(|v| v == "ngpt");
+    let rms = std::env::var("GSC_BENCH_NORM").is_ok_and(|v| v == "rms");
+    let d_model: usize = env_or("GSC_BENCH_D", 256);
+    let model = ModelConfig {
+        arch: if ngpt { Arch::Ngpt } else { Arch::Gpt },
+        vocab: 256,
+        context: 256,
+        d_model,
+        heads: d_model / 64,
+        kv_heads: d_model / 64,
+        head_dim: 64,
+        layers: env_or("GSC_BENCH_LAYERS", 4),
+        ffn: 4 * d_model,
+        activation: if ngpt {
+            Activation::Swiglu
+        } else {
+            Activation::Gelu
+        },
+        norm: if rms {
+            NormKind::RmsNorm
+        } else {
+            NormKind::LayerNorm
+        },
+        tied: !ngpt,
+        rope_base: 10000.0,
+        init_std: 0.02,
+    };
+    let batch = 16;
+    let train = TrainConfig {
+        optimizer: AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+        schedule: LrSchedule {
+            decay: Decay::Constant,
+            warmup_steps: 0,
+            min_ratio: 1.0,
+            total_steps: 1000,
+        },
+        batch,
+        seed: 1,
+        clip: Some(1.0),
+        eval_every: 100,
+        eval_batches: 1,
+        checkpoint_every: 1000,
+        log_every: 1,
+    };
+    let t = Instant::now();
+    let stage = match gsc_compiler::compile_stage(&model, &train, batch) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("compile_stage: {e}");
+            std::process::exit(1);
+        }
+    };
+    let lower_time = t.elapsed();
+    let p = &stage.kernels;
+    let mut backend = match CpuBackend::new(p) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let count = |kind| {
+        p.kernels
+            .iter()
+            .filter(|k| KernelKind::of(k) == kind)
+            .count()
+    };
+    println!(
+        "model {:?} {:?} layers {} d {} heads {} ffn {} ctx {} batch {} vocab {}: {:.2} M params, {:.1} MFLOP/token",
+        model.arch,
+        model.norm,
+        model.layers,
+        model.d_model,
+        model.heads,
+        model.ffn,
+        model.context,
+        batch,
+        model.vocab,
+        model.param_count() as f64 / 1e6,
+        model.flops_per_token() / 1e6
+    );
+    println!(
+        "{} kernels ({} loops, {} matmuls), arena {:.1} MiB; graph→kernels {:.1} ms, JIT compile {:.1} ms",
+        p.kernels.len(),
+        count(KernelKind::Loop),
+        count(KernelKind::MatMul),
+        p.arena_len as f64 * 4.0 / (1 << 20) as f64,
+        lower_time.as_secs_f64() * 1e3,
+        backend.compile_time().as_secs_f64() * 1e3
+    );
+
+    let mut bufs = ProgramBuffers::new(p).expect("buffers");
+    let mut rng = SplitMix64::new(1);
+    for (i, b) in p.buffers.iter().enumerate() {
+        match (b.storage, b.dtype) {
+            (Storage::Param(_), DType::F32) => {
+                for x in bufs.f32_mut(BufId(i)).expect("f32") {
+                    *x = rng.symmetric_f32() * 0.05;
+                }
+            }
+            (Storage::Tokens | Storage::Targets, DType::I32) => {
+                for x in bufs.i32_mut(BufId(i)).expect("i32") {
+                    *x = rng.below(model.vocab as u64) as i32;
+                }
+            }
+            _ => {}
+        }
+    }
+    bufs.set_lr(1e-3).expect("lr");
+    let steps: usize = env_or("GSC_BENCH_STEPS", 10);
+    let mut times = vec![];
+    for step in 0..steps + 2 {
+        bufs.set_step(step as f32 + 1.0).expect("step");
+        if step == 2 {
+            backend.reset_profile();
+        }
+        let t = Instant::now();
+        if let Err(e) = backend.execute(&mut bufs) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        if step >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens = (batch * model.context) as f64;
+    let tps = tokens / median;
+    println!(
+        "step: median {:.1} ms (min {:.1}, max {:.1}) over {steps} steps, {:.0} tokens/s, MFU {:.1} %, loss {:.4}",
+        median * 1e3,
+        times[0] * 1e3,
+        times[times.len() - 1] * 1e3,
+        tps,
+        100.0 * tps * model.flops_per_token() / PEAK_FLOPS,
+        bufs.loss().unwrap_or(f32::NAN)
+    );
+    let prof = backend.profile();
+    let runs = prof.runs.max(1) as f64;
+    let total: f64 = prof.per_kernel.iter().map(|d| d.as_secs_f64()).sum::<f64>() / runs;
+    println!("per kind (mean per step):");
+    for (kind, d) in prof.per_kind(p) {
+        let ms = d.as_secs_f64() / runs * 1e3;
+        println!(
+            "  {:<14} {:>8.2} ms {:>5.1} %",
+            kind.name(),
+            ms,
+            100.0 * ms / 1e3 / total
+        );
+    }
+    let mut loops: Vec<(f64, usize)> = p
+        .kernels
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| matches!(k, Kernel::Loop(_)))
+        .map(|(i, _)| (prof.per_kernel[i].as_secs_f64() / runs * 1e3, i))
+        .collect();
+    loops.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("slowest loop kernels:");
+    for (ms, i) in loops.iter().take(12) {
+        println!("  k{i:<4} {ms:>7.3} ms  {}", p.kernels[*i].name());
+    }
+}

@@ -1,0 +1,295 @@
+//! The state one `KernelProgram` runs on, laid out the same way for every
+//! backend (reference interpreter, CPU JIT, CUDA): one `Vec<f32>` per
+//! persistent F32 buffer (params, grads, Adam moments, lr, step, loss,
+//! logits), one `Vec<i32>` per I32 buffer (tokens, targets), and one arena
+//! `Vec<f32>` of `arena_len` elements holding every `Storage::Arena` buffer
+//! at its planned offset.
+//!
+//! Non-arena buffers that name the same `Storage` (a parameter read by the
+//! forward and written by the optimizer step) share one vector.
+
+use gsc_compiler::kernel::{BufId, DType, KernelProgram, Storage};
+
+/// Where one buffer of the program lives inside [`ProgramBuffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Index into the F32 vectors.
+    F32(usize),
+    /// Index into the I32 vectors.
+    I32(usize),
+    /// Element range of the arena.
+    Arena { offset: usize, len: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BufferError {
+    #[error("the program has no {0:?} buffer")]
+    Missing(Storage),
+    #[error("{what} holds {want} values, {got} given")]
+    Length {
+        what: String,
+        want: usize,
+        got: usize,
+    },
+    #[error("buffer b{id} ({name}) at arena offset {offset} + {len} does not fit the arena of {arena_len}")]
+    ArenaOverflow {
+        id: usize,
+        name: String,
+        offset: usize,
+        len: usize,
+        arena_len: usize,
+    },
+    #[error("buffer b{id} ({name}) is an I32 buffer in the arena, which holds only F32")]
+    IntInArena { id: usize, name: String },
+}
+
+/// Every buffer of one program, zero-initialised by [`ProgramBuffers::new`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramBuffers {
+    slots: Vec<Slot>,
+    storages: Vec<Storage>,
+    names: Vec<String>,
+    f32s: Vec<Vec<f32>>,
+    i32s: Vec<Vec<i32>>,
+    arena: Vec<f32>,
+}
+
+impl ProgramBuffers {
+    /// Zeroed state for `program`. Fails only on a malformed program (an
+    /// arena buffer outside the arena, an integer arena buffer).
+    pub fn new(program: &KernelProgram) -> Result<Self, BufferError> {
+        let mut slots = Vec::with_capacity(program.buffers.len());
+        let mut f32s: Vec<Vec<f32>> = vec![];
+        let mut i32s: Vec<Vec<i32>> = vec![];
+        // (storage, dtype) → slot of the first buffer with that storage.
+        let mut shared: Vec<(Storage, DType, Slot)> = vec![];
+        for (id, b) in program.buffers.iter().enumerate() {
+            let slot = match (b.storage, b.dtype) {
+                (Storage::Arena { offset }, DType::F32) => {
+                    if offset + b.len > program.arena_len {
+                        return Err(BufferError::ArenaOverflow {
+                            id,
+                            name: b.name.clone(),
+                            offset,
+                            len: b.len,
+                            arena_len: program.arena_len,
+                        });
+                    }
+                    Slot::Arena { offset, len: b.len }
+                }
+                (Storage::Arena { .. }, DType::I32) => {
+                    return Err(BufferError::IntInArena {
+                        id,
+                        name: b.name.clone(),
+                    })
+                }
+                (storage, dtype) => {
+                    let found = shared
+                        .iter()
+                        .find(|(s, d, _)| *s == storage && *d == dtype)
+                        .map(|x| x.2);
+                    match found {
+                        Some(slot) => {
+                            let have = match slot {
+                                Slot::F32(i) => f32s[i].len(),
+                                Slot::I32(i) => i32s[i].len(),
+                                Slot::Arena { len, .. } => len,
+                            };
+                            if have != b.len {
+                                return Err(BufferError::Length {
+                                    what: format!("b{id} ({}), sharing {storage:?}", b.name),
+                                    want: have,
+                                    got: b.len,
+                                });
+                            }
+                            slot
+                        }
+                        None => {
+                            let slot = match dtype {
+                                DType::F32 => {
+                                    f32s.push(vec![0.0; b.len]);
+                                    Slot::F32(f32s.len() - 1)
+                                }
+                                DType::I32 => {
+                                    i32s.push(vec![0; b.len]);
+                                    Slot::I32(i32s.len() - 1)
+                                }
+                            };
+                            shared.push((storage, dtype, slot));
+                            slot
+                        }
+                    }
+                }
+            };
+            slots.push(slot);
+        }
+        Ok(ProgramBuffers {
+            slots,
+            storages: program.buffers.iter().map(|b| b.storage).collect(),
+            names: program.buffers.iter().map(|b| b.name.clone()).collect(),
+            f32s,
+            i32s,
+            arena: vec![0.0; program.arena_len],
+        })
+    }
+
+    /// Number of buffers of the program (valid `BufId`s are below it).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn slot(&self, id: BufId) -> Option<Slot> {
+        self.slots.get(id.0).copied()
+    }
+
+    pub fn name(&self, id: BufId) -> Option<&str> {
+        self.names.get(id.0).map(String::as_str)
+    }
+
+    pub fn arena(&self) -> &[f32] {
+        &self.arena
+    }
+
+    /// An F32 buffer's values (`None` for an unknown id or an I32 buffer).
+    pub fn f32(&self, id: BufId) -> Option<&[f32]> {
+        match self.slot(id)? {
+            Slot::F32(i) => Some(&self.f32s[i]),
+            Slot::Arena { offset, len } => Some(&self.arena[offset..offset + len]),
+            Slot::I32(_) => None,
+        }
+    }
+
+    pub fn f32_mut(&mut self, id: BufId) -> Option<&mut [f32]> {
+        match self.slot(id)? {
+            Slot::F32(i) => Some(&mut self.f32s[i]),
+            Slot::Arena { offset, len } => Some(&mut self.arena[offset..offset + len]),
+            Slot::I32(_) => None,
+        }
+    }
+
+    pub fn i32(&self, id: BufId) -> Option<&[i32]> {
+        match self.slot(id)? {
+            Slot::I32(i) => Some(&self.i32s[i]),
+            _ => None,
+        }
+    }
+
+    pub fn i32_mut(&mut self, id: BufId) -> Option<&mut [i32]> {
+        match self.slot(id)? {
+            Slot::I32(i) => Some(&mut self.i32s[i]),
+            _ => None,
+        }
+    }
+
+    fn find(&self, storage: Storage) -> Option<BufId> {
+        self.storages.iter().position(|s| *s == storage).map(BufId)
+    }
+
+    /// The F32 buffer with this storage.
+    pub fn storage(&self, storage: Storage) -> Option<&[f32]> {
+        self.f32(self.find(storage)?)
+    }
+
+    pub fn storage_mut(&mut self, storage: Storage) -> Option<&mut [f32]> {
+        let id = self.find(storage)?;
+        self.f32_mut(id)
+    }
+
+    pub fn param(&self, i: usize) -> Option<&[f32]> {
+        self.storage(Storage::Param(i))
+    }
+
+    pub fn param_mut(&mut self, i: usize) -> Option<&mut [f32]> {
+        self.storage_mut(Storage::Param(i))
+    }
+
+    pub fn grad(&self, i: usize) -> Option<&[f32]> {
+        self.storage(Storage::Grad(i))
+    }
+
+    pub fn adam_m_mut(&mut self, i: usize) -> Option<&mut [f32]> {
+        self.storage_mut(Storage::AdamM(i))
+    }
+
+    pub fn adam_v_mut(&mut self, i: usize) -> Option<&mut [f32]> {
+        self.storage_mut(Storage::AdamV(i))
+    }
+
+    /// Copies `values` into the buffer with `storage`; the lengths must match.
+    pub fn load(&mut self, storage: Storage, values: &[f32]) -> Result<(), BufferError> {
+        let dst = self
+            .storage_mut(storage)
+            .ok_or(BufferError::Missing(storage))?;
+        copy_checked(&format!("{storage:?}"), dst, values)
+    }
+
+    fn set_ints(&mut self, storage: Storage, values: &[i32]) -> Result<(), BufferError> {
+        let id = self.find(storage).ok_or(BufferError::Missing(storage))?;
+        let dst = self.i32_mut(id).ok_or(BufferError::Missing(storage))?;
+        copy_checked(&format!("{storage:?}"), dst, values)
+    }
+
+    /// Feeds one batch of input tokens (`[batch·seq]`).
+    pub fn set_tokens(&mut self, tokens: &[i32]) -> Result<(), BufferError> {
+        self.set_ints(Storage::Tokens, tokens)
+    }
+
+    /// Feeds the next-token targets (`[batch·seq]`).
+    pub fn set_targets(&mut self, targets: &[i32]) -> Result<(), BufferError> {
+        self.set_ints(Storage::Targets, targets)
+    }
+
+    /// Sets the learning rate of this step (after the schedule).
+    pub fn set_lr(&mut self, lr: f32) -> Result<(), BufferError> {
+        self.load(Storage::Lr, &[lr])
+    }
+
+    /// Sets the optimizer's step count (1 for the first step: bias correction).
+    pub fn set_step(&mut self, step: f32) -> Result<(), BufferError> {
+        self.load(Storage::Step, &[step])
+    }
+
+    /// The mean cross-entropy the last execution wrote.
+    pub fn loss(&self) -> Option<f32> {
+        self.storage(Storage::Loss)?.first().copied()
+    }
+
+    pub fn logits(&self) -> Option<&[f32]> {
+        self.storage(Storage::Logits)
+    }
+
+    /// Base address of every buffer, indexed by `BufId`: the table compiled
+    /// kernels read their operands through. Valid until `self` is next
+    /// borrowed or moved; the vectors never reallocate after construction.
+    pub fn base_pointers(&mut self) -> Vec<*mut u8> {
+        let arena = self.arena.as_mut_ptr();
+        let f32s: Vec<*mut f32> = self.f32s.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        let i32s: Vec<*mut i32> = self.i32s.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        self.slots
+            .iter()
+            .map(|s| match *s {
+                Slot::F32(i) => f32s[i] as *mut u8,
+                Slot::I32(i) => i32s[i] as *mut u8,
+                // wrapping_add: no dereference here, and offset ≤ arena_len
+                // was checked at construction.
+                Slot::Arena { offset, .. } => arena.wrapping_add(offset) as *mut u8,
+            })
+            .collect()
+    }
+}
+
+fn copy_checked<T: Copy>(what: &str, dst: &mut [T], src: &[T]) -> Result<(), BufferError> {
+    if dst.len() != src.len() {
+        return Err(BufferError::Length {
+            what: what.to_string(),
+            want: dst.len(),
+            got: src.len(),
+        });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
