@@ -57,7 +57,7 @@ enum Command {
         /// Continue the run in this directory from its last checkpoint.
         #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["file", "set"])]
         resume: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = run::BackendKind::Interp)]
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
         backend: run::BackendKind,
         /// Where run directories go.
         #[arg(long, default_value = "runs")]

@@ -2,7 +2,7 @@
 //! comparison baselines) in one run directory, or resume one.
 
 use gsc_compiler::check_source;
-use gsc_runtime::backend::Backend;
+use gsc_runtime::backend::{Backend, Cpu};
 use gsc_runtime::interp::InterpBackend;
 use gsc_runtime::machine::Machine;
 use gsc_runtime::run::artifact::{content_hash, Artifact, COMPILER_VERSION};
@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
+    /// Cranelift-JIT loop kernels, gemm matmuls, flash attention, both cores.
+    Cpu,
     /// The reference interpreter in f32: slow, obviously right.
     Interp,
     /// The reference interpreter in f64.
@@ -89,6 +91,7 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
     );
 
     let backend: Box<dyn Backend> = match args.backend {
+        BackendKind::Cpu => Box::new(Cpu),
         BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
         BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
     };
