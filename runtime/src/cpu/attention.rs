@@ -92,11 +92,18 @@ pub fn attention_forward(
     o: &mut [f32],
     lse: &mut [f32],
 ) {
-    forward_on(Isa::detect(), shape, q, k, v, o, lse)
+    forward_on(Isa::detect().kernels().0, shape, q, k, v, o, lse)
 }
 
+/// The forward of one (batch, head), in one of its compiled versions.
+type ForwardHead =
+    unsafe fn(&AttentionShape, usize, usize, &[f32], &[f32], &[f32], *mut f32, *mut f32);
+/// The backward of one (batch, kv head), in one of its compiled versions.
+type BackwardGroup =
+    unsafe fn(&AttentionShape, usize, usize, &Inputs, *mut f32, *mut f32, *mut f32);
+
 fn forward_on(
-    isa: Isa,
+    head: ForwardHead,
     shape: &AttentionShape,
     q: &[f32],
     k: &[f32],
@@ -120,13 +127,7 @@ fn forward_on(
         unsafe {
             let o_rows = out.at(0);
             let lse_row = lse_out.at((b * s.heads + h) * s.seq);
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => forward_head_avx512(&s, b, h, q, k, v, o_rows, lse_row),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => forward_head_avx2(&s, b, h, q, k, v, o_rows, lse_row),
-                Isa::Portable => forward_head_portable(&s, b, h, q, k, v, o_rows, lse_row),
-            }
+            head(&s, b, h, q, k, v, o_rows, lse_row);
         }
     });
 }
@@ -158,11 +159,11 @@ pub fn attention_backward(
         lse,
         d_o,
     };
-    backward_on(Isa::detect(), shape, &inputs, dq, dk, dv)
+    backward_on(Isa::detect().kernels().1, shape, &inputs, dq, dk, dv)
 }
 
 fn backward_on(
-    isa: Isa,
+    group: BackwardGroup,
     shape: &AttentionShape,
     inputs: &Inputs,
     dq: &mut [f32],
@@ -203,13 +204,7 @@ fn backward_on(
         // the query heads h of group g, which no other task touches.
         unsafe {
             let (dq, dk, dv) = (grads.0.at(0), grads.1.at(0), grads.2.at(0));
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => backward_group_avx512(&s, b, g, inputs, dq, dk, dv),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => backward_group_avx2(&s, b, g, inputs, dq, dk, dv),
-                Isa::Portable => backward_group_portable(&s, b, g, inputs, dq, dk, dv),
-            }
+            group(&s, b, g, inputs, dq, dk, dv);
         }
     });
 }
@@ -266,6 +261,16 @@ impl Isa {
             }
         }
         Isa::Portable
+    }
+
+    fn kernels(self) -> (ForwardHead, BackwardGroup) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (forward_head_avx512, backward_group_avx512),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (forward_head_avx2, backward_group_avx2),
+            Isa::Portable => (forward_head_portable, backward_group_portable),
+        }
     }
 }
 
@@ -838,14 +843,45 @@ mod tests {
     }
 
     fn run(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], d_o: &[f32]) -> Run {
+        run_with(Isa::detect().kernels(), s, q, k, v, d_o)
+    }
+
+    fn run_with(
+        (head, group): (ForwardHead, BackwardGroup),
+        s: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        d_o: &[f32],
+    ) -> Run {
         let mut o = vec![0.0; s.q_len()];
         let mut lse = vec![0.0; s.lse_len()];
-        attention_forward(s, q, k, v, &mut o, &mut lse);
+        forward_on(head, s, q, k, v, &mut o, &mut lse);
         let mut dq = vec![f32::NAN; s.q_len()];
         let mut dk = vec![f32::NAN; s.kv_len()];
         let mut dv = vec![f32::NAN; s.kv_len()];
-        attention_backward(s, q, k, v, &o, &lse, d_o, &mut dq, &mut dk, &mut dv);
+        let inputs = Inputs {
+            q,
+            k,
+            v,
+            o: &o,
+            lse: &lse,
+            d_o,
+        };
+        backward_on(group, s, &inputs, &mut dq, &mut dk, &mut dv);
         Run { o, lse, dq, dk, dv }
+    }
+
+    /// The version this CPU runs, then the register-block shapes of every
+    /// ISA built without target features, so the AVX-512 shapes are checked
+    /// on CPUs without AVX-512 too.
+    fn every_version() -> Vec<(ForwardHead, BackwardGroup)> {
+        vec![
+            Isa::detect().kernels(),
+            (forward_head::<4, 64>, backward_group::<4, 64>),
+            (forward_head::<6, 16>, backward_group::<6, 16>),
+            (forward_head::<4, 16>, backward_group::<4, 16>),
+        ]
     }
 
     fn inputs(s: &AttentionShape, seed: u64, spread: f32) -> [Vec<f32>; 4] {
@@ -900,13 +936,15 @@ mod tests {
             };
             let [q, k, v, d_o] = inputs(&s, 10 * i as u64, 1.0);
             let want = naive(&s, &q, &k, &v, &d_o);
-            let got = run(&s, &q, &k, &v, &d_o);
-            let what = |x: &str| format!("{x} of {s:?}");
-            assert_close(&got.o, &to_f32(&want.o), 2e-5, &what("o"));
-            assert_close(&got.lse, &to_f32(&want.lse), 2e-5, &what("lse"));
-            assert_close(&got.dq, &to_f32(&want.dq), 1e-4, &what("dq"));
-            assert_close(&got.dk, &to_f32(&want.dk), 1e-4, &what("dk"));
-            assert_close(&got.dv, &to_f32(&want.dv), 1e-4, &what("dv"));
+            for (version, kernels) in every_version().into_iter().enumerate() {
+                let got = run_with(kernels, &s, &q, &k, &v, &d_o);
+                let what = |x: &str| format!("{x} of {s:?}, version {version}");
+                assert_close(&got.o, &to_f32(&want.o), 2e-5, &what("o"));
+                assert_close(&got.lse, &to_f32(&want.lse), 2e-5, &what("lse"));
+                assert_close(&got.dq, &to_f32(&want.dq), 1e-4, &what("dq"));
+                assert_close(&got.dk, &to_f32(&want.dk), 1e-4, &what("dk"));
+                assert_close(&got.dv, &to_f32(&want.dv), 1e-4, &what("dv"));
+            }
         }
     }
 
