@@ -313,12 +313,28 @@ compile_per_isa!(backward_group => backward_group_avx512, backward_group_avx2, b
 // Tile kernels. All take a leading dimension per operand and work on the
 // zero-padded scratch buffers, whose widths are multiples of LANES.
 
+/// Which part of a tile product a diagonal tile of causal attention needs.
+/// There the tile's row `r` and column `c` index the same token, and
+/// `P[r, c]` is zero for `c > r`, so whole register blocks can be skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Causal {
+    /// Off the diagonal: everything.
+    No,
+    /// Scores `Q·Kᵀ`: row `r` needs output columns up to `r`.
+    Cols,
+    /// `P·V`, `dS·K`: row `r` needs inner indices up to `r`.
+    InnerUpTo,
+    /// `Pᵀ·dO`, `dSᵀ·Q`: row `c` needs inner indices from `c` on.
+    InnerFrom,
+}
+
 /// `C[m, n] += op(A)[m, kk] · B[kk, n]`, B row-major, `n % LANES == 0`.
 /// `op(A)` is `A` stored `[m, kk]` or, with `TA`, stored `[kk, m]`. Runs in
 /// `R × N` register blocks; leftover columns go `LANES` at a time.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn madd<const TA: bool, const R: usize, const N: usize>(
+    causal: Causal,
     m: usize,
     n: usize,
     kk: usize,
@@ -330,29 +346,37 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
     ldc: usize,
 ) {
     debug_assert_eq!(n % LANES, 0);
-    let mut j0 = 0;
-    while j0 < n {
-        let wide = n - j0 >= N;
-        let mut r0 = 0;
-        while r0 < m {
-            // Rows left over from R-blocks go 4 at a time where they can: one
-            // row alone is a single FMA dependency chain, several times slower.
-            let rows = match m - r0 {
-                left if left >= R => R,
-                left if left >= 4 => 4,
-                _ => 1,
-            };
+    let mut r0 = 0;
+    while r0 < m {
+        // Rows left over from R-blocks go 4 at a time where they can: one
+        // row alone is a single FMA dependency chain, several times slower.
+        let rows = match m - r0 {
+            left if left >= R => R,
+            left if left >= 4 => 4,
+            _ => 1,
+        };
+        let end = r0 + rows;
+        let (n, inner) = match causal {
+            Causal::No => (n, 0..kk),
+            Causal::Cols => (n.min(round_up(end, LANES)), 0..kk),
+            Causal::InnerUpTo => (n, 0..kk.min(end)),
+            Causal::InnerFrom => (n, r0.min(kk)..kk),
+        };
+        let mut j0 = 0;
+        while j0 < n {
+            let wide = n - j0 >= N;
+            let p = inner.clone();
             match (rows, wide) {
-                (4, true) => block::<TA, 4, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (4, false) => block::<TA, 4, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (1, true) => block::<TA, 1, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (1, false) => block::<TA, 1, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (_, true) => block::<TA, R, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (_, false) => block::<TA, R, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+                (4, true) => block::<TA, 4, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (4, false) => block::<TA, 4, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (1, true) => block::<TA, 1, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (1, false) => block::<TA, 1, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (_, true) => block::<TA, R, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (_, false) => block::<TA, R, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
             }
-            r0 += rows;
+            j0 += if wide { N } else { LANES };
         }
-        j0 += if wide { N } else { LANES };
+        r0 = end;
     }
 }
 
@@ -363,7 +387,7 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
 fn block<const TA: bool, const R: usize, const N: usize>(
     r0: usize,
     j0: usize,
-    kk: usize,
+    inner: std::ops::Range<usize>,
     a: &[f32],
     lda: usize,
     b: &[f32],
@@ -371,24 +395,25 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     c: &mut [f32],
     ldc: usize,
 ) {
-    if kk == 0 {
+    if inner.is_empty() {
         return;
     }
     // One check of the furthest element of each operand replaces a bounds
     // check per multiply-add, which would otherwise outnumber the FMAs.
+    let last = inner.end - 1;
     let a_end = if TA {
-        (kk - 1) * lda + r0 + R
+        last * lda + r0 + R
     } else {
-        (r0 + R - 1) * lda + kk
+        (r0 + R - 1) * lda + last + 1
     };
-    assert!(a_end <= a.len() && (kk - 1) * ldb + j0 + N <= b.len());
+    assert!(a_end <= a.len() && last * ldb + j0 + N <= b.len());
     let mut acc = [[0.0f32; N]; R];
     for (r, acc_r) in acc.iter_mut().enumerate() {
         acc_r.copy_from_slice(&c[(r0 + r) * ldc + j0..][..N]);
     }
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    for p in 0..kk {
-        // SAFETY: p < kk and r < R keep every offset within the extents
+    for p in inner {
+        // SAFETY: p < inner.end and r < R keep every offset within the extents
         // asserted above; f32 arrays need only f32 alignment.
         let b_p: [f32; N] = unsafe { bp.add(p * ldb + j0).cast::<[f32; N]>().read() };
         for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -410,15 +435,17 @@ fn block<const TA: bool, const R: usize, const N: usize>(
 
 /// `e^x` for a row of scores, vectorisable: Cephes' `expf` (range reduction
 /// by ln 2, degree-6 polynomial, exponent built in the bits), about 2 ulp.
-/// Inputs below −87 give ≈1e-38 rather than 0; callers only pass `x ≤ 0`
-/// shifted by the row maximum, where that is below f32 rounding of the sum.
+/// Callers pass scores shifted by their row maximum or logsumexp, so
+/// `x ≤ 0` (a few ulp above at most); inputs below −87 give ≈1e-38 rather
+/// than 0, far below the rounding of a sum that includes e⁰ = 1.
 #[inline(always)]
 fn exp_in_place(xs: &mut [f32]) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     for x in xs {
-        let xc = x.clamp(-87.0, 88.0);
+        // A select, not f32::max, so it compiles to one vmaxps (NaN-agnostic).
+        let xc = if *x > -87.0 { *x } else { -87.0 };
         let t = xc.mul_add(LOG2E, MAGIC);
         let n = t - MAGIC;
         let r = n.mul_add(-0.693_359_4, xc);
@@ -571,8 +598,20 @@ unsafe fn forward_head<const R: usize, const N: usize>(
         row_max.fill(f32::NEG_INFINITY);
         row_sum.fill(0.0);
         for j0 in (0..=i0).step_by(TILE) {
+            let diag = j0 == i0;
             scores.fill(0.0);
-            madd::<false, R, N>(rows, TILE, d, &qs, dp, &kt[j0..], tp, &mut scores, TILE);
+            madd::<false, R, N>(
+                if diag { Causal::Cols } else { Causal::No },
+                rows,
+                TILE,
+                d,
+                &qs,
+                dp,
+                &kt[j0..],
+                tp,
+                &mut scores,
+                TILE,
+            );
             let keys = (t_len - j0).min(TILE);
             for r in 0..rows {
                 let seen = visible(i0 + r, j0);
@@ -593,6 +632,7 @@ unsafe fn forward_head<const R: usize, const N: usize>(
                 }
             }
             madd::<false, R, N>(
+                if diag { Causal::InnerUpTo } else { Causal::No },
                 rows,
                 dp,
                 keys,
@@ -673,8 +713,10 @@ unsafe fn backward_group<const R: usize, const N: usize>(
             let keys = (t_len - j0).min(TILE);
             for i0 in (j0..t_len).step_by(TILE) {
                 let rows = (t_len - i0).min(TILE);
+                let diag = j0 == i0;
                 p.fill(0.0);
                 madd::<false, R, N>(
+                    if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
                     d,
@@ -687,6 +729,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 );
                 ds.fill(0.0);
                 madd::<false, R, N>(
+                    if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
                     d,
@@ -713,6 +756,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 }
                 // dV_j += Pᵀ dO_i and dK_j += dSᵀ (scale·Q_i): A read transposed.
                 madd::<true, R, N>(
+                    if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
                     rows,
@@ -724,6 +768,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     dp,
                 );
                 madd::<true, R, N>(
+                    if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
                     rows,
@@ -736,6 +781,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 );
                 // dQ_i += dS K_j (times scale at the end).
                 madd::<false, R, N>(
+                    if diag { Causal::InnerUpTo } else { Causal::No },
                     rows,
                     dp,
                     keys,
