@@ -433,34 +433,50 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     }
 }
 
-/// `e^x` for a row of scores, vectorisable: Cephes' `expf` (range reduction
-/// by ln 2, degree-6 polynomial, exponent built in the bits), about 2 ulp.
-/// Callers pass scores shifted by their row maximum or logsumexp, so
-/// `x ≤ 0` (a few ulp above at most); inputs below −87 give ≈1e-38 rather
-/// than 0, far below the rounding of a sum that includes e⁰ = 1.
+/// `e^x`, vectorisable when inlined into a loop: Cephes' `expf` (range
+/// reduction by ln 2, degree-6 polynomial, exponent built in the bits),
+/// about 2 ulp. Callers pass scores shifted by their row maximum or
+/// logsumexp, so `x ≤ 0` (a few ulp above at most); inputs below −87 give
+/// ≈1e-38 rather than 0, far below the rounding of a sum that includes e⁰.
 #[inline(always)]
-fn exp_in_place(xs: &mut [f32]) {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
-    for x in xs {
-        // A select, not f32::max, so it compiles to one vmaxps (NaN-agnostic).
-        let xc = if *x > -87.0 { *x } else { -87.0 };
-        let t = xc.mul_add(LOG2E, MAGIC);
-        let n = t - MAGIC;
-        let r = n.mul_add(-0.693_359_4, xc);
-        let r = n.mul_add(2.121_944_4e-4, r);
-        let mut p = 1.987_569_1e-4f32;
-        p = p.mul_add(r, 1.398_199_9e-3);
-        p = p.mul_add(r, 8.333_452e-3);
-        p = p.mul_add(r, 4.166_579_6e-2);
-        p = p.mul_add(r, 0.166_666_65);
-        p = p.mul_add(r, 0.5);
-        let e = p.mul_add(r * r, r) + 1.0;
-        let pow2n =
-            f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
-        *x = e * pow2n;
+    // A select, not f32::max, so it compiles to one vmaxps (NaN-agnostic).
+    let x = if x > -87.0 { x } else { -87.0 };
+    let t = x.mul_add(LOG2E, MAGIC);
+    let n = t - MAGIC;
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 0.166_666_65);
+    p = p.mul_add(r, 0.5);
+    let e = p.mul_add(r * r, r) + 1.0;
+    e * f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23)
+}
+
+/// `x ← e^(x − shift)` over a row, returning the sum of the results: one
+/// pass, summed in LANES independent lanes so that it vectorises.
+#[inline(always)]
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp(*x - shift);
+            *l += *x;
+        }
     }
+    let mut sum: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        sum += *x;
+    }
+    sum
 }
 
 /// Largest element (−∞ for none), in LANES independent lanes so that it
@@ -479,20 +495,6 @@ fn max_of(xs: &[f32]) -> f32 {
         .iter()
         .chain(tail)
         .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
-}
-
-/// Sum in LANES independent lanes, as [`max_of`].
-#[inline(always)]
-fn sum_of(xs: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (l, &x) in lanes.iter_mut().zip(chunk) {
-            *l += x;
-        }
-    }
-    lanes.iter().chain(tail).sum()
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -617,19 +619,18 @@ unsafe fn forward_head<const R: usize, const N: usize>(
                 let seen = visible(i0 + r, j0);
                 let sr = &mut scores[r * TILE..][..TILE];
                 let new_max = max_of(&sr[..seen]).max(row_max[r]);
-                // e^(old max − new max) rescales what was summed so far.
-                let mut fix = [row_max[r] - new_max];
-                exp_in_place(&mut fix);
-                row_max[r] = new_max;
-                for x in &mut sr[..seen] {
-                    *x -= new_max;
-                }
-                exp_in_place(&mut sr[..seen]);
+                let sum = exp_shifted(&mut sr[..seen], new_max);
                 sr[seen..].fill(0.0);
-                row_sum[r] = row_sum[r] * fix[0] + sum_of(&sr[..seen]);
-                for x in &mut acc[r * dp..][..dp] {
-                    *x *= fix[0];
+                if new_max > row_max[r] {
+                    // e^(old max − new max) rescales what was summed so far.
+                    let fix = exp(row_max[r] - new_max);
+                    row_sum[r] *= fix;
+                    for x in &mut acc[r * dp..][..dp] {
+                        *x *= fix;
+                    }
+                    row_max[r] = new_max;
                 }
+                row_sum[r] += sum;
             }
             madd::<false, R, N>(
                 if diag { Causal::InnerUpTo } else { Causal::No },
@@ -744,10 +745,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     let i = i0 + r;
                     let seen = visible(i, j0);
                     let pr = &mut p[r * TILE..][..TILE];
-                    for x in &mut pr[..seen] {
-                        *x -= lse[i];
-                    }
-                    exp_in_place(&mut pr[..seen]);
+                    exp_shifted(&mut pr[..seen], lse[i]);
                     pr[seen..].fill(0.0);
                     // dS = P ∘ (dP − δ); zero wherever P is.
                     for (dsv, &pv) in ds[r * TILE..][..TILE].iter_mut().zip(pr.iter()) {
@@ -1058,8 +1056,10 @@ mod tests {
     #[test]
     fn exp_is_accurate_over_the_softmax_range() {
         let mut xs: Vec<f32> = (0..2000).map(|i| -80.0 + i as f32 * 0.04).collect();
-        let want: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
-        exp_in_place(&mut xs);
+        let want: Vec<f32> = xs.iter().map(|x| (x - 0.5).exp()).collect();
+        let sum = exp_shifted(&mut xs, 0.5);
+        let want_sum: f64 = want.iter().map(|&w| w as f64).sum();
+        assert!((sum as f64 - want_sum).abs() < 1e-5 * want_sum);
         for (g, w) in xs.iter().zip(&want) {
             assert!((g - w).abs() <= 4.0 * f32::EPSILON * w, "{g} vs {w}");
         }
