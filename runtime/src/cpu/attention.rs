@@ -527,11 +527,16 @@ fn gather_rows(
 #[inline(always)]
 fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
     for t0 in (0..seq).step_by(LANES) {
-        let rows: Vec<&[f32]> = (t0..seq.min(t0 + LANES))
-            .map(|t| &src[t * stride..][..d])
-            .collect();
+        let n = (seq - t0).min(LANES);
+        let rows: [&[f32]; LANES] = std::array::from_fn(|r| {
+            if r < n {
+                &src[(t0 + r) * stride..][..d]
+            } else {
+                &[]
+            }
+        });
         for i in 0..d {
-            for (x, row) in dst[i * width + t0..][..rows.len()].iter_mut().zip(&rows) {
+            for (x, row) in dst[i * width + t0..][..n].iter_mut().zip(&rows) {
                 *x = row[i];
             }
         }
