@@ -71,9 +71,9 @@ pub struct TensorRef<'a> {
 
 /// A loaded tensor.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
 }
 
 /// Adapts f32 data to safetensors' byte view (little-endian, as the format says).
