@@ -1,7 +1,7 @@
 //! Subcommands. Exit codes: 0 success, 1 a problem with the user's input
 //! (diagnostics were printed), 2 bad usage (clap's own).
 
-use crate::run;
+use crate::{bench, run};
 use clap::{Parser, Subcommand, ValueEnum};
 use gsc_compiler::plan::{render, Plan, RunPlan, StagePlan};
 use gsc_compiler::{check_source, syntax, Checked};
@@ -69,6 +69,27 @@ enum Command {
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,
     },
+    /// Train the reference workloads (S, M) on the CPU backend and print one
+    /// JSON line each: median ms/step, tokens/s, GFLOP/s, MFU, peak RSS.
+    Bench {
+        /// Workloads: S (4 layers, d 256) and M (6 layers, d 384), batch 16 × 256.
+        #[arg(default_values = ["S", "M"])]
+        models: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ArchArg::Gpt)]
+        arch: ArchArg,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Peak GFLOP/s of the machine, for MFU.
+        #[arg(long, default_value_t = 548.0)]
+        peak_gflops: f64,
+        /// Run the first workload in this process (used per workload, for RSS).
+        #[arg(long, hide = true)]
+        single: bool,
+    },
     /// Rewrite .gs files in canonical form (comments are kept).
     Fmt {
         #[arg(required = true)]
@@ -91,6 +112,12 @@ enum Emit {
     IrGrad,
     /// One stage's training step as fused kernels, with their count and peak memory.
     Kernels,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ArchArg {
+    Gpt,
+    Ngpt,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -130,6 +157,20 @@ pub fn main() -> ExitCode {
             },
             color(),
         ),
+        Command::Bench {
+            models,
+            arch,
+            steps,
+            warmup,
+            peak_gflops,
+            single,
+        } => {
+            let arch = match arch {
+                ArchArg::Gpt => gsc_compiler::plan::Arch::Gpt,
+                ArchArg::Ngpt => gsc_compiler::plan::Arch::Ngpt,
+            };
+            bench::bench(&models, arch, steps.max(1), warmup, peak_gflops, single)
+        }
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
     };
     if ok {

@@ -1,5 +1,6 @@
 //! `gsc`: the Gradual Scaling Compiler's command line.
 
+mod bench;
 mod cli;
 mod run;
 

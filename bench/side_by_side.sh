@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# gsc and PyTorch on the reference workloads, in one run, with the ratios:
+# gsc (CPU backend), PyTorch as installed, and PyTorch with MKL's AVX-512
+# path forced (LD_PRELOAD of mkl_shim.c) — PyTorch at its best on AMD CPUs.
+#   bash bench/side_by_side.sh [--steps N] [--warmup N] [S M]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here/.."
+steps=10; warmup=3; models=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) steps=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    *) models+=("$1"); shift ;;
+  esac
+done
+[ ${#models[@]} -gt 0 ] || models=(S M)
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+gcc -shared -fPIC -O2 -o "$out/libmkl_shim.so" "$here/mkl_shim.c"
+cargo build --release --quiet
+./target/release/gsc bench --steps "$steps" --warmup "$warmup" "${models[@]}" > "$out/gsc.jsonl"
+python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" > "$out/torch.jsonl"
+LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" > "$out/torch_mkl.jsonl"
+python3 - "$out" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+def load(name):
+    return {r["model"]: r for r in (json.loads(l) for l in open(os.path.join(out, name)) if l.strip())}
+gsc, torch, best = load("gsc.jsonl"), load("torch.jsonl"), load("torch_mkl.jsonl")
+print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}")
+for m in gsc:
+    g = gsc[m]
+    for label, r in (("gsc (cpu backend)", g), ("PyTorch as installed", torch.get(m)), ("PyTorch + MKL shim", best.get(m))):
+        if r is None:
+            continue
+        rss = r.get("peak_rss_mb") or r.get("peak_rss_mib", 0)
+        ratio = g["tokens_per_s"] / r["tokens_per_s"]
+        print(f"{m:<6}{label:<26}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}{r['mfu']*100:>6.1f}%{rss:>8}{ratio:>8.2f}")
+PY
