@@ -190,8 +190,16 @@ fn load_stage(
     let programs = opts.artifact.stage(run, &stage.name).ok_or_else(|| {
         TrainError::Resume(format!("the artifact has no stage `{run}.{}`", stage.name))
     })?;
+    let started = Instant::now();
     let mut step = opts.backend.load(&programs.step)?;
     let forward = opts.backend.load(&programs.forward)?;
+    println!(
+        "{run:<8} {:<8} {} kernels loaded on {} in {:.0} ms",
+        stage.name,
+        programs.step.kernels.len() + programs.forward.kernels.len(),
+        opts.backend.name(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let specs = stage.model.params();
     for (i, _) in specs.iter().enumerate() {
         step.write(Storage::Param(i), &to_f32(&st.params[i]))?;
