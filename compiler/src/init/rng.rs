@@ -23,6 +23,18 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift; the bias is
+    /// below n / 2⁶⁴, far under anything a training run could notice.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// Uniform in `[-1, 1)`, from the top 24 bits so every value is exact in f32.
+    pub fn symmetric_f32(&mut self) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        2.0 * unit - 1.0
+    }
+
     /// Uniform in [0, 1), 53 random bits.
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
