@@ -172,6 +172,9 @@ fn check_file(name: &str, file: &File, base_dir: &Path, diags: &mut Vec<Diag>) -
             if model.config.arch == Arch::Ngpt
                 && train.weight_decay_set
                 && train.optimizer.weight_decay > 0.0
+                && !diags
+                    .iter()
+                    .any(|d| d.code == "gs::ngpt" && d.primary() == train.optimizer_span)
             {
                 diags.push(
                     Diag::error("gs::ngpt", "nGPT trains without weight decay")

@@ -148,6 +148,15 @@ pub fn check(
                 if broken {
                     continue;
                 }
+                if drafts.is_empty() {
+                    diags.push(
+                        Diag::error("gs::growth-before-first-stage", "a growth step before the first stage grows a model that was never trained")
+                            .label(g.span, "nothing has been trained yet")
+                            .help("start with the bigger model instead (change the model block), or put a stage before this step"),
+                    );
+                    broken = true;
+                    continue;
+                }
                 match growth::check(g, &cur) {
                     Ok((step, grown)) => {
                         if step.axis == crate::plan::Axis::Context {
