@@ -1,6 +1,6 @@
 // Fractional growth of an nGPT: start at a quarter of the final width and
 // grow in small exact steps — width ×1.25 at a time, FFN, heads (gated in
-// with a ramp), depth, and context — then compare with the final shape
+// by duplication, which nGPT's norms make exact), depth, and context — then compare with the final shape
 // trained from scratch on the same number of tokens.
 
 data shakespeare {
@@ -33,7 +33,7 @@ grow base {
     stage s2: train 600 steps
 
     grow d_model * 1.25 by isometric(split = uneven), noise = 1e-3 // 160 → 200
-    grow heads + 1 by ramp(100 steps) // 4 → 5 heads of 32
+    grow heads * 2 by copy // 4 → 8 heads of 32
     grow layers + 1 at [2] by identity, rewarm = 50 steps
     stage s3: train 600 steps
 
