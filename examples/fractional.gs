@@ -1,7 +1,7 @@
-// Fractional growth of an nGPT: start at a quarter of the final width and
-// grow in small exact steps — width ×1.25 at a time, FFN, heads (gated in
-// by duplication, which nGPT's norms make exact), depth, and context — then compare with the final shape
-// trained from scratch on the same number of tokens.
+// Fractional growth of an nGPT: start at a quarter of the final size and
+// grow in small exact steps — width ×1.25 at a time, FFN, heads (duplicated:
+// nGPT's norms make that exact), depth, and context — then compare with the
+// final shape trained from scratch on the same number of tokens.
 
 data shakespeare {
     text = "../data/tinyshakespeare.txt"
