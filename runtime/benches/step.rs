@@ -141,6 +141,24 @@ fn main() {
         }
     }
     bufs.set_lr(1e-3).expect("lr");
+    // The machine is shared: a standalone product of the step's largest
+    // shape says what GEMM reaches right now, beside the step's numbers.
+    {
+        let (m, n, k) = (batch * model.context, model.ffn, model.d_model);
+        let (a, b, mut c) = (vec![0.5f32; m * k], vec![0.25f32; k * n], vec![0f32; m * n]);
+        let g = gsc_runtime::cpu::matmul::Gemm::new(m, n, k).trans_b();
+        g.run(&a, &b, &mut c);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            g.run(&a, &b, &mut c);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "standalone gemm {m}×{n}×{k}: {:.0} GFLOP/s now",
+            g.flops() / best / 1e9
+        );
+    }
     let steps: usize = env_or("GSC_BENCH_STEPS", 10);
     let mut times = vec![];
     for step in 0..steps + 2 {
@@ -182,6 +200,24 @@ fn main() {
             ms,
             100.0 * ms / 1e3 / total
         );
+    }
+    let mut all: Vec<(f64, usize)> = (0..p.kernels.len())
+        .map(|i| (prof.per_kernel[i].as_secs_f64() / runs * 1e3, i))
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("slowest kernels:");
+    for (ms, i) in all.iter().take(8) {
+        let k = &p.kernels[*i];
+        let what = match k {
+            Kernel::MatMul {
+                m, n, k, ta, tb, ..
+            } => {
+                let gf = 2.0 * (*m * *n * *k) as f64 / (ms / 1e3) / 1e9;
+                format!("matmul {m}×{n}×{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s")
+            }
+            k => k.name().to_string(),
+        };
+        println!("  k{i:<4} {ms:>7.3} ms  {what}");
     }
     let mut loops: Vec<(f64, usize)> = p
         .kernels

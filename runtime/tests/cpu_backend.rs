@@ -243,16 +243,19 @@ fn elementwise_functions_match_over_odd_and_tiny_extents() {
     }
 }
 
-/// exp and tanh are inline polynomials: check them pointwise over their
-/// whole useful range, relative to each value.
+/// exp, tanh, sin and cos are inline polynomials: check them pointwise over
+/// their whole useful range, exp and tanh relative to each value (1e-6),
+/// sin and cos absolutely (1e-6; angles up to 8192 as RoPE makes them).
 #[test]
-fn exp_and_tanh_are_accurate_pointwise() {
+fn inline_transcendentals_are_accurate_pointwise() {
     let n = 20001;
     let p = KernelProgram {
         buffers: vec![
             f32buf("x", n, Storage::Param(0)),
             f32buf("exp", n, Storage::Grad(0)),
             f32buf("tanh", n, Storage::AdamM(0)),
+            f32buf("sin", n, Storage::AdamV(0)),
+            f32buf("cos", n, Storage::Grad(1)),
         ],
         kernels: vec![loop_kernel(
             "exp_tanh",
@@ -270,6 +273,16 @@ fn exp_and_tanh_are_accurate_pointwise() {
                         ix(0, &[(0, 1)]),
                         un(UnaryFn::Tanh, load(0, ix(0, &[(0, 1)]))),
                     ),
+                    store(
+                        3,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Sin, load(0, ix(0, &[(0, 1)]))),
+                    ),
+                    store(
+                        4,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Cos, load(0, ix(0, &[(0, 1)]))),
+                    ),
                 ],
             )],
             1,
@@ -285,19 +298,28 @@ fn exp_and_tanh_are_accurate_pointwise() {
         .map(|i| -3.0 + 6.0 * i as f32 / (n - 1) as f32)
         .collect();
     xs_small[n / 2] = 1e-30; // tiny: tanh x = x
+    let xs_angles: Vec<f32> = (0..n)
+        .map(|i| -8192.0 + 16384.0 * i as f32 / (n - 1) as f32)
+        .collect();
     let mut backend = CpuBackend::new(&p).unwrap();
-    for xs in [xs, xs_small] {
+    for (set, xs) in [xs, xs_small, xs_angles].into_iter().enumerate() {
         b.load(Storage::Param(0), &xs).unwrap();
         backend.execute(&mut b).unwrap();
         for (i, &x) in xs.iter().enumerate() {
             let e = b.storage(Storage::Grad(0)).unwrap()[i] as f64;
             let t = b.storage(Storage::AdamM(0)).unwrap()[i] as f64;
             let (we, wt) = ((x as f64).exp(), (x as f64).tanh());
-            assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
-            assert!(
-                ((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37,
-                "tanh({x}) = {t}, want {wt}"
-            );
+            if set < 2 {
+                assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
+                assert!(
+                    ((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37,
+                    "tanh({x}) = {t}, want {wt}"
+                );
+            }
+            let sn = b.storage(Storage::AdamV(0)).unwrap()[i] as f64;
+            let cs = b.storage(Storage::Grad(1)).unwrap()[i] as f64;
+            assert!((sn - (x as f64).sin()).abs() < 1e-6, "sin({x}) = {sn}");
+            assert!((cs - (x as f64).cos()).abs() < 1e-6, "cos({x}) = {cs}");
         }
     }
 }

@@ -469,8 +469,8 @@ impl Lower<'_, '_> {
                     UnaryFn::Exp => super::math::exp(&mut self.b, x),
                     UnaryFn::Tanh => super::math::tanh(&mut self.b, x),
                     UnaryFn::Log => self.call(self.math.log, x),
-                    UnaryFn::Sin => self.call(self.math.sin, x),
-                    UnaryFn::Cos => self.call(self.math.cos, x),
+                    UnaryFn::Sin => super::math::sin_cos(&mut self.b, x, false),
+                    UnaryFn::Cos => super::math::sin_cos(&mut self.b, x, true),
                 }
             }
             Expr::Binary(f, a, c) => {

@@ -163,6 +163,8 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
         imports.push(id);
     }
 
+    // GSC_JIT_DUMP=<name part or kN>: print those kernels' Cranelift IR.
+    let dump = std::env::var("GSC_JIT_DUMP").ok();
     let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; program.buffers.len()];
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
@@ -243,11 +245,7 @@ fn build(
         .iter()
         .map(|&id| module.declare_func_in_func(id, b.func))
         .collect();
-    let fns = math::MathFns {
-        log: refs[0],
-        sin: refs[1],
-        cos: refs[2],
-    };
+    let fns = math::MathFns { log: refs[0] };
     let mut written = vec![false; program.buffers.len()];
     for id in &facts.written {
         written[id.0] = true;
