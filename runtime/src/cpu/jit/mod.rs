@@ -192,6 +192,12 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
             &facts,
         )
         .map_err(|e| kernel_error(index, k, e.to_string()))?;
+        if dump
+            .as_deref()
+            .is_some_and(|d| k.name.contains(d) || d == format!("k{index}"))
+        {
+            eprintln!("// k{index} \"{}\":\n{}", k.name, ctx.func.display());
+        }
         module
             .define_function(id, &mut ctx)
             .map_err(|e| kernel_error(index, k, format!("code generation: {e:?}")))?;
