@@ -57,48 +57,81 @@ fn coeff(a: &Affine, var: Var) -> i64 {
 
 /// Whether the loop over `var` with this body (and reduction value) can run
 /// four iterations at once with the same result as one at a time: no nested
-/// loops; every load is unit-stride (coefficient 1) or invariant in `var`,
+/// `for`; every load is unit-stride (coefficient 1) or invariant in `var`,
 /// every store unit-stride; gathers' positions invariant in `var`; and a
 /// buffer the loop stores to is loaded only at exactly a stored index (so
-/// no lane reads what another lane writes).
+/// no lane reads what another lane writes). Nested reductions are allowed:
+/// they run once per group of four `var`s with a four-lane accumulator (a
+/// column sum becomes four column sums at once).
 pub(super) fn vectorizable(var: Var, body: &[Stmt], value: Option<&Expr>) -> bool {
-    let mut ok = true;
-    let mut stores: Vec<(BufId, &Index)> = vec![];
-    let mut loads: Vec<(BufId, Index)> = vec![];
-    let gather_ok = |ix: &Index| ix.gather.as_ref().is_none_or(|g| coeff(&g.at, var) == 0);
-    let mut check = |e: &Expr, loads: &mut Vec<(BufId, Index)>| {
+    let mut v = Vectorizable {
+        var,
+        ok: true,
+        stores: vec![],
+        loads: vec![],
+    };
+    v.stmts(body);
+    if let Some(e) = value {
+        v.expr(e);
+    }
+    let Vectorizable {
+        ok, stores, loads, ..
+    } = v;
+    ok && loads.iter().all(|(b, ix)| {
+        let mut same_buf = stores.iter().filter(|s| s.0 == *b).peekable();
+        same_buf.peek().is_none() || same_buf.any(|s| s.1 == *ix)
+    })
+}
+
+struct Vectorizable {
+    var: Var,
+    ok: bool,
+    stores: Vec<(BufId, Index)>,
+    loads: Vec<(BufId, Index)>,
+}
+
+impl Vectorizable {
+    fn gather_ok(&self, ix: &Index) -> bool {
+        ix.gather
+            .as_ref()
+            .is_none_or(|g| coeff(&g.at, self.var) == 0)
+    }
+
+    fn expr(&mut self, e: &Expr) {
         visit_expr(e, &mut |e| match e {
             Expr::Load { buf, index } => {
-                let c = coeff(&index.affine, var);
-                if !(c == 0 || c == 1) || !gather_ok(index) {
-                    ok = false;
+                let c = coeff(&index.affine, self.var);
+                if !(c == 0 || c == 1) || !self.gather_ok(index) {
+                    self.ok = false;
                 }
-                loads.push((*buf, index.clone()));
+                self.loads.push((*buf, index.clone()));
             }
-            Expr::SelectEq { a, b, .. } if !gather_ok(a) || !gather_ok(b) => ok = false,
+            Expr::SelectEq { a, b, .. } if !self.gather_ok(a) || !self.gather_ok(b) => {
+                self.ok = false
+            }
             _ => {}
         });
-    };
-    for s in body {
-        match s {
-            Stmt::For { .. } | Stmt::Reduce { .. } => return false,
-            Stmt::Let { value, .. } => check(value, &mut loads),
-            Stmt::Store { buf, index, value } => {
-                check(value, &mut loads);
-                if coeff(&index.affine, var) != 1 || !gather_ok(index) {
-                    return false;
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) {
+        for s in body {
+            match s {
+                Stmt::For { .. } => self.ok = false,
+                Stmt::Reduce { body, value, .. } => {
+                    self.stmts(body);
+                    self.expr(value);
                 }
-                stores.push((*buf, index));
+                Stmt::Let { value, .. } => self.expr(value),
+                Stmt::Store { buf, index, value } => {
+                    self.expr(value);
+                    if coeff(&index.affine, self.var) != 1 || !self.gather_ok(index) {
+                        self.ok = false;
+                    }
+                    self.stores.push((*buf, index.clone()));
+                }
             }
         }
     }
-    if let Some(v) = value {
-        check(v, &mut loads);
-    }
-    ok && loads.iter().all(|(b, ix)| {
-        let mut same_buf = stores.iter().filter(|s| s.0 == *b).peekable();
-        same_buf.peek().is_none() || same_buf.any(|s| s.1 == ix)
-    })
 }
 
 fn malformed(kernel: &str, what: String) -> JitError {
@@ -248,6 +281,12 @@ impl Lower<'_, '_> {
         let init = self.b.ins().f32const(init);
         let zero = self.b.ins().iconst(types::I64, 0);
         let end = self.b.ins().iconst(types::I64, extent as i64);
+        if self.vector.is_some() {
+            // Inside an f32x4 loop over an outer index: four reductions at
+            // once, one per lane.
+            let vinit = self.b.ins().splat(types::F32X4, init);
+            return self.reduce_loop(op, var, zero, end, vinit, body, value, 1);
+        }
         let whole = extent as i64 / LANES * LANES;
         if !(self.simd
             && self.vector.is_none()
