@@ -15,7 +15,7 @@ mod oracle;
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
 use gsc_runtime::buffers::ProgramBuffers;
-use gsc_runtime::cpu::jit::compile_program;
+use gsc_runtime::cpu::jit::{compile_program, JitOptions};
 use gsc_runtime::cpu::{CpuBackend, ExecError};
 use gsc_runtime::interp::{self, Memory};
 use oracle::*;
@@ -771,7 +771,7 @@ fn train() -> TrainConfig {
 
 /// One training step (and the forward program) of `model` on the backend
 /// and on the oracle, from the same random parameters, moments and tokens.
-fn check_step(model: &ModelConfig, seed: u64) {
+fn check_step(model: &ModelConfig, seed: u64, options: JitOptions) {
     let train = train();
     let stage =
         gsc_compiler::compile_stage(model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
@@ -794,7 +794,7 @@ fn check_step(model: &ModelConfig, seed: u64) {
         let _ = got.set_step(3.0);
         let mut want = got.clone();
         let before = got.clone();
-        let mut backend = CpuBackend::new(p).unwrap_or_else(|e| panic!("{e}"));
+        let mut backend = CpuBackend::with_options(p, options).unwrap_or_else(|e| panic!("{e}"));
         backend.execute(&mut got).unwrap();
         eval_program(p, &mut want);
         for (i, b) in p.buffers.iter().enumerate() {
@@ -878,10 +878,41 @@ fn check_against_interpreter(
 
 #[test]
 fn gpt_training_step_matches() {
-    check_step(&tiny(Arch::Gpt, Activation::Gelu, true), 31);
+    check_step(
+        &tiny(Arch::Gpt, Activation::Gelu, true),
+        31,
+        JitOptions { simd: true },
+    );
+}
+
+#[test]
+fn gpt_training_step_matches_without_simd() {
+    check_step(
+        &tiny(Arch::Gpt, Activation::Gelu, true),
+        33,
+        JitOptions { simd: false },
+    );
+}
+
+/// LayerNorm (the GPT-2-style peer's norm) with a GELU MLP, and widths that
+/// are not multiples of four lanes (d_model 30, ffn 26, RoPE half 5).
+#[test]
+fn gpt_layernorm_training_step_matches() {
+    let mut m = tiny(Arch::Gpt, Activation::Gelu, true);
+    m.norm = NormKind::LayerNorm;
+    m.d_model = 30;
+    m.heads = 3;
+    m.kv_heads = 3;
+    m.head_dim = 10;
+    m.ffn = 26;
+    check_step(&m, 34, JitOptions { simd: true });
 }
 
 #[test]
 fn ngpt_training_step_matches() {
-    check_step(&tiny(Arch::Ngpt, Activation::Swiglu, false), 32);
+    check_step(
+        &tiny(Arch::Ngpt, Activation::Swiglu, false),
+        32,
+        JitOptions { simd: true },
+    );
 }

@@ -16,7 +16,7 @@ pub mod matmul;
 use crate::buffers::{ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};
 use gsc_compiler::kernel::{AttnShape, BufId, DType, Kernel, KernelProgram, Storage};
-use jit::{compile_program, render_kernel, JitError, JitProgram};
+use jit::{compile_program_with, render_kernel, JitError, JitOptions, JitProgram};
 use matmul::Gemm;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -315,6 +315,11 @@ impl CpuBackend {
     /// its IR, if a kernel could index outside a buffer, its operands do not
     /// fit its shapes, or Cranelift rejects it.
     pub fn new(program: &KernelProgram) -> Result<Self, JitError> {
+        Self::with_options(program, JitOptions::default())
+    }
+
+    /// As [`CpuBackend::new`], with explicit code generation options.
+    pub fn with_options(program: &KernelProgram, options: JitOptions) -> Result<Self, JitError> {
         gsc_compiler::kernel::validate(program).map_err(|e| {
             match program.kernels.get(e.kernel) {
                 Some(_) => library_error(program, e.kernel, e.detail),
@@ -324,7 +329,7 @@ impl CpuBackend {
         for i in 0..program.kernels.len() {
             check_library(program, i)?;
         }
-        let jit = compile_program(program)?;
+        let jit = compile_program_with(program, options)?;
         let n = program.kernels.len();
         let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
         let mut pair = vec![None; n];

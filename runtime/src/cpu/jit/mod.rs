@@ -127,8 +127,32 @@ fn kernel_error(index: usize, k: &LoopKernel, what: String) -> JitError {
     }
 }
 
-/// Compiles every loop kernel of `program`.
+/// Code generation choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitOptions {
+    /// f32x4 loops where the access pattern allows (else scalar only).
+    pub simd: bool,
+}
+
+impl Default for JitOptions {
+    /// SIMD on, unless the environment says `GSC_JIT_SCALAR=1`.
+    fn default() -> Self {
+        JitOptions {
+            simd: std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1"),
+        }
+    }
+}
+
+/// Compiles every loop kernel of `program` with the default options.
 pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> {
+    compile_program_with(program, JitOptions::default())
+}
+
+/// Compiles every loop kernel of `program`.
+pub fn compile_program_with(
+    program: &KernelProgram,
+    options: JitOptions,
+) -> Result<JitProgram, JitError> {
     let start = Instant::now();
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
@@ -190,6 +214,7 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
             program,
             k,
             &facts,
+            options,
         )
         .map_err(|e| kernel_error(index, k, e.to_string()))?;
         if dump
@@ -235,6 +260,7 @@ fn build(
     program: &KernelProgram,
     k: &LoopKernel,
     facts: &Facts,
+    options: JitOptions,
 ) -> Result<(), JitError> {
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
     let entry = b.create_block();
@@ -265,18 +291,13 @@ fn build(
         locals: vec![None; k.num_locals as usize],
         ptr: types::I64,
         kernel: &k.name,
-        simd: simd_enabled(),
+        simd: options.simd,
         vector: None,
     };
     lower.kernel(k, facts.parallel.is_some(), lo, hi)?;
     lower.b.seal_all_blocks();
     lower.b.finalize();
     Ok(())
-}
-
-/// f32x4 loops unless `GSC_JIT_SCALAR=1` (for comparing the two).
-fn simd_enabled() -> bool {
-    std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1")
 }
 
 /// What the checks found out about one kernel.
