@@ -252,6 +252,7 @@ pub fn compile_program_with(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     module: &mut JITModule,
     ctx: &mut Context,
