@@ -15,7 +15,7 @@ mod oracle;
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
 use gsc_runtime::buffers::ProgramBuffers;
-use gsc_runtime::cpu::jit::{compile_program, JitOptions};
+use gsc_runtime::cpu::jit::{compile_program, compile_program_with, JitOptions};
 use gsc_runtime::cpu::{CpuBackend, ExecError};
 use gsc_runtime::interp::{self, Memory};
 use oracle::*;
@@ -881,8 +881,34 @@ fn gpt_training_step_matches() {
     check_step(
         &tiny(Arch::Gpt, Activation::Gelu, true),
         31,
-        JitOptions { simd: true },
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
     );
+}
+
+/// RoPE's cos/sin of (position, frequency) become constant tables.
+#[test]
+fn rope_angles_are_tabulated() {
+    let stage =
+        gsc_compiler::compile_stage(&tiny(Arch::Gpt, Activation::Gelu, true), &train(), 3).unwrap();
+    let on = JitOptions {
+        simd: true,
+        tabulate: true,
+    };
+    let off = JitOptions {
+        simd: true,
+        tabulate: false,
+    };
+    assert!(!compile_program_with(&stage.kernels, on)
+        .unwrap()
+        .tables
+        .is_empty());
+    assert!(compile_program_with(&stage.kernels, off)
+        .unwrap()
+        .tables
+        .is_empty());
 }
 
 #[test]
@@ -890,7 +916,10 @@ fn gpt_training_step_matches_without_simd() {
     check_step(
         &tiny(Arch::Gpt, Activation::Gelu, true),
         33,
-        JitOptions { simd: false },
+        JitOptions {
+            simd: false,
+            tabulate: false,
+        },
     );
 }
 
@@ -905,7 +934,14 @@ fn gpt_layernorm_training_step_matches() {
     m.kv_heads = 3;
     m.head_dim = 10;
     m.ffn = 26;
-    check_step(&m, 34, JitOptions { simd: true });
+    check_step(
+        &m,
+        34,
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
+    );
 }
 
 #[test]
@@ -913,6 +949,9 @@ fn ngpt_training_step_matches() {
     check_step(
         &tiny(Arch::Ngpt, Activation::Swiglu, false),
         32,
-        JitOptions { simd: true },
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
     );
 }

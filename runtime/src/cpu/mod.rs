@@ -473,7 +473,10 @@ impl CpuBackend {
     pub fn execute(&mut self, bufs: &mut ProgramBuffers) -> Result<(), ExecError> {
         self.check_layout(bufs)?;
         self.check_ints(bufs)?;
-        let table = bufs.base_pointers();
+        let mut table = bufs.base_pointers();
+        // The JIT's constant tables follow the program's buffers; kernels
+        // only read them.
+        table.extend(self.jit.tables.iter().map(|t| t.as_ptr() as *mut u8));
         let t = Table(table.as_ptr());
         for s in self.saved.iter_mut().flatten() {
             s.fresh = false;

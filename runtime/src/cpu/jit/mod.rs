@@ -16,6 +16,7 @@
 
 mod codegen;
 mod math;
+mod tabulate;
 
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlags};
 use cranelift_codegen::settings::{self, Configurable};
@@ -77,6 +78,9 @@ pub struct JitProgram {
     pub int_ranges: Vec<Option<(i64, i64)>>,
     /// Wall time of analysis and code generation for the whole program.
     pub compile_time: Duration,
+    /// Constant tables the kernels read as buffers `program.buffers.len() + t`:
+    /// append their addresses to the pointer table.
+    pub tables: Vec<Vec<f32>>,
 }
 
 // SAFETY: the module owns executable memory and symbol tables that are only
@@ -132,6 +136,9 @@ fn kernel_error(index: usize, k: &LoopKernel, what: String) -> JitError {
 pub struct JitOptions {
     /// f32x4 loops where the access pattern allows (else scalar only).
     pub simd: bool,
+    /// Precompute transcendental functions of loop indices alone (RoPE's
+    /// angles) into constant tables.
+    pub tabulate: bool,
 }
 
 impl Default for JitOptions {
@@ -139,6 +146,7 @@ impl Default for JitOptions {
     fn default() -> Self {
         JitOptions {
             simd: std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1"),
+            tabulate: std::env::var("GSC_JIT_NO_TABLES").map_or(true, |v| v != "1"),
         }
     }
 }
@@ -187,17 +195,49 @@ pub fn compile_program_with(
         imports.push(id);
     }
 
+    // Constant tables become extra buffers after the program's own.
+    let mut tables = tabulate::Tables {
+        first: program.buffers.len(),
+        data: vec![],
+    };
+    let mut rewritten: Vec<Option<LoopKernel>> = vec![None; program.kernels.len()];
+    for (index, kernel) in program.kernels.iter().enumerate() {
+        if let Kernel::Loop(k) = kernel {
+            let mut k2 = k.clone();
+            if options.tabulate {
+                tabulate::tabulate(&mut k2, &mut tables);
+            }
+            rewritten[index] = Some(k2);
+        }
+    }
+    let mut augmented = KernelProgram {
+        buffers: program.buffers.clone(),
+        kernels: vec![],
+        arena_len: program.arena_len,
+    };
+    for (t, data) in tables.data.iter().enumerate() {
+        augmented.buffers.push(gsc_compiler::kernel::Buffer {
+            name: format!("table{t}"),
+            dtype: DType::F32,
+            len: data.len(),
+            storage: Storage::Param(usize::MAX - t),
+        });
+    }
+
     // GSC_JIT_DUMP=<name part or kN>: print those kernels' Cranelift IR.
     let dump = std::env::var("GSC_JIT_DUMP").ok();
-    let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; program.buffers.len()];
+    let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; augmented.buffers.len()];
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut pending = vec![];
     let mut loops = vec![None; program.kernels.len()];
     for (index, kernel) in program.kernels.iter().enumerate() {
         let Kernel::Loop(k) = kernel else { continue };
-        let facts =
-            analyse(program, k, &mut int_ranges).map_err(|what| kernel_error(index, k, what))?;
+        let Some(k2) = &rewritten[index] else {
+            continue;
+        };
+        let facts = analyse(&augmented, k2, &mut int_ranges)
+            .map_err(|what| kernel_error(index, k, what))?;
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(types::I64));
@@ -211,8 +251,8 @@ pub fn compile_program_with(
             &mut ctx,
             &mut fctx,
             &imports,
-            program,
-            k,
+            &augmented,
+            k2,
             &facts,
             options,
         )
@@ -244,10 +284,12 @@ pub fn compile_program_with(
             work: facts.work,
         });
     }
+    int_ranges.truncate(program.buffers.len());
     Ok(JitProgram {
         module: Some(module),
         loops,
         int_ranges,
+        tables: tables.data,
         compile_time: start.elapsed(),
     })
 }
