@@ -507,7 +507,9 @@ impl CpuBackend {
                 let Some(l) = self.jit.loops[i] else { return };
                 match l.parallel {
                     Some(extent) if extent > 1 && l.work >= PARALLEL_MIN_WORK => {
-                        let parts = rayon::current_num_threads().min(extent).max(1);
+                        // A few chunks per thread: work stealing evens out
+                        // a core that is busy with something else.
+                        let parts = (4 * rayon::current_num_threads()).min(extent).max(1);
                         (0..parts).into_par_iter().for_each(|p| {
                             let lo = extent * p / parts;
                             let hi = extent * (p + 1) / parts;

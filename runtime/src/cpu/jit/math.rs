@@ -35,13 +35,36 @@ fn konst(b: &mut FunctionBuilder, ty: Type, x: f32) -> Value {
     }
 }
 
+/// Whether the host has fused multiply-add (Cranelift emits `vfmadd` for
+/// `fma` then; without it, it would need a libcall).
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a·x + k`, fused where the host can.
+fn mul_add(b: &mut FunctionBuilder, a: Value, x: Value, k: Value) -> Value {
+    if has_fma() {
+        b.ins().fma(a, x, k)
+    } else {
+        let t = b.ins().fmul(a, x);
+        b.ins().fadd(t, k)
+    }
+}
+
+/// Horner's rule, highest coefficient first.
 fn poly(b: &mut FunctionBuilder, x: Value, coeffs: &[f32]) -> Value {
     let ty = b.func.dfg.value_type(x);
     let mut acc = konst(b, ty, coeffs[0]);
     for &c in &coeffs[1..] {
         let k = konst(b, ty, c);
-        let t = b.ins().fmul(acc, x);
-        acc = b.ins().fadd(t, k);
+        acc = mul_add(b, acc, x, k);
     }
     acc
 }
