@@ -6,7 +6,8 @@
 //! Environment: `GSC_BENCH_ARCH=ngpt` for nGPT, `GSC_BENCH_NORM=rms` for
 //! RMSNorm (default LayerNorm, the GPT-2-style PyTorch peer's),
 //! `GSC_BENCH_STEPS` timed steps (default 10), `GSC_BENCH_LAYERS`,
-//! `GSC_BENCH_D` to change the size.
+//! `GSC_BENCH_D` to change the size, `GSC_BENCH_SHOW=k12,k40` to print
+//! kernels' IR.
 
 use gsc_compiler::kernel::{BufId, DType, Kernel, Storage};
 use gsc_compiler::plan::*;
@@ -218,6 +219,19 @@ fn main() {
             k => k.name().to_string(),
         };
         println!("  k{i:<4} {ms:>7.3} ms  {what}");
+    }
+    // GSC_BENCH_SHOW=k12,k40: print those kernels' IR.
+    if let Ok(show) = std::env::var("GSC_BENCH_SHOW") {
+        for name in show.split(',') {
+            if let Some(k) = name
+                .trim_start_matches('k')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| p.kernels.get(i))
+            {
+                println!("{}", gsc_runtime::cpu::jit::render_kernel(k));
+            }
+        }
     }
     let mut loops: Vec<(f64, usize)> = p
         .kernels

@@ -411,6 +411,57 @@ fn reductions_match() {
     }
 }
 
+/// nGPT's column normalisation after an in-place update: per column, a
+/// strided sum of squares, then a strided in-place read-modify-write.
+#[test]
+fn column_normalisation_in_place_matches() {
+    for (seed, (rows, cols)) in [(5, 1), (3, 8), (7, 37), (4, 1024), (33, 1025)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = |var: u32| load(0, ix(0, &[(var, cols as i64), (0, 1)]));
+        let m = |var: u32| load(1, ix(0, &[(var, cols as i64), (0, 1)]));
+        let body = vec![for_(
+            0,
+            cols,
+            vec![
+                reduce(
+                    1,
+                    ReduceFn::Sum,
+                    1,
+                    rows,
+                    vec![let_(0, bin(BinaryFn::Add, x(1), m(1)))],
+                    bin(BinaryFn::Mul, local(0), local(0)),
+                ),
+                let_(2, un(UnaryFn::Sqrt, local(1))),
+                for_(
+                    2,
+                    rows,
+                    vec![
+                        let_(3, bin(BinaryFn::Mul, m(2), c(0.5))),
+                        store(1, ix(0, &[(2, cols as i64), (0, 1)]), local(3)),
+                        store(
+                            0,
+                            ix(0, &[(2, cols as i64), (0, 1)]),
+                            bin(BinaryFn::Div, bin(BinaryFn::Add, x(2), local(3)), local(2)),
+                        ),
+                    ],
+                ),
+            ],
+        )];
+        let p = KernelProgram {
+            buffers: vec![
+                f32buf("w", rows * cols, Storage::Param(0)),
+                f32buf("m", rows * cols, Storage::AdamM(0)),
+            ],
+            kernels: vec![loop_kernel("column_norm", body, 3, 4)],
+            arena_len: 0,
+        };
+        let (got, want) = run_both(&p, 50 + seed as u64, 1.0, 1);
+        assert_all_close(&p, &got, &want, 1e-5);
+    }
+}
+
 /// Embedding lookup (gather through tokens), a one-hot through `SelectEq`
 /// with a gathered index, and a gather with a scale and an offset.
 fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {

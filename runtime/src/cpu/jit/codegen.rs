@@ -56,17 +56,18 @@ fn coeff(a: &Affine, var: Var) -> i64 {
 }
 
 /// Whether the loop over `var` with this body (and reduction value) can run
-/// four iterations at once with the same result as one at a time: no nested
-/// `for`; every load is unit-stride (coefficient 1) or invariant in `var`,
+/// four iterations at once with the same result as one at a time: every load is unit-stride (coefficient 1) or invariant in `var`,
 /// every store unit-stride; gathers' positions invariant in `var`; and a
 /// buffer the loop stores to is loaded only at exactly a stored index (so
-/// no lane reads what another lane writes). Nested reductions are allowed:
-/// they run once per group of four `var`s with a four-lane accumulator (a
-/// column sum becomes four column sums at once).
+/// no lane reads what another lane writes). Nested reductions and loops are
+/// allowed: they run once per group of four `var`s with four-lane values (a
+/// column sum becomes four column sums at once; see the extra rule for
+/// stores inside nested loops below).
 pub(super) fn vectorizable(var: Var, body: &[Stmt], value: Option<&Expr>) -> bool {
     let mut v = Vectorizable {
         var,
         ok: true,
+        nested: false,
         stores: vec![],
         loads: vec![],
     };
@@ -75,9 +76,36 @@ pub(super) fn vectorizable(var: Var, body: &[Stmt], value: Option<&Expr>) -> boo
         v.expr(e);
     }
     let Vectorizable {
-        ok, stores, loads, ..
+        ok,
+        stores,
+        loads,
+        nested,
+        ..
     } = v;
-    ok && loads.iter().all(|(b, ix)| {
+    if !ok {
+        return false;
+    }
+    if nested {
+        // Stores inside an inner `for` repeat across its iterations: lane
+        // L's accesses to a stored buffer are at offset + var + L + rest,
+        // with rest a combination of inner indices. If every access to the
+        // buffer has the same index and rest's coefficients are multiples
+        // of LANES, two lanes can never reach the same element.
+        return stores.iter().all(|(b, six)| {
+            let rest_ok = six
+                .affine
+                .terms
+                .iter()
+                .all(|(u, c)| *u == var || c % LANES == 0);
+            rest_ok
+                && stores
+                    .iter()
+                    .chain(&loads)
+                    .filter(|a| a.0 == *b)
+                    .all(|a| a.1 == *six)
+        });
+    }
+    loads.iter().all(|(b, ix)| {
         let mut same_buf = stores.iter().filter(|s| s.0 == *b).peekable();
         same_buf.peek().is_none() || same_buf.any(|s| s.1 == *ix)
     })
@@ -86,6 +114,9 @@ pub(super) fn vectorizable(var: Var, body: &[Stmt], value: Option<&Expr>) -> boo
 struct Vectorizable {
     var: Var,
     ok: bool,
+    /// A `for` inside the loop (it then runs scalar in its own index, with
+    /// four-lane values).
+    nested: bool,
     stores: Vec<(BufId, Index)>,
     loads: Vec<(BufId, Index)>,
 }
@@ -116,7 +147,10 @@ impl Vectorizable {
     fn stmts(&mut self, body: &[Stmt]) {
         for s in body {
             match s {
-                Stmt::For { .. } => self.ok = false,
+                Stmt::For { body, .. } => {
+                    self.nested = true;
+                    self.stmts(body);
+                }
                 Stmt::Reduce { body, value, .. } => {
                     self.stmts(body);
                     self.expr(value);
