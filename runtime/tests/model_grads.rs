@@ -29,7 +29,7 @@ fn check_grads(cfg: &ModelConfig) {
     assert!((l - loss(&st, &params, &tokens, &targets)).abs() < 1e-12);
     let fd = finite_diff(
         &params,
-        |t, n| sample(n, 12, t as u64),
+        |t, n| sample(n, 32, t as u64),
         |p| loss(&st, p, &tokens, &targets),
     );
     for (t, spec) in cfg.params().iter().enumerate() {
@@ -124,7 +124,8 @@ fn kernels_match_graph(cfg: &ModelConfig) {
         let want = vals[t.0].floats().unwrap();
         let got = mem.read(storage).unwrap();
         let e = rel_err(&got, want);
-        assert!(e < 1e-12, "{o:?}: kernels and graph differ by {e:e}");
+        // Adam divides by √v, which amplifies rounding where gradients are tiny.
+        assert!(e < 1e-9, "{o:?}: kernels and graph differ by {e:e}");
     }
 }
 
@@ -147,4 +148,32 @@ fn ngpt_kernels_match_graph() {
         Activation::Swiglu,
         false,
     ));
+}
+
+/// Odd shapes: one head, grouped heads, head_dim 2, context 1, ffn not a
+/// multiple of anything, three layers; kernels still equal the graph.
+#[test]
+fn odd_shapes_match_graph() {
+    let shapes = [
+        (1, 1, 2, 1, 3, 5),
+        (4, 1, 2, 3, 1, 7),
+        (3, 3, 4, 2, 2, 3),
+        (2, 2, 6, 5, 3, 9),
+    ];
+    for (heads, kv_heads, head_dim, context, layers, ffn) in shapes {
+        for arch in [Arch::Gpt, Arch::Ngpt] {
+            let cfg = ModelConfig {
+                heads,
+                kv_heads,
+                head_dim,
+                context,
+                layers,
+                ffn,
+                d_model: 6,
+                vocab: 5,
+                ..tiny(arch, NormKind::LayerNorm, Activation::Swiglu, true)
+            };
+            kernels_match_graph(&cfg);
+        }
+    }
 }

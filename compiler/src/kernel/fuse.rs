@@ -82,7 +82,8 @@ fn is_library(op: &Op) -> bool {
     )
 }
 
-fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
+/// How every tensor is lowered, and how many times each is used.
+fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> (Vec<Kind>, Vec<usize>) {
     let n = g.tensors.len();
     let mut uses = vec![0usize; n];
     let mut hard = vec![false; n];
@@ -142,7 +143,7 @@ fn kinds(g: &Graph, extra: &HashSet<TensorId>) -> Vec<Kind> {
             };
         }
     }
-    kind
+    (kind, uses)
 }
 
 /// How many buffers of `t`'s own size its recomputation reads.
@@ -200,7 +201,7 @@ fn try_lower(
     extra: &HashSet<TensorId>,
     no_merge: &HashSet<TensorId>,
 ) -> R<KernelProgram> {
-    let kind = kinds(g, extra);
+    let (kind, uses) = kinds(g, extra);
     let (mut buffers, buf_of) = assign_buffers(g, &kind)?;
     let resolve = |mut t: TensorId| {
         while let Kind::Alias(s) = kind[t.0] {
@@ -267,7 +268,17 @@ fn try_lower(
                 let reads = frontier(g, &kind, t, &resolve);
                 let state = is_state(g, t);
                 let order = required_order(g, t);
-                let chosen = (0..groups.len()).rev().find(|&gi| {
+                // No group created before the last kernel `t` reads from can take it.
+                let limit = reads
+                    .iter()
+                    .filter_map(|r| made_in.get(r))
+                    .max()
+                    .copied()
+                    .unwrap_or(0);
+                let mut candidates = (0..groups.len())
+                    .rev()
+                    .take_while(|&gi| group_kernel[gi] >= limit);
+                let chosen = candidates.find(|&gi| {
                     let gr = &groups[gi];
                     let own = |r: &TensorId| gr.roots.contains(r);
                     // Roots share a kernel when that saves memory traffic (a
@@ -326,7 +337,8 @@ fn try_lower(
             Pending::Loop(gi) => {
                 let gr = &groups[gi];
                 Kernel::Loop(
-                    Emitter::new(g, &kind, &buf_of, &gr.roots).emit(&gr.shape, gr.order.clone())?,
+                    Emitter::new(g, &kind, &uses, &buf_of, &gr.roots)
+                        .emit(&gr.shape, gr.order.clone())?,
                 )
             }
         });
@@ -566,6 +578,7 @@ struct Emitter<'a> {
     g: &'a Graph,
     kind: &'a [Kind],
     buf_of: &'a HashMap<TensorId, BufId>,
+    uses: &'a [usize],
     roots: &'a [TensorId],
     scopes: Vec<Scope>,
     var_level: Vec<usize>,
@@ -579,12 +592,14 @@ impl<'a> Emitter<'a> {
     fn new(
         g: &'a Graph,
         kind: &'a [Kind],
+        uses: &'a [usize],
         buf_of: &'a HashMap<TensorId, BufId>,
         roots: &'a [TensorId],
     ) -> Self {
         Emitter {
             g,
             kind,
+            uses,
             buf_of,
             roots,
             scopes: vec![Scope {
@@ -777,7 +792,14 @@ impl<'a> Emitter<'a> {
             return Ok(e.clone());
         }
         self.fused.insert(self.g.tensor(t).producer);
-        self.compute(t, idx)
+        let e = self.compute(t, idx)?;
+        if self.uses[t.0] < 2 {
+            return Ok(e);
+        }
+        // A recomputed tensor read twice at one index is computed once.
+        let e = self.let_(e);
+        self.memo.insert((t, "value", idx.to_vec()), e.clone());
+        Ok(e)
     }
 
     fn compute(&mut self, t: TensorId, idx: &[Ix]) -> R<Expr> {

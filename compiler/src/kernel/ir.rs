@@ -8,9 +8,17 @@
 //! reductions into scalars and stores, whose expressions load from buffers at
 //! affine indices (plus at most one gather through an integer buffer). That
 //! maps one-to-one onto `scf.for` with `iter_args`, `arith`, `math` and
-//! `memref.load/store`, or onto Cranelift blocks. The outermost `for` of a
-//! loop kernel never carries a dependency between iterations: backends may
-//! run it in parallel.
+//! `memref.load/store`, or onto Cranelift blocks.
+//!
+//! Guarantees a backend may rely on:
+//! - the outermost `for` of a loop kernel carries no dependency between its
+//!   iterations: it may run in parallel;
+//! - a kernel that stores into a buffer it also loads from (the optimizer
+//!   updating parameters and moments in place) reads, in each iteration of
+//!   the outermost loop, only elements that iteration alone writes, and reads
+//!   each before writing it: statement order within an iteration matters;
+//! - kernels run in list order; a library call's output never aliases its inputs;
+//! - every index is in bounds for token ids inside the vocabulary.
 
 use serde::{Deserialize, Serialize};
 
