@@ -9,30 +9,96 @@ use gsc_runtime::cpu::attention::{attention_backward, attention_forward, Attenti
 use gsc_runtime::cpu::matmul::Gemm;
 use std::time::Instant;
 
-/// Peak f32 FLOP/s of one core: two FMA units at ≈4.28 GHz (Zen 5), each
-/// 16 lanes wide with AVX-512 or 8 with AVX2 only (some virtual machines
-/// hide AVX-512).
+/// Peak f32 FLOP/s of one core: two FMA units (Zen 5), each 16 lanes wide
+/// with AVX-512 or 8 with AVX2 only (some virtual machines hide AVX-512),
+/// at the clock measured by [`clock_hz`].
 fn peak_per_core() -> f64 {
-    let lanes = if is_x86_feature_detected!("avx512f") {
-        16.0
-    } else {
-        8.0
-    };
-    2.0 * 2.0 * lanes * 4.28e9
+    static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PEAK.get_or_init(|| {
+        let lanes = if is_x86_feature_detected!("avx512f") {
+            16.0
+        } else {
+            8.0
+        };
+        2.0 * 2.0 * lanes * clock_hz()
+    })
 }
+
+/// The core clock, from a chain of dependent integer adds (one per cycle)
+/// timed on CPU time: /proc/cpuinfo's nominal figure is often far off.
+fn clock_hz() -> f64 {
+    // Eight dependent adds per iteration, so the loop's own instructions
+    // run alongside the chain instead of adding to it.
+    let rounds: u64 = 50_000_000;
+    let start = thread_cpu_ns();
+    let t = Instant::now();
+    let mut x = 0u64;
+    for _ in 0..rounds {
+        // SAFETY: register adds only; no memory is touched.
+        unsafe {
+            std::arch::asm!(
+                "add {0}, 1", "add {0}, 1", "add {0}, 1", "add {0}, 1",
+                "add {0}, 1", "add {0}, 1", "add {0}, 1", "add {0}, 1",
+                inout(reg) x,
+                options(nomem, nostack),
+            )
+        };
+    }
+    std::hint::black_box(x);
+    let secs = match (start, thread_cpu_ns()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
+        _ => t.elapsed().as_secs_f64(),
+    };
+    8.0 * rounds as f64 / secs
+}
+
 const TOKENS: usize = 16 * 256;
 
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Nanoseconds this thread has spent on a CPU (Linux), which unlike wall
+/// time does not grow while other processes hold the cores.
+fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Median wall seconds of `reps` runs after a warm-up, and the median
+/// on-CPU seconds of the calling thread (meaningful for one-thread runs).
+fn median_secs(reps: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[reps / 2]
+    let mut wall = Vec::with_capacity(reps);
+    let mut cpu = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let (t, c) = (Instant::now(), thread_cpu_ns());
+        f();
+        wall.push(t.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (c, thread_cpu_ns()) {
+            cpu.push((c1 - c0) as f64 * 1e-9);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let cpu = (cpu.len() == reps).then(|| median(cpu));
+    (median(wall), cpu)
+}
+
+/// "wall ms, GFLOP/s, % of peak", plus the same on CPU time for one thread.
+fn rates(flops: f64, threads: usize, (wall, cpu): (f64, Option<f64>)) -> String {
+    let peak = peak_per_core() * threads as f64;
+    let one = |secs: f64| {
+        let rate = flops / secs;
+        format!(
+            "{:>8.3} ms {:>7.1} GFLOP/s {:>5.1} %",
+            secs * 1e3,
+            rate / 1e9,
+            100.0 * rate / peak
+        )
+    };
+    match cpu.filter(|_| threads == 1) {
+        Some(cpu) => format!("{} | on-CPU {}", one(wall), one(cpu)),
+        None => one(wall),
+    }
 }
 
 fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -53,16 +119,13 @@ fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
     let g = g.threads(threads);
-    let secs = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
-    let gflops = g.flops() / secs / 1e9;
-    let peak = peak_per_core() * threads as f64 / 1e9;
+    let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
     println!(
-        "  {label:<28} {:>5}×{:<5}×{:<5} {threads}T {:>8.3} ms {gflops:>7.1} GFLOP/s {:>5.1} % of peak",
+        "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {}",
         g.m,
         g.n,
         g.k,
-        secs * 1e3,
-        100.0 * gflops / peak
+        rates(g.flops(), threads, times)
     );
 }
 
@@ -87,19 +150,15 @@ fn bench_attention(s: AttentionShape, threads: usize) {
         });
         (fwd, bwd)
     });
-    let peak = peak_per_core() * threads as f64;
-    for (what, secs, flops) in [
+    for (what, times, flops) in [
         ("forward", fwd, s.forward_flops()),
         ("backward", bwd, s.backward_flops()),
     ] {
-        let rate = flops / secs;
         println!(
-            "  attention {what:<9} heads {} dim {} {threads}T {:>8.3} ms {:>7.1} GFLOP/s {:>5.1} % of peak",
+            "  attention {what:<8} {}×{} {threads}T {}",
             s.heads,
             s.head_dim,
-            secs * 1e3,
-            rate / 1e9,
-            100.0 * rate / peak
+            rates(flops, threads, times)
         );
     }
 }
@@ -111,14 +170,16 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wants = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    let clock = clock_hz();
     println!(
-        "peak {:.0} GFLOP/s per core ({})",
+        "peak {:.0} GFLOP/s per core ({}, measured clock {:.2} GHz)",
         peak_per_core() / 1e9,
         if is_x86_feature_detected!("avx512f") {
             "AVX-512"
         } else {
             "AVX2"
-        }
+        },
+        clock / 1e9
     );
     for (name, d, heads) in [("S", 256, 4), ("M", 384, 6)] {
         println!("model {name}: d {d}, {heads} heads, {TOKENS} tokens");

@@ -92,11 +92,18 @@ pub fn attention_forward(
     o: &mut [f32],
     lse: &mut [f32],
 ) {
-    forward_on(Isa::detect(), shape, q, k, v, o, lse)
+    forward_on(Isa::detect().kernels().0, shape, q, k, v, o, lse)
 }
 
+/// The forward of one (batch, head), in one of its compiled versions.
+type ForwardHead =
+    unsafe fn(&AttentionShape, usize, usize, &[f32], &[f32], &[f32], *mut f32, *mut f32);
+/// The backward of one (batch, kv head), in one of its compiled versions.
+type BackwardGroup =
+    unsafe fn(&AttentionShape, usize, usize, &Inputs, *mut f32, *mut f32, *mut f32);
+
 fn forward_on(
-    isa: Isa,
+    head: ForwardHead,
     shape: &AttentionShape,
     q: &[f32],
     k: &[f32],
@@ -120,13 +127,7 @@ fn forward_on(
         unsafe {
             let o_rows = out.at(0);
             let lse_row = lse_out.at((b * s.heads + h) * s.seq);
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => forward_head_avx512(&s, b, h, q, k, v, o_rows, lse_row),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => forward_head_avx2(&s, b, h, q, k, v, o_rows, lse_row),
-                Isa::Portable => forward_head_portable(&s, b, h, q, k, v, o_rows, lse_row),
-            }
+            head(&s, b, h, q, k, v, o_rows, lse_row);
         }
     });
 }
@@ -158,11 +159,11 @@ pub fn attention_backward(
         lse,
         d_o,
     };
-    backward_on(Isa::detect(), shape, &inputs, dq, dk, dv)
+    backward_on(Isa::detect().kernels().1, shape, &inputs, dq, dk, dv)
 }
 
 fn backward_on(
-    isa: Isa,
+    group: BackwardGroup,
     shape: &AttentionShape,
     inputs: &Inputs,
     dq: &mut [f32],
@@ -203,13 +204,7 @@ fn backward_on(
         // the query heads h of group g, which no other task touches.
         unsafe {
             let (dq, dk, dv) = (grads.0.at(0), grads.1.at(0), grads.2.at(0));
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => backward_group_avx512(&s, b, g, inputs, dq, dk, dv),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => backward_group_avx2(&s, b, g, inputs, dq, dk, dv),
-                Isa::Portable => backward_group_portable(&s, b, g, inputs, dq, dk, dv),
-            }
+            group(&s, b, g, inputs, dq, dk, dv);
         }
     });
 }
@@ -267,6 +262,16 @@ impl Isa {
         }
         Isa::Portable
     }
+
+    fn kernels(self) -> (ForwardHead, BackwardGroup) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (forward_head_avx512, backward_group_avx512),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (forward_head_avx2, backward_group_avx2),
+            Isa::Portable => (forward_head_portable, backward_group_portable),
+        }
+    }
 }
 
 /// Defines one entry point per [`Isa`] for `$body`, each compiled with that
@@ -308,13 +313,28 @@ compile_per_isa!(backward_group => backward_group_avx512, backward_group_avx2, b
 // Tile kernels. All take a leading dimension per operand and work on the
 // zero-padded scratch buffers, whose widths are multiples of LANES.
 
+/// Which part of a tile product a diagonal tile of causal attention needs.
+/// There the tile's row `r` and column `c` index the same token, and
+/// `P[r, c]` is zero for `c > r`, so whole register blocks can be skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Causal {
+    /// Off the diagonal: everything.
+    No,
+    /// Scores `Q·Kᵀ`: row `r` needs output columns up to `r`.
+    Cols,
+    /// `P·V`, `dS·K`: row `r` needs inner indices up to `r`.
+    InnerUpTo,
+    /// `Pᵀ·dO`, `dSᵀ·Q`: row `c` needs inner indices from `c` on.
+    InnerFrom,
+}
+
 /// `C[m, n] += op(A)[m, kk] · B[kk, n]`, B row-major, `n % LANES == 0`.
 /// `op(A)` is `A` stored `[m, kk]` or, with `TA`, stored `[kk, m]`. Runs in
-/// `R × N` register blocks; leftover rows go one at a time and leftover
-/// columns `LANES` at a time.
+/// `R × N` register blocks; leftover columns go `LANES` at a time.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn madd<const TA: bool, const R: usize, const N: usize>(
+    causal: Causal,
     m: usize,
     n: usize,
     kk: usize,
@@ -326,21 +346,37 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
     ldc: usize,
 ) {
     debug_assert_eq!(n % LANES, 0);
-    let mut j0 = 0;
-    while j0 < n {
-        let wide = n - j0 >= N;
-        let mut r0 = 0;
-        while r0 < m {
-            let full = m - r0 >= R;
-            match (full, wide) {
-                (true, true) => block::<TA, R, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (true, false) => block::<TA, R, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (false, true) => block::<TA, 1, N>(r0, j0, kk, a, lda, b, ldb, c, ldc),
-                (false, false) => block::<TA, 1, LANES>(r0, j0, kk, a, lda, b, ldb, c, ldc),
+    let mut r0 = 0;
+    while r0 < m {
+        // Rows left over from R-blocks go 4 at a time where they can: one
+        // row alone is a single FMA dependency chain, several times slower.
+        let rows = match m - r0 {
+            left if left >= R => R,
+            left if left >= 4 => 4,
+            _ => 1,
+        };
+        let end = r0 + rows;
+        let (n, inner) = match causal {
+            Causal::No => (n, 0..kk),
+            Causal::Cols => (n.min(round_up(end, LANES)), 0..kk),
+            Causal::InnerUpTo => (n, 0..kk.min(end)),
+            Causal::InnerFrom => (n, r0.min(kk)..kk),
+        };
+        let mut j0 = 0;
+        while j0 < n {
+            let wide = n - j0 >= N;
+            let p = inner.clone();
+            match (rows, wide) {
+                (4, true) => block::<TA, 4, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (4, false) => block::<TA, 4, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (1, true) => block::<TA, 1, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (1, false) => block::<TA, 1, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (_, true) => block::<TA, R, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                (_, false) => block::<TA, R, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
             }
-            r0 += if full { R } else { 1 };
+            j0 += if wide { N } else { LANES };
         }
-        j0 += if wide { N } else { LANES };
+        r0 = end;
     }
 }
 
@@ -351,7 +387,7 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
 fn block<const TA: bool, const R: usize, const N: usize>(
     r0: usize,
     j0: usize,
-    kk: usize,
+    inner: std::ops::Range<usize>,
     a: &[f32],
     lda: usize,
     b: &[f32],
@@ -359,29 +395,36 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     c: &mut [f32],
     ldc: usize,
 ) {
+    if inner.is_empty() {
+        return;
+    }
+    // One check of the furthest element of each operand replaces a bounds
+    // check per multiply-add, which would otherwise outnumber the FMAs.
+    let last = inner.end - 1;
+    let a_end = if TA {
+        last * lda + r0 + R
+    } else {
+        (r0 + R - 1) * lda + last + 1
+    };
+    assert!(a_end <= a.len() && last * ldb + j0 + N <= b.len());
     let mut acc = [[0.0f32; N]; R];
     for (r, acc_r) in acc.iter_mut().enumerate() {
         acc_r.copy_from_slice(&c[(r0 + r) * ldc + j0..][..N]);
     }
-    if TA {
-        for p in 0..kk {
-            let a_p: &[f32; R] = a[p * lda + r0..][..R].try_into().unwrap();
-            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
-            for r in 0..R {
-                for j in 0..N {
-                    acc[r][j] = a_p[r].mul_add(b_p[j], acc[r][j]);
-                }
-            }
-        }
-    } else {
-        let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * lda..][..kk]);
-        for p in 0..kk {
-            let b_p: &[f32; N] = b[p * ldb + j0..][..N].try_into().unwrap();
-            for r in 0..R {
-                let x = a_rows[r][p];
-                for j in 0..N {
-                    acc[r][j] = x.mul_add(b_p[j], acc[r][j]);
-                }
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    for p in inner {
+        // SAFETY: p < inner.end and r < R keep every offset within the extents
+        // asserted above; f32 arrays need only f32 alignment.
+        let b_p: [f32; N] = unsafe { bp.add(p * ldb + j0).cast::<[f32; N]>().read() };
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let a_off = if TA {
+                p * lda + r0 + r
+            } else {
+                (r0 + r) * lda + p
+            };
+            let x = unsafe { ap.add(a_off).read() };
+            for (acc_rj, b_pj) in acc_r.iter_mut().zip(b_p) {
+                *acc_rj = x.mul_add(b_pj, *acc_rj);
             }
         }
     }
@@ -390,32 +433,50 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     }
 }
 
-/// `e^x` for a row of scores, vectorisable: Cephes' `expf` (range reduction
-/// by ln 2, degree-6 polynomial, exponent built in the bits), about 2 ulp.
-/// Inputs below −87 give ≈1e-38 rather than 0; callers only pass `x ≤ 0`
-/// shifted by the row maximum, where that is below f32 rounding of the sum.
+/// `e^x`, vectorisable when inlined into a loop: Cephes' `expf` (range
+/// reduction by ln 2, degree-6 polynomial, exponent built in the bits),
+/// about 2 ulp. Callers pass scores shifted by their row maximum or
+/// logsumexp, so `x ≤ 0` (a few ulp above at most); inputs below −87 give
+/// ≈1e-38 rather than 0, far below the rounding of a sum that includes e⁰.
 #[inline(always)]
-fn exp_in_place(xs: &mut [f32]) {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
-    for x in xs {
-        let xc = x.clamp(-87.0, 88.0);
-        let t = xc.mul_add(LOG2E, MAGIC);
-        let n = t - MAGIC;
-        let r = n.mul_add(-0.693_359_4, xc);
-        let r = n.mul_add(2.121_944_4e-4, r);
-        let mut p = 1.987_569_1e-4f32;
-        p = p.mul_add(r, 1.398_199_9e-3);
-        p = p.mul_add(r, 8.333_452e-3);
-        p = p.mul_add(r, 4.166_579_6e-2);
-        p = p.mul_add(r, 0.166_666_65);
-        p = p.mul_add(r, 0.5);
-        let e = p.mul_add(r * r, r) + 1.0;
-        let pow2n =
-            f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
-        *x = e * pow2n;
+    // A select, not f32::max, so it compiles to one vmaxps (NaN-agnostic).
+    let x = if x > -87.0 { x } else { -87.0 };
+    let t = x.mul_add(LOG2E, MAGIC);
+    let n = t - MAGIC;
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 0.166_666_65);
+    p = p.mul_add(r, 0.5);
+    let e = p.mul_add(r * r, r) + 1.0;
+    e * f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23)
+}
+
+/// `x ← e^(x − shift)` over a row, returning the sum of the results: one
+/// pass, summed in LANES independent lanes so that it vectorises.
+#[inline(always)]
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(chunk) {
+            *x = exp(*x - shift);
+            *l += *x;
+        }
     }
+    let mut sum: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        sum += *x;
+    }
+    sum
 }
 
 /// Largest element (−∞ for none), in LANES independent lanes so that it
@@ -434,20 +495,6 @@ fn max_of(xs: &[f32]) -> f32 {
         .iter()
         .chain(tail)
         .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
-}
-
-/// Sum in LANES independent lanes, as [`max_of`].
-#[inline(always)]
-fn sum_of(xs: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (l, &x) in lanes.iter_mut().zip(chunk) {
-            *l += x;
-        }
-    }
-    lanes.iter().chain(tail).sum()
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -475,11 +522,23 @@ fn gather_rows(
 }
 
 /// As [`gather_rows`] but transposed: `dst` is `[d, width]`, column t = row t.
+/// Goes LANES source rows at a time so both sides stay in L1: each pass
+/// writes one cache line per destination row.
 #[inline(always)]
 fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
-    for t in 0..seq {
-        for (i, &y) in src[t * stride..][..d].iter().enumerate() {
-            dst[i * width + t] = y;
+    for t0 in (0..seq).step_by(LANES) {
+        let n = (seq - t0).min(LANES);
+        let rows: [&[f32]; LANES] = std::array::from_fn(|r| {
+            if r < n {
+                &src[(t0 + r) * stride..][..d]
+            } else {
+                &[]
+            }
+        });
+        for i in 0..d {
+            for (x, row) in dst[i * width + t0..][..n].iter_mut().zip(&rows) {
+                *x = row[i];
+            }
         }
     }
 }
@@ -546,28 +605,40 @@ unsafe fn forward_head<const R: usize, const N: usize>(
         row_max.fill(f32::NEG_INFINITY);
         row_sum.fill(0.0);
         for j0 in (0..=i0).step_by(TILE) {
+            let diag = j0 == i0;
             scores.fill(0.0);
-            madd::<false, R, N>(rows, TILE, d, &qs, dp, &kt[j0..], tp, &mut scores, TILE);
+            madd::<false, R, N>(
+                if diag { Causal::Cols } else { Causal::No },
+                rows,
+                TILE,
+                d,
+                &qs,
+                dp,
+                &kt[j0..],
+                tp,
+                &mut scores,
+                TILE,
+            );
             let keys = (t_len - j0).min(TILE);
             for r in 0..rows {
                 let seen = visible(i0 + r, j0);
                 let sr = &mut scores[r * TILE..][..TILE];
                 let new_max = max_of(&sr[..seen]).max(row_max[r]);
-                // e^(old max − new max) rescales what was summed so far.
-                let mut fix = [row_max[r] - new_max];
-                exp_in_place(&mut fix);
-                row_max[r] = new_max;
-                for x in &mut sr[..seen] {
-                    *x -= new_max;
-                }
-                exp_in_place(&mut sr[..seen]);
+                let sum = exp_shifted(&mut sr[..seen], new_max);
                 sr[seen..].fill(0.0);
-                row_sum[r] = row_sum[r] * fix[0] + sum_of(&sr[..seen]);
-                for x in &mut acc[r * dp..][..dp] {
-                    *x *= fix[0];
+                if new_max > row_max[r] {
+                    // e^(old max − new max) rescales what was summed so far.
+                    let fix = exp(row_max[r] - new_max);
+                    row_sum[r] *= fix;
+                    for x in &mut acc[r * dp..][..dp] {
+                        *x *= fix;
+                    }
+                    row_max[r] = new_max;
                 }
+                row_sum[r] += sum;
             }
             madd::<false, R, N>(
+                if diag { Causal::InnerUpTo } else { Causal::No },
                 rows,
                 dp,
                 keys,
@@ -648,8 +719,10 @@ unsafe fn backward_group<const R: usize, const N: usize>(
             let keys = (t_len - j0).min(TILE);
             for i0 in (j0..t_len).step_by(TILE) {
                 let rows = (t_len - i0).min(TILE);
+                let diag = j0 == i0;
                 p.fill(0.0);
                 madd::<false, R, N>(
+                    if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
                     d,
@@ -662,6 +735,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 );
                 ds.fill(0.0);
                 madd::<false, R, N>(
+                    if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
                     d,
@@ -676,10 +750,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     let i = i0 + r;
                     let seen = visible(i, j0);
                     let pr = &mut p[r * TILE..][..TILE];
-                    for x in &mut pr[..seen] {
-                        *x -= lse[i];
-                    }
-                    exp_in_place(&mut pr[..seen]);
+                    exp_shifted(&mut pr[..seen], lse[i]);
                     pr[seen..].fill(0.0);
                     // dS = P ∘ (dP − δ); zero wherever P is.
                     for (dsv, &pv) in ds[r * TILE..][..TILE].iter_mut().zip(pr.iter()) {
@@ -688,6 +759,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 }
                 // dV_j += Pᵀ dO_i and dK_j += dSᵀ (scale·Q_i): A read transposed.
                 madd::<true, R, N>(
+                    if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
                     rows,
@@ -699,6 +771,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     dp,
                 );
                 madd::<true, R, N>(
+                    if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
                     rows,
@@ -711,6 +784,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 );
                 // dQ_i += dS K_j (times scale at the end).
                 madd::<false, R, N>(
+                    if diag { Causal::InnerUpTo } else { Causal::No },
                     rows,
                     dp,
                     keys,
@@ -818,14 +892,45 @@ mod tests {
     }
 
     fn run(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], d_o: &[f32]) -> Run {
+        run_with(Isa::detect().kernels(), s, q, k, v, d_o)
+    }
+
+    fn run_with(
+        (head, group): (ForwardHead, BackwardGroup),
+        s: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        d_o: &[f32],
+    ) -> Run {
         let mut o = vec![0.0; s.q_len()];
         let mut lse = vec![0.0; s.lse_len()];
-        attention_forward(s, q, k, v, &mut o, &mut lse);
+        forward_on(head, s, q, k, v, &mut o, &mut lse);
         let mut dq = vec![f32::NAN; s.q_len()];
         let mut dk = vec![f32::NAN; s.kv_len()];
         let mut dv = vec![f32::NAN; s.kv_len()];
-        attention_backward(s, q, k, v, &o, &lse, d_o, &mut dq, &mut dk, &mut dv);
+        let inputs = Inputs {
+            q,
+            k,
+            v,
+            o: &o,
+            lse: &lse,
+            d_o,
+        };
+        backward_on(group, s, &inputs, &mut dq, &mut dk, &mut dv);
         Run { o, lse, dq, dk, dv }
+    }
+
+    /// The version this CPU runs, then the register-block shapes of every
+    /// ISA built without target features, so the AVX-512 shapes are checked
+    /// on CPUs without AVX-512 too.
+    fn every_version() -> Vec<(ForwardHead, BackwardGroup)> {
+        vec![
+            Isa::detect().kernels(),
+            (forward_head::<4, 64>, backward_group::<4, 64>),
+            (forward_head::<6, 16>, backward_group::<6, 16>),
+            (forward_head::<4, 16>, backward_group::<4, 16>),
+        ]
     }
 
     fn inputs(s: &AttentionShape, seed: u64, spread: f32) -> [Vec<f32>; 4] {
@@ -880,13 +985,15 @@ mod tests {
             };
             let [q, k, v, d_o] = inputs(&s, 10 * i as u64, 1.0);
             let want = naive(&s, &q, &k, &v, &d_o);
-            let got = run(&s, &q, &k, &v, &d_o);
-            let what = |x: &str| format!("{x} of {s:?}");
-            assert_close(&got.o, &to_f32(&want.o), 2e-5, &what("o"));
-            assert_close(&got.lse, &to_f32(&want.lse), 2e-5, &what("lse"));
-            assert_close(&got.dq, &to_f32(&want.dq), 1e-4, &what("dq"));
-            assert_close(&got.dk, &to_f32(&want.dk), 1e-4, &what("dk"));
-            assert_close(&got.dv, &to_f32(&want.dv), 1e-4, &what("dv"));
+            for (version, kernels) in every_version().into_iter().enumerate() {
+                let got = run_with(kernels, &s, &q, &k, &v, &d_o);
+                let what = |x: &str| format!("{x} of {s:?}, version {version}");
+                assert_close(&got.o, &to_f32(&want.o), 2e-5, &what("o"));
+                assert_close(&got.lse, &to_f32(&want.lse), 2e-5, &what("lse"));
+                assert_close(&got.dq, &to_f32(&want.dq), 1e-4, &what("dq"));
+                assert_close(&got.dk, &to_f32(&want.dk), 1e-4, &what("dk"));
+                assert_close(&got.dv, &to_f32(&want.dv), 1e-4, &what("dv"));
+            }
         }
     }
 
@@ -954,8 +1061,10 @@ mod tests {
     #[test]
     fn exp_is_accurate_over_the_softmax_range() {
         let mut xs: Vec<f32> = (0..2000).map(|i| -80.0 + i as f32 * 0.04).collect();
-        let want: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
-        exp_in_place(&mut xs);
+        let want: Vec<f32> = xs.iter().map(|x| (x - 0.5).exp()).collect();
+        let sum = exp_shifted(&mut xs, 0.5);
+        let want_sum: f64 = want.iter().map(|&w| w as f64).sum();
+        assert!((sum as f64 - want_sum).abs() < 1e-5 * want_sum);
         for (g, w) in xs.iter().zip(&want) {
             assert!((g - w).abs() <= 4.0 * f32::EPSILON * w, "{g} vs {w}");
         }
