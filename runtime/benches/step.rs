@@ -6,7 +6,8 @@
 //! Environment: `GSC_BENCH_ARCH=ngpt` for nGPT, `GSC_BENCH_NORM=rms` for
 //! RMSNorm (default LayerNorm, the GPT-2-style PyTorch peer's),
 //! `GSC_BENCH_STEPS` timed steps (default 10), `GSC_BENCH_LAYERS`,
-//! `GSC_BENCH_D` to change the size.
+//! `GSC_BENCH_D` to change the size, `GSC_BENCH_SHOW=k12,k40` to print
+//! kernels' IR.
 
 use gsc_compiler::kernel::{BufId, DType, Kernel, Storage};
 use gsc_compiler::plan::*;
@@ -141,6 +142,24 @@ fn main() {
         }
     }
     bufs.set_lr(1e-3).expect("lr");
+    // The machine is shared: a standalone product of the step's largest
+    // shape says what GEMM reaches right now, beside the step's numbers.
+    {
+        let (m, n, k) = (batch * model.context, model.ffn, model.d_model);
+        let (a, b, mut c) = (vec![0.5f32; m * k], vec![0.25f32; k * n], vec![0f32; m * n]);
+        let g = gsc_runtime::cpu::matmul::Gemm::new(m, n, k).trans_b();
+        g.run(&a, &b, &mut c);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            g.run(&a, &b, &mut c);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "standalone gemm {m}×{n}×{k}: {:.0} GFLOP/s now",
+            g.flops() / best / 1e9
+        );
+    }
     let steps: usize = env_or("GSC_BENCH_STEPS", 10);
     let mut times = vec![];
     for step in 0..steps + 2 {
@@ -182,6 +201,37 @@ fn main() {
             ms,
             100.0 * ms / 1e3 / total
         );
+    }
+    let mut all: Vec<(f64, usize)> = (0..p.kernels.len())
+        .map(|i| (prof.per_kernel[i].as_secs_f64() / runs * 1e3, i))
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("slowest kernels:");
+    for (ms, i) in all.iter().take(8) {
+        let k = &p.kernels[*i];
+        let what = match k {
+            Kernel::MatMul {
+                m, n, k, ta, tb, ..
+            } => {
+                let gf = 2.0 * (*m * *n * *k) as f64 / (ms / 1e3) / 1e9;
+                format!("matmul {m}×{n}×{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s")
+            }
+            k => k.name().to_string(),
+        };
+        println!("  k{i:<4} {ms:>7.3} ms  {what}");
+    }
+    // GSC_BENCH_SHOW=k12,k40: print those kernels' IR.
+    if let Ok(show) = std::env::var("GSC_BENCH_SHOW") {
+        for name in show.split(',') {
+            if let Some(k) = name
+                .trim_start_matches('k')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| p.kernels.get(i))
+            {
+                println!("{}", gsc_runtime::cpu::jit::render_kernel(k));
+            }
+        }
     }
     let mut loops: Vec<(f64, usize)> = p
         .kernels

@@ -293,3 +293,101 @@ fn copy_checked<T: Copy>(what: &str, dst: &mut [T], src: &[T]) -> Result<(), Buf
     dst.copy_from_slice(src);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gsc_compiler::kernel::Buffer;
+
+    fn buf(name: &str, dtype: DType, len: usize, storage: Storage) -> Buffer {
+        Buffer {
+            name: name.into(),
+            dtype,
+            len,
+            storage,
+        }
+    }
+
+    fn program() -> KernelProgram {
+        KernelProgram {
+            buffers: vec![
+                buf("w", DType::F32, 6, Storage::Param(0)),
+                buf("tokens", DType::I32, 4, Storage::Tokens),
+                buf("tmp", DType::F32, 3, Storage::Arena { offset: 2 }),
+                buf("w_out", DType::F32, 6, Storage::Param(0)),
+                buf("lr", DType::F32, 1, Storage::Lr),
+                buf("loss", DType::F32, 1, Storage::Loss),
+            ],
+            kernels: vec![],
+            arena_len: 8,
+        }
+    }
+
+    #[test]
+    fn buffers_with_one_storage_share_memory() {
+        let p = program();
+        let mut b = ProgramBuffers::new(&p).unwrap();
+        b.param_mut(0).unwrap()[5] = 7.0;
+        assert_eq!(b.f32(BufId(3)).unwrap()[5], 7.0);
+        assert_eq!(b.slot(BufId(0)), b.slot(BufId(3)));
+        let ptrs = b.base_pointers();
+        assert_eq!(ptrs[0], ptrs[3]);
+    }
+
+    #[test]
+    fn arena_buffers_are_views_at_their_offset() {
+        let p = program();
+        let mut b = ProgramBuffers::new(&p).unwrap();
+        b.f32_mut(BufId(2))
+            .unwrap()
+            .copy_from_slice(&[1.0, 2.0, 3.0]);
+        assert_eq!(b.arena(), &[0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+        assert_eq!(b.slot(BufId(2)), Some(Slot::Arena { offset: 2, len: 3 }));
+    }
+
+    #[test]
+    fn inputs_are_fed_and_checked() {
+        let p = program();
+        let mut b = ProgramBuffers::new(&p).unwrap();
+        b.set_tokens(&[1, 2, 3, 4]).unwrap();
+        assert_eq!(b.i32(BufId(1)).unwrap(), &[1, 2, 3, 4]);
+        assert!(matches!(
+            b.set_tokens(&[1, 2]),
+            Err(BufferError::Length {
+                want: 4,
+                got: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            b.set_targets(&[1, 2, 3, 4]),
+            Err(BufferError::Missing(Storage::Targets))
+        );
+        b.set_lr(0.5).unwrap();
+        assert_eq!(b.storage(Storage::Lr).unwrap(), &[0.5]);
+        assert_eq!(b.loss(), Some(0.0));
+        assert!(b.set_step(1.0).is_err());
+    }
+
+    #[test]
+    fn malformed_programs_are_refused() {
+        let mut p = program();
+        p.arena_len = 4;
+        assert!(matches!(
+            ProgramBuffers::new(&p),
+            Err(BufferError::ArenaOverflow { id: 2, .. })
+        ));
+        let mut p = program();
+        p.buffers[3].len = 5;
+        assert!(matches!(
+            ProgramBuffers::new(&p),
+            Err(BufferError::Length { .. })
+        ));
+        let mut p = program();
+        p.buffers[1].storage = Storage::Arena { offset: 0 };
+        assert!(matches!(
+            ProgramBuffers::new(&p),
+            Err(BufferError::IntInArena { .. })
+        ));
+    }
+}

@@ -15,7 +15,7 @@ mod oracle;
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
 use gsc_runtime::buffers::ProgramBuffers;
-use gsc_runtime::cpu::jit::compile_program;
+use gsc_runtime::cpu::jit::{compile_program, compile_program_with, JitOptions};
 use gsc_runtime::cpu::{CpuBackend, ExecError};
 use gsc_runtime::interp::{self, Memory};
 use oracle::*;
@@ -243,16 +243,19 @@ fn elementwise_functions_match_over_odd_and_tiny_extents() {
     }
 }
 
-/// exp and tanh are inline polynomials: check them pointwise over their
-/// whole useful range, relative to each value.
+/// exp, tanh, sin and cos are inline polynomials: check them pointwise over
+/// their whole useful range, exp and tanh relative to each value (1e-6),
+/// sin and cos absolutely (1e-6; angles up to 8192 as RoPE makes them).
 #[test]
-fn exp_and_tanh_are_accurate_pointwise() {
+fn inline_transcendentals_are_accurate_pointwise() {
     let n = 20001;
     let p = KernelProgram {
         buffers: vec![
             f32buf("x", n, Storage::Param(0)),
             f32buf("exp", n, Storage::Grad(0)),
             f32buf("tanh", n, Storage::AdamM(0)),
+            f32buf("sin", n, Storage::AdamV(0)),
+            f32buf("cos", n, Storage::Grad(1)),
         ],
         kernels: vec![loop_kernel(
             "exp_tanh",
@@ -270,6 +273,16 @@ fn exp_and_tanh_are_accurate_pointwise() {
                         ix(0, &[(0, 1)]),
                         un(UnaryFn::Tanh, load(0, ix(0, &[(0, 1)]))),
                     ),
+                    store(
+                        3,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Sin, load(0, ix(0, &[(0, 1)]))),
+                    ),
+                    store(
+                        4,
+                        ix(0, &[(0, 1)]),
+                        un(UnaryFn::Cos, load(0, ix(0, &[(0, 1)]))),
+                    ),
                 ],
             )],
             1,
@@ -285,19 +298,28 @@ fn exp_and_tanh_are_accurate_pointwise() {
         .map(|i| -3.0 + 6.0 * i as f32 / (n - 1) as f32)
         .collect();
     xs_small[n / 2] = 1e-30; // tiny: tanh x = x
+    let xs_angles: Vec<f32> = (0..n)
+        .map(|i| -8192.0 + 16384.0 * i as f32 / (n - 1) as f32)
+        .collect();
     let mut backend = CpuBackend::new(&p).unwrap();
-    for xs in [xs, xs_small] {
+    for (set, xs) in [xs, xs_small, xs_angles].into_iter().enumerate() {
         b.load(Storage::Param(0), &xs).unwrap();
         backend.execute(&mut b).unwrap();
         for (i, &x) in xs.iter().enumerate() {
             let e = b.storage(Storage::Grad(0)).unwrap()[i] as f64;
             let t = b.storage(Storage::AdamM(0)).unwrap()[i] as f64;
             let (we, wt) = ((x as f64).exp(), (x as f64).tanh());
-            assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
-            assert!(
-                ((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37,
-                "tanh({x}) = {t}, want {wt}"
-            );
+            if set < 2 {
+                assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
+                assert!(
+                    ((t - wt) / wt).abs() < 1e-6 || (t - wt).abs() < 1e-37,
+                    "tanh({x}) = {t}, want {wt}"
+                );
+            }
+            let sn = b.storage(Storage::AdamV(0)).unwrap()[i] as f64;
+            let cs = b.storage(Storage::Grad(1)).unwrap()[i] as f64;
+            assert!((sn - (x as f64).sin()).abs() < 1e-6, "sin({x}) = {sn}");
+            assert!((cs - (x as f64).cos()).abs() < 1e-6, "cos({x}) = {cs}");
         }
     }
 }
@@ -385,6 +407,57 @@ fn reductions_match() {
     {
         let p = reductions_program(rows, cols);
         let (got, want) = run_both(&p, 10 + seed as u64, 4.0, 1);
+        assert_all_close(&p, &got, &want, 1e-5);
+    }
+}
+
+/// nGPT's column normalisation after an in-place update: per column, a
+/// strided sum of squares, then a strided in-place read-modify-write.
+#[test]
+fn column_normalisation_in_place_matches() {
+    for (seed, (rows, cols)) in [(5, 1), (3, 8), (7, 37), (4, 1024), (33, 1025)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = |var: u32| load(0, ix(0, &[(var, cols as i64), (0, 1)]));
+        let m = |var: u32| load(1, ix(0, &[(var, cols as i64), (0, 1)]));
+        let body = vec![for_(
+            0,
+            cols,
+            vec![
+                reduce(
+                    1,
+                    ReduceFn::Sum,
+                    1,
+                    rows,
+                    vec![let_(0, bin(BinaryFn::Add, x(1), m(1)))],
+                    bin(BinaryFn::Mul, local(0), local(0)),
+                ),
+                let_(2, un(UnaryFn::Sqrt, local(1))),
+                for_(
+                    2,
+                    rows,
+                    vec![
+                        let_(3, bin(BinaryFn::Mul, m(2), c(0.5))),
+                        store(1, ix(0, &[(2, cols as i64), (0, 1)]), local(3)),
+                        store(
+                            0,
+                            ix(0, &[(2, cols as i64), (0, 1)]),
+                            bin(BinaryFn::Div, bin(BinaryFn::Add, x(2), local(3)), local(2)),
+                        ),
+                    ],
+                ),
+            ],
+        )];
+        let p = KernelProgram {
+            buffers: vec![
+                f32buf("w", rows * cols, Storage::Param(0)),
+                f32buf("m", rows * cols, Storage::AdamM(0)),
+            ],
+            kernels: vec![loop_kernel("column_norm", body, 3, 4)],
+            arena_len: 0,
+        };
+        let (got, want) = run_both(&p, 50 + seed as u64, 1.0, 1);
         assert_all_close(&p, &got, &want, 1e-5);
     }
 }
@@ -749,7 +822,7 @@ fn train() -> TrainConfig {
 
 /// One training step (and the forward program) of `model` on the backend
 /// and on the oracle, from the same random parameters, moments and tokens.
-fn check_step(model: &ModelConfig, seed: u64) {
+fn check_step(model: &ModelConfig, seed: u64, options: JitOptions) {
     let train = train();
     let stage =
         gsc_compiler::compile_stage(model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
@@ -772,7 +845,7 @@ fn check_step(model: &ModelConfig, seed: u64) {
         let _ = got.set_step(3.0);
         let mut want = got.clone();
         let before = got.clone();
-        let mut backend = CpuBackend::new(p).unwrap_or_else(|e| panic!("{e}"));
+        let mut backend = CpuBackend::with_options(p, options).unwrap_or_else(|e| panic!("{e}"));
         backend.execute(&mut got).unwrap();
         eval_program(p, &mut want);
         for (i, b) in p.buffers.iter().enumerate() {
@@ -856,10 +929,80 @@ fn check_against_interpreter(
 
 #[test]
 fn gpt_training_step_matches() {
-    check_step(&tiny(Arch::Gpt, Activation::Gelu, true), 31);
+    check_step(
+        &tiny(Arch::Gpt, Activation::Gelu, true),
+        31,
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
+    );
+}
+
+/// RoPE's cos/sin of (position, frequency) become constant tables.
+#[test]
+fn rope_angles_are_tabulated() {
+    let stage =
+        gsc_compiler::compile_stage(&tiny(Arch::Gpt, Activation::Gelu, true), &train(), 3).unwrap();
+    let on = JitOptions {
+        simd: true,
+        tabulate: true,
+    };
+    let off = JitOptions {
+        simd: true,
+        tabulate: false,
+    };
+    assert!(!compile_program_with(&stage.kernels, on)
+        .unwrap()
+        .tables
+        .is_empty());
+    assert!(compile_program_with(&stage.kernels, off)
+        .unwrap()
+        .tables
+        .is_empty());
+}
+
+#[test]
+fn gpt_training_step_matches_without_simd() {
+    check_step(
+        &tiny(Arch::Gpt, Activation::Gelu, true),
+        33,
+        JitOptions {
+            simd: false,
+            tabulate: false,
+        },
+    );
+}
+
+/// LayerNorm (the GPT-2-style peer's norm) with a GELU MLP, and widths that
+/// are not multiples of four lanes (d_model 30, ffn 26, RoPE half 5).
+#[test]
+fn gpt_layernorm_training_step_matches() {
+    let mut m = tiny(Arch::Gpt, Activation::Gelu, true);
+    m.norm = NormKind::LayerNorm;
+    m.d_model = 30;
+    m.heads = 3;
+    m.kv_heads = 3;
+    m.head_dim = 10;
+    m.ffn = 26;
+    check_step(
+        &m,
+        34,
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
+    );
 }
 
 #[test]
 fn ngpt_training_step_matches() {
-    check_step(&tiny(Arch::Ngpt, Activation::Swiglu, false), 32);
+    check_step(
+        &tiny(Arch::Ngpt, Activation::Swiglu, false),
+        32,
+        JitOptions {
+            simd: true,
+            tabulate: true,
+        },
+    );
 }

@@ -16,7 +16,7 @@ pub mod matmul;
 use crate::buffers::{ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};
 use gsc_compiler::kernel::{AttnShape, BufId, DType, Kernel, KernelProgram, Storage};
-use jit::{compile_program, render_kernel, JitError, JitProgram};
+use jit::{compile_program_with, render_kernel, JitError, JitOptions, JitProgram};
 use matmul::Gemm;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -315,6 +315,11 @@ impl CpuBackend {
     /// its IR, if a kernel could index outside a buffer, its operands do not
     /// fit its shapes, or Cranelift rejects it.
     pub fn new(program: &KernelProgram) -> Result<Self, JitError> {
+        Self::with_options(program, JitOptions::default())
+    }
+
+    /// As [`CpuBackend::new`], with explicit code generation options.
+    pub fn with_options(program: &KernelProgram, options: JitOptions) -> Result<Self, JitError> {
         gsc_compiler::kernel::validate(program).map_err(|e| {
             match program.kernels.get(e.kernel) {
                 Some(_) => library_error(program, e.kernel, e.detail),
@@ -324,7 +329,7 @@ impl CpuBackend {
         for i in 0..program.kernels.len() {
             check_library(program, i)?;
         }
-        let jit = compile_program(program)?;
+        let jit = compile_program_with(program, options)?;
         let n = program.kernels.len();
         let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
         let mut pair = vec![None; n];
@@ -468,7 +473,10 @@ impl CpuBackend {
     pub fn execute(&mut self, bufs: &mut ProgramBuffers) -> Result<(), ExecError> {
         self.check_layout(bufs)?;
         self.check_ints(bufs)?;
-        let table = bufs.base_pointers();
+        let mut table = bufs.base_pointers();
+        // The JIT's constant tables follow the program's buffers; kernels
+        // only read them.
+        table.extend(self.jit.tables.iter().map(|t| t.as_ptr() as *mut u8));
         let t = Table(table.as_ptr());
         for s in self.saved.iter_mut().flatten() {
             s.fresh = false;
@@ -499,7 +507,9 @@ impl CpuBackend {
                 let Some(l) = self.jit.loops[i] else { return };
                 match l.parallel {
                     Some(extent) if extent > 1 && l.work >= PARALLEL_MIN_WORK => {
-                        let parts = rayon::current_num_threads().min(extent).max(1);
+                        // A few chunks per thread: work stealing evens out
+                        // a core that is busy with something else.
+                        let parts = (4 * rayon::current_num_threads()).min(extent).max(1);
                         (0..parts).into_par_iter().for_each(|p| {
                             let lo = extent * p / parts;
                             let hi = extent * (p + 1) / parts;

@@ -56,49 +56,116 @@ fn coeff(a: &Affine, var: Var) -> i64 {
 }
 
 /// Whether the loop over `var` with this body (and reduction value) can run
-/// four iterations at once with the same result as one at a time: no nested
-/// loops; every load is unit-stride (coefficient 1) or invariant in `var`,
+/// four iterations at once with the same result as one at a time: every load is unit-stride (coefficient 1) or invariant in `var`,
 /// every store unit-stride; gathers' positions invariant in `var`; and a
 /// buffer the loop stores to is loaded only at exactly a stored index (so
-/// no lane reads what another lane writes).
+/// no lane reads what another lane writes). Nested reductions and loops are
+/// allowed: they run once per group of four `var`s with four-lane values (a
+/// column sum becomes four column sums at once; see the extra rule for
+/// stores inside nested loops below).
 pub(super) fn vectorizable(var: Var, body: &[Stmt], value: Option<&Expr>) -> bool {
-    let mut ok = true;
-    let mut stores: Vec<(BufId, &Index)> = vec![];
-    let mut loads: Vec<(BufId, Index)> = vec![];
-    let gather_ok = |ix: &Index| ix.gather.as_ref().is_none_or(|g| coeff(&g.at, var) == 0);
-    let mut check = |e: &Expr, loads: &mut Vec<(BufId, Index)>| {
+    let mut v = Vectorizable {
+        var,
+        ok: true,
+        nested: false,
+        stores: vec![],
+        loads: vec![],
+    };
+    v.stmts(body);
+    if let Some(e) = value {
+        v.expr(e);
+    }
+    let Vectorizable {
+        ok,
+        stores,
+        loads,
+        nested,
+        ..
+    } = v;
+    if !ok {
+        return false;
+    }
+    if nested {
+        // Stores inside an inner `for` repeat across its iterations: lane
+        // L's accesses to a stored buffer are at offset + var + L + rest,
+        // with rest a combination of inner indices. If every access to the
+        // buffer has the same index and rest's coefficients are multiples
+        // of LANES, two lanes can never reach the same element.
+        return stores.iter().all(|(b, six)| {
+            let rest_ok = six
+                .affine
+                .terms
+                .iter()
+                .all(|(u, c)| *u == var || c % LANES == 0);
+            rest_ok
+                && stores
+                    .iter()
+                    .chain(&loads)
+                    .filter(|a| a.0 == *b)
+                    .all(|a| a.1 == *six)
+        });
+    }
+    loads.iter().all(|(b, ix)| {
+        let mut same_buf = stores.iter().filter(|s| s.0 == *b).peekable();
+        same_buf.peek().is_none() || same_buf.any(|s| s.1 == *ix)
+    })
+}
+
+struct Vectorizable {
+    var: Var,
+    ok: bool,
+    /// A `for` inside the loop (it then runs scalar in its own index, with
+    /// four-lane values).
+    nested: bool,
+    stores: Vec<(BufId, Index)>,
+    loads: Vec<(BufId, Index)>,
+}
+
+impl Vectorizable {
+    fn gather_ok(&self, ix: &Index) -> bool {
+        ix.gather
+            .as_ref()
+            .is_none_or(|g| coeff(&g.at, self.var) == 0)
+    }
+
+    fn expr(&mut self, e: &Expr) {
         visit_expr(e, &mut |e| match e {
             Expr::Load { buf, index } => {
-                let c = coeff(&index.affine, var);
-                if !(c == 0 || c == 1) || !gather_ok(index) {
-                    ok = false;
+                let c = coeff(&index.affine, self.var);
+                if !(c == 0 || c == 1) || !self.gather_ok(index) {
+                    self.ok = false;
                 }
-                loads.push((*buf, index.clone()));
+                self.loads.push((*buf, index.clone()));
             }
-            Expr::SelectEq { a, b, .. } if !gather_ok(a) || !gather_ok(b) => ok = false,
+            Expr::SelectEq { a, b, .. } if !self.gather_ok(a) || !self.gather_ok(b) => {
+                self.ok = false
+            }
             _ => {}
         });
-    };
-    for s in body {
-        match s {
-            Stmt::For { .. } | Stmt::Reduce { .. } => return false,
-            Stmt::Let { value, .. } => check(value, &mut loads),
-            Stmt::Store { buf, index, value } => {
-                check(value, &mut loads);
-                if coeff(&index.affine, var) != 1 || !gather_ok(index) {
-                    return false;
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) {
+        for s in body {
+            match s {
+                Stmt::For { body, .. } => {
+                    self.nested = true;
+                    self.stmts(body);
                 }
-                stores.push((*buf, index));
+                Stmt::Reduce { body, value, .. } => {
+                    self.stmts(body);
+                    self.expr(value);
+                }
+                Stmt::Let { value, .. } => self.expr(value),
+                Stmt::Store { buf, index, value } => {
+                    self.expr(value);
+                    if coeff(&index.affine, self.var) != 1 || !self.gather_ok(index) {
+                        self.ok = false;
+                    }
+                    self.stores.push((*buf, index.clone()));
+                }
             }
         }
     }
-    if let Some(v) = value {
-        check(v, &mut loads);
-    }
-    ok && loads.iter().all(|(b, ix)| {
-        let mut same_buf = stores.iter().filter(|s| s.0 == *b).peekable();
-        same_buf.peek().is_none() || same_buf.any(|s| s.1 == ix)
-    })
 }
 
 fn malformed(kernel: &str, what: String) -> JitError {
@@ -248,6 +315,12 @@ impl Lower<'_, '_> {
         let init = self.b.ins().f32const(init);
         let zero = self.b.ins().iconst(types::I64, 0);
         let end = self.b.ins().iconst(types::I64, extent as i64);
+        if self.vector.is_some() {
+            // Inside an f32x4 loop over an outer index: four reductions at
+            // once, one per lane.
+            let vinit = self.b.ins().splat(types::F32X4, init);
+            return self.reduce_loop(op, var, zero, end, vinit, body, value, 1);
+        }
         let whole = extent as i64 / LANES * LANES;
         if !(self.simd
             && self.vector.is_none()
@@ -469,8 +542,8 @@ impl Lower<'_, '_> {
                     UnaryFn::Exp => super::math::exp(&mut self.b, x),
                     UnaryFn::Tanh => super::math::tanh(&mut self.b, x),
                     UnaryFn::Log => self.call(self.math.log, x),
-                    UnaryFn::Sin => self.call(self.math.sin, x),
-                    UnaryFn::Cos => self.call(self.math.cos, x),
+                    UnaryFn::Sin => super::math::sin_cos(&mut self.b, x, false),
+                    UnaryFn::Cos => super::math::sin_cos(&mut self.b, x, true),
                 }
             }
             Expr::Binary(f, a, c) => {

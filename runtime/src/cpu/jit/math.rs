@@ -1,7 +1,7 @@
-//! Transcendental functions for JIT code. `exp` and `tanh` are inlined as
-//! branch-free polynomials (they run once per element of GELU and softmax);
-//! `log`, `sin` and `cos` are calls into Rust's libm, which is accurate and
-//! rare enough on the hot paths (once per row, or per RoPE element).
+//! Transcendental functions for JIT code. `exp`, `tanh`, `sin` and `cos` are
+//! inlined as branch-free polynomials (they run once per element of GELU,
+//! softmax and RoPE), in f32 or f32x4 alike; `log` is a call into Rust's
+//! libm (it runs once per row, in the cross-entropy).
 //!
 //! `exp`: Cephes `expf` — range reduction by ln 2 in two parts, degree-5
 //! polynomial, exponent built in the bits; about 2 ulp on [−87, 88].
@@ -16,28 +16,14 @@ use cranelift_frontend::FunctionBuilder;
 /// The imported libm entry points, as references inside one function.
 pub(super) struct MathFns {
     pub log: FuncRef,
-    pub sin: FuncRef,
-    pub cos: FuncRef,
 }
 
 pub(super) extern "C" fn gsc_logf(x: f32) -> f32 {
     x.ln()
 }
 
-pub(super) extern "C" fn gsc_sinf(x: f32) -> f32 {
-    x.sin()
-}
-
-pub(super) extern "C" fn gsc_cosf(x: f32) -> f32 {
-    x.cos()
-}
-
 /// Symbol names the JIT module resolves to the functions above.
-pub(super) const SYMBOLS: [(&str, extern "C" fn(f32) -> f32); 3] = [
-    ("gsc_logf", gsc_logf),
-    ("gsc_sinf", gsc_sinf),
-    ("gsc_cosf", gsc_cosf),
-];
+pub(super) const SYMBOLS: [(&str, extern "C" fn(f32) -> f32); 1] = [("gsc_logf", gsc_logf)];
 
 /// `x` as a constant of type `ty` (F32, or F32X4 splatted).
 fn konst(b: &mut FunctionBuilder, ty: Type, x: f32) -> Value {
@@ -49,13 +35,36 @@ fn konst(b: &mut FunctionBuilder, ty: Type, x: f32) -> Value {
     }
 }
 
+/// Whether the host has fused multiply-add (Cranelift emits `vfmadd` for
+/// `fma` then; without it, it would need a libcall).
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a·x + k`, fused where the host can.
+fn mul_add(b: &mut FunctionBuilder, a: Value, x: Value, k: Value) -> Value {
+    if has_fma() {
+        b.ins().fma(a, x, k)
+    } else {
+        let t = b.ins().fmul(a, x);
+        b.ins().fadd(t, k)
+    }
+}
+
+/// Horner's rule, highest coefficient first.
 fn poly(b: &mut FunctionBuilder, x: Value, coeffs: &[f32]) -> Value {
     let ty = b.func.dfg.value_type(x);
     let mut acc = konst(b, ty, coeffs[0]);
     for &c in &coeffs[1..] {
         let k = konst(b, ty, c);
-        let t = b.ins().fmul(acc, x);
-        acc = b.ins().fadd(t, k);
+        acc = mul_add(b, acc, x, k);
     }
     acc
 }
@@ -153,5 +162,87 @@ pub(super) fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
         b.ins().bitselect(mask, big, small)
     } else {
         b.ins().select(is_big, big, small)
+    }
+}
+
+/// `sin x` (or `cos x` with `cos`) in f32 or f32x4: Cephes `sinf`/`cosf`.
+/// The argument is reduced by multiples of π/4 in three parts (exact
+/// products for |x| ≤ 8192), then a degree-7 sine or degree-8 cosine
+/// polynomial on [−π/4, π/4] is chosen per quadrant; about 1e-7 absolute
+/// error for |x| ≤ 8192 (RoPE angles are positions times frequencies ≤ 1,
+/// so that covers contexts up to 8192). Branch-free.
+pub(super) fn sin_cos(b: &mut FunctionBuilder, x: Value, cos: bool) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let vector = ty.is_vector();
+    let ity = if vector { types::I32X4 } else { types::I32 };
+    let int = |b: &mut FunctionBuilder, v: i64| {
+        let c = b.ins().iconst(types::I32, v);
+        if vector {
+            b.ins().splat(ity, c)
+        } else {
+            c
+        }
+    };
+    let ax = b.ins().fabs(x);
+    let fopi = konst(b, ty, std::f32::consts::FRAC_2_PI * 2.0);
+    let t = b.ins().fmul(ax, fopi);
+    // j = trunc(|x|·4/π) rounded up to even; y = j as float.
+    let j = b.ins().fcvt_to_sint_sat(ity, t);
+    let one = int(b, 1);
+    let j = b.ins().iadd(j, one);
+    let not_one = int(b, !1);
+    let j = b.ins().band(j, not_one);
+    let y = b.ins().fcvt_from_sint(ty, j);
+    let mut r = ax;
+    for dp in [0.785_156_25f32, 2.418_756_5e-4, 3.774_895e-8] {
+        let c = konst(b, ty, dp);
+        let yc = b.ins().fmul(y, c);
+        r = b.ins().fsub(r, yc);
+    }
+    let z = b.ins().fmul(r, r);
+    // sin r = r + r·z·P(z); cos r = 1 − z/2 + z²·Q(z).
+    let p = poly(b, z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
+    let pz = b.ins().fmul(p, z);
+    let pzr = b.ins().fmul(pz, r);
+    let ps = b.ins().fadd(pzr, r);
+    let q = poly(b, z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
+    let qz = b.ins().fmul(q, z);
+    let qzz = b.ins().fmul(qz, z);
+    let half = konst(b, ty, 0.5);
+    let hz = b.ins().fmul(half, z);
+    let pc = b.ins().fsub(qzz, hz);
+    let onef = konst(b, ty, 1.0);
+    let pc = b.ins().fadd(pc, onef);
+    // |x| = m·π/2 + r with m = j/2: sin(mπ/2 + r) is sin r, cos r, −sin r,
+    // −cos r for m mod 4 = 0..3; cos(θ) = sin(θ + π/2) is m + 1.
+    let shift1 = b.ins().iconst(types::I32, 1);
+    let m = b.ins().sshr(j, shift1);
+    let m = if cos { b.ins().iadd(m, one) } else { m };
+    let odd = b.ins().band(m, one);
+    let zero = int(b, 0);
+    let swap = b
+        .ins()
+        .icmp(cranelift_codegen::ir::condcodes::IntCC::NotEqual, odd, zero);
+    let v = if vector {
+        let flags = MemFlags::new().with_endianness(Endianness::Little);
+        let mask = b.ins().bitcast(ty, flags, swap);
+        b.ins().bitselect(mask, pc, ps)
+    } else {
+        b.ins().select(swap, pc, ps)
+    };
+    // Sign: bit 1 of m, moved to bit 31, and for sin the sign of x.
+    let two = int(b, 2);
+    let neg = b.ins().band(m, two);
+    let shift30 = b.ins().iconst(types::I32, 30);
+    let neg = b.ins().ishl(neg, shift30);
+    let flags = MemFlags::new().with_endianness(Endianness::Little);
+    let neg = b.ins().bitcast(ty, flags, neg);
+    let v = b.ins().bxor(v, neg);
+    if cos {
+        v
+    } else {
+        let sign_bit = konst(b, ty, -0.0);
+        let sign = b.ins().band(x, sign_bit);
+        b.ins().bxor(v, sign)
     }
 }

@@ -16,6 +16,7 @@
 
 mod codegen;
 mod math;
+mod tabulate;
 
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlags};
 use cranelift_codegen::settings::{self, Configurable};
@@ -77,6 +78,9 @@ pub struct JitProgram {
     pub int_ranges: Vec<Option<(i64, i64)>>,
     /// Wall time of analysis and code generation for the whole program.
     pub compile_time: Duration,
+    /// Constant tables the kernels read as buffers `program.buffers.len() + t`:
+    /// append their addresses to the pointer table.
+    pub tables: Vec<Vec<f32>>,
 }
 
 // SAFETY: the module owns executable memory and symbol tables that are only
@@ -127,8 +131,36 @@ fn kernel_error(index: usize, k: &LoopKernel, what: String) -> JitError {
     }
 }
 
-/// Compiles every loop kernel of `program`.
+/// Code generation choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitOptions {
+    /// f32x4 loops where the access pattern allows (else scalar only).
+    pub simd: bool,
+    /// Precompute transcendental functions of loop indices alone (RoPE's
+    /// angles) into constant tables.
+    pub tabulate: bool,
+}
+
+impl Default for JitOptions {
+    /// SIMD on, unless the environment says `GSC_JIT_SCALAR=1`.
+    fn default() -> Self {
+        JitOptions {
+            simd: std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1"),
+            tabulate: std::env::var("GSC_JIT_NO_TABLES").map_or(true, |v| v != "1"),
+        }
+    }
+}
+
+/// Compiles every loop kernel of `program` with the default options.
 pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> {
+    compile_program_with(program, JitOptions::default())
+}
+
+/// Compiles every loop kernel of `program`.
+pub fn compile_program_with(
+    program: &KernelProgram,
+    options: JitOptions,
+) -> Result<JitProgram, JitError> {
     let start = Instant::now();
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
@@ -163,15 +195,49 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
         imports.push(id);
     }
 
-    let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; program.buffers.len()];
+    // Constant tables become extra buffers after the program's own.
+    let mut tables = tabulate::Tables {
+        first: program.buffers.len(),
+        data: vec![],
+    };
+    let mut rewritten: Vec<Option<LoopKernel>> = vec![None; program.kernels.len()];
+    for (index, kernel) in program.kernels.iter().enumerate() {
+        if let Kernel::Loop(k) = kernel {
+            let mut k2 = k.clone();
+            if options.tabulate {
+                tabulate::tabulate(&mut k2, &mut tables);
+            }
+            rewritten[index] = Some(k2);
+        }
+    }
+    let mut augmented = KernelProgram {
+        buffers: program.buffers.clone(),
+        kernels: vec![],
+        arena_len: program.arena_len,
+    };
+    for (t, data) in tables.data.iter().enumerate() {
+        augmented.buffers.push(gsc_compiler::kernel::Buffer {
+            name: format!("table{t}"),
+            dtype: DType::F32,
+            len: data.len(),
+            storage: Storage::Param(usize::MAX - t),
+        });
+    }
+
+    // GSC_JIT_DUMP=<name part or kN>: print those kernels' Cranelift IR.
+    let dump = std::env::var("GSC_JIT_DUMP").ok();
+    let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; augmented.buffers.len()];
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut pending = vec![];
     let mut loops = vec![None; program.kernels.len()];
     for (index, kernel) in program.kernels.iter().enumerate() {
         let Kernel::Loop(k) = kernel else { continue };
-        let facts =
-            analyse(program, k, &mut int_ranges).map_err(|what| kernel_error(index, k, what))?;
+        let Some(k2) = &rewritten[index] else {
+            continue;
+        };
+        let facts = analyse(&augmented, k2, &mut int_ranges)
+            .map_err(|what| kernel_error(index, k, what))?;
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(types::I64));
@@ -185,11 +251,18 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
             &mut ctx,
             &mut fctx,
             &imports,
-            program,
-            k,
+            &augmented,
+            k2,
             &facts,
+            options,
         )
         .map_err(|e| kernel_error(index, k, e.to_string()))?;
+        if dump
+            .as_deref()
+            .is_some_and(|d| k.name.contains(d) || d == format!("k{index}"))
+        {
+            eprintln!("// k{index} \"{}\":\n{}", k.name, ctx.func.display());
+        }
         module
             .define_function(id, &mut ctx)
             .map_err(|e| kernel_error(index, k, format!("code generation: {e:?}")))?;
@@ -211,14 +284,17 @@ pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> 
             work: facts.work,
         });
     }
+    int_ranges.truncate(program.buffers.len());
     Ok(JitProgram {
         module: Some(module),
         loops,
         int_ranges,
+        tables: tables.data,
         compile_time: start.elapsed(),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     module: &mut JITModule,
     ctx: &mut Context,
@@ -227,6 +303,7 @@ fn build(
     program: &KernelProgram,
     k: &LoopKernel,
     facts: &Facts,
+    options: JitOptions,
 ) -> Result<(), JitError> {
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
     let entry = b.create_block();
@@ -243,11 +320,7 @@ fn build(
         .iter()
         .map(|&id| module.declare_func_in_func(id, b.func))
         .collect();
-    let fns = math::MathFns {
-        log: refs[0],
-        sin: refs[1],
-        cos: refs[2],
-    };
+    let fns = math::MathFns { log: refs[0] };
     let mut written = vec![false; program.buffers.len()];
     for id in &facts.written {
         written[id.0] = true;
@@ -261,18 +334,13 @@ fn build(
         locals: vec![None; k.num_locals as usize],
         ptr: types::I64,
         kernel: &k.name,
-        simd: simd_enabled(),
+        simd: options.simd,
         vector: None,
     };
     lower.kernel(k, facts.parallel.is_some(), lo, hi)?;
     lower.b.seal_all_blocks();
     lower.b.finalize();
     Ok(())
-}
-
-/// f32x4 loops unless `GSC_JIT_SCALAR=1` (for comparing the two).
-fn simd_enabled() -> bool {
-    std::env::var("GSC_JIT_SCALAR").map_or(true, |v| v != "1")
 }
 
 /// What the checks found out about one kernel.
