@@ -53,6 +53,7 @@ fn main() {
         tied: !ngpt,
         rope_base: 10000.0,
         init_std: 0.02,
+        norm_eps: 1e-5,
     };
     let batch = 16;
     let train = TrainConfig {

@@ -792,6 +792,7 @@ fn tiny(arch: Arch, activation: Activation, tied: bool) -> ModelConfig {
         tied,
         rope_base: 10000.0,
         init_std: 0.2,
+        norm_eps: 1e-5,
     }
 }
 
