@@ -30,10 +30,9 @@ fn main() {
     let ngpt = std::env::var("GSC_BENCH_ARCH").is_ok_and(|v| v == "ngpt");
     let rms = std::env::var("GSC_BENCH_NORM").is_ok_and(|v| v == "rms");
     let d_model: usize = env_or("GSC_BENCH_D", 256);
+    let base = gsc_runtime::workloads::workload("S", if ngpt { Arch::Ngpt } else { Arch::Gpt })
+        .expect("S is a workload");
     let model = ModelConfig {
-        arch: if ngpt { Arch::Ngpt } else { Arch::Gpt },
-        vocab: 256,
-        context: 256,
         d_model,
         heads: d_model / 64,
         kv_heads: d_model / 64,
@@ -50,34 +49,10 @@ fn main() {
         } else {
             NormKind::LayerNorm
         },
-        tied: !ngpt,
-        rope_base: 10000.0,
-        init_std: 0.02,
-        norm_eps: 1e-5,
+        ..base
     };
     let batch = 16;
-    let train = TrainConfig {
-        optimizer: AdamW {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        },
-        schedule: LrSchedule {
-            decay: Decay::Constant,
-            warmup_steps: 0,
-            min_ratio: 1.0,
-            total_steps: 1000,
-        },
-        batch,
-        seed: 1,
-        clip: Some(1.0),
-        eval_every: 100,
-        eval_batches: 1,
-        checkpoint_every: 1000,
-        log_every: 1,
-    };
+    let train = gsc_runtime::workloads::train_config();
     let t = Instant::now();
     let stage = match gsc_compiler::compile_stage(&model, &train, batch) {
         Ok(s) => s,

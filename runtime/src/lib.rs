@@ -12,6 +12,7 @@ pub mod interp;
 pub mod machine;
 pub mod rng;
 pub mod run;
+pub mod workloads;
 
 #[cfg(test)]
 mod test_util;

@@ -1,0 +1,62 @@
+//! The reference workloads of performance.md (S and M), shared by `gsc
+//! bench`, the step benchmark and the tests that time nothing but need the
+//! same shapes.
+
+use gsc_compiler::plan::{
+    Activation, AdamW, Arch, Decay, LrSchedule, ModelConfig, NormKind, TrainConfig,
+};
+
+pub const BATCH: usize = 16;
+pub const CONTEXT: usize = 256;
+
+/// The reference models: GPT-2-style sizes (LayerNorm, GELU, tied head, as
+/// the PyTorch peer), with gsc's RoPE instead of learned positions.
+pub fn workload(name: &str, arch: Arch) -> Option<ModelConfig> {
+    let (layers, d, heads) = match name {
+        "S" => (4, 256, 4),
+        "M" => (6, 384, 6),
+        _ => return None,
+    };
+    Some(ModelConfig {
+        arch,
+        vocab: 256,
+        context: CONTEXT,
+        d_model: d,
+        heads,
+        kv_heads: heads,
+        head_dim: d / heads,
+        layers,
+        ffn: 4 * d,
+        activation: Activation::Gelu,
+        norm: NormKind::LayerNorm,
+        tied: arch == Arch::Gpt,
+        rope_base: 10_000.0,
+        norm_eps: 1e-5,
+        init_std: 0.02,
+    })
+}
+
+pub fn train_config() -> TrainConfig {
+    TrainConfig {
+        optimizer: AdamW {
+            lr: 2e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+        schedule: LrSchedule {
+            decay: Decay::Constant,
+            warmup_steps: 0,
+            min_ratio: 1.0,
+            total_steps: 1,
+        },
+        batch: BATCH,
+        seed: 1,
+        clip: Some(1.0),
+        eval_every: 1,
+        eval_batches: 1,
+        checkpoint_every: 1,
+        log_every: 1,
+    }
+}
