@@ -48,6 +48,9 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The plan, the artifact and the runtime disagree: a bug, reported plainly.
+    #[error("internal error: {0}")]
+    Inconsistent(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TrainError {
@@ -188,7 +191,7 @@ fn load_stage(
     opts: &Options,
 ) -> Result<Loaded, TrainError> {
     let programs = opts.artifact.stage(run, &stage.name).ok_or_else(|| {
-        TrainError::Resume(format!("the artifact has no stage `{run}.{}`", stage.name))
+        TrainError::Inconsistent(format!("the artifact has no stage `{run}.{}`", stage.name))
     })?;
     let started = Instant::now();
     let mut step = opts.backend.load(&programs.step)?;
@@ -454,7 +457,7 @@ fn grow_between(
         })?;
     }
     if st.config != stage.model {
-        return Err(TrainError::Resume(format!(
+        return Err(TrainError::Inconsistent(format!(
             "growth into stage `{}` produced a model that differs from the plan",
             stage.name
         )));
