@@ -6,7 +6,7 @@
 //! shared, so read ratios, not absolute numbers, from a noisy run.
 
 use gsc_runtime::cpu::attention::{attention_backward, attention_forward, AttentionShape};
-use gsc_runtime::cpu::matmul::Gemm;
+use gsc_runtime::cpu::matmul::{Gemm, Kernel};
 use std::time::Instant;
 
 /// Peak f32 FLOP/s of one core: two FMA units (Zen 5), each 16 lanes wide
@@ -115,18 +115,22 @@ fn filled(len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Times the product with each kernel, the crate's first (the peer).
 fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
-    let g = g.threads(threads);
-    let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
-    println!(
-        "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {}",
-        g.m,
-        g.n,
-        g.k,
-        rates(g.flops(), threads, times)
-    );
+    for kernel in [Kernel::Crate, Kernel::Packed] {
+        let g = g.threads(threads).kernel(kernel);
+        let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
+        println!(
+            "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {:<6} {}",
+            g.m,
+            g.n,
+            g.k,
+            format!("{kernel:?}"),
+            rates(g.flops(), threads, times)
+        );
+    }
 }
 
 fn bench_attention(s: AttentionShape, threads: usize) {

@@ -1,5 +1,7 @@
-//! f32 row-major matrix products on the CPU: a thin, checked wrapper over the
-//! `gemm` crate (AVX-512 kernels through its `x86-v4` feature, rayon threads).
+//! f32 row-major matrix products on the CPU: a checked front over two
+//! kernels, the `gemm` crate (AVX-512 through its `x86-v4` feature, and any
+//! CPU) and, on AVX2 machines without AVX-512, the packed kernel of
+//! [`packed`] for single-K-block products; threads split C into blocks.
 //!
 //! One call computes `C = α·C + β·op(A)·op(B)` where `op` optionally
 //! transposes a row-major operand in place (by strides, never by copying).
@@ -9,7 +11,11 @@
 //! - the weight gradient `dW[out, in] += dYᵀ · X` is
 //!   [`Gemm::new`]`(out, in, rows).trans_a().accumulate()`.
 
+#[cfg(target_arch = "x86_64")]
+mod packed;
+
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// The description of one product; build it with [`Gemm::new`] and the
 /// chained setters, then call [`Gemm::run`].
@@ -38,6 +44,33 @@ pub struct Gemm {
     pub beta: f32,
     /// Worker threads: 1 runs on the calling thread, 0 means all of rayon's.
     pub threads: usize,
+    /// The kernel to run; `None` picks [`Kernel::best`] for this CPU.
+    pub kernel: Option<Kernel>,
+}
+
+/// The product kernels [`Gemm::run`] can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The `gemm` crate, on any CPU.
+    Crate,
+    /// gsc's packed AVX2 + FMA kernel; where the CPU lacks AVX2 or FMA,
+    /// asking for it runs [`Kernel::Crate`].
+    Packed,
+}
+
+impl Kernel {
+    /// The faster kernel on this CPU for inner dimension `k`, as measured by
+    /// `cargo bench --bench kernels`: on AVX2 without AVX-512 the packed
+    /// kernel when K is one block (88-94 % of a core's peak against the
+    /// crate's 78-84 % on the S shapes), the crate's otherwise.
+    pub fn best(k: usize) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if k <= packed::KC && packed::supported() && !std::is_x86_feature_detected!("avx512f") {
+            return Kernel::Packed;
+        }
+        let _ = k;
+        Kernel::Crate
+    }
 }
 
 impl Gemm {
@@ -55,6 +88,7 @@ impl Gemm {
             alpha: 0.0,
             beta: 1.0,
             threads: 0,
+            kernel: None,
         }
     }
 
@@ -93,6 +127,11 @@ impl Gemm {
 
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = Some(kernel);
         self
     }
 
@@ -142,37 +181,114 @@ impl Gemm {
         } else {
             (self.ldb, 1)
         };
-        let parallelism = match self.threads {
-            1 => Parallelism::None,
-            t => Parallelism::Rayon(t),
+        let parts = match self.threads {
+            0 => rayon::current_num_threads(),
+            t => t,
         };
-        // SAFETY: check_operand proved every index (i, p), (p, j), (i, j) in
-        // range lies inside its slice, and `c` is borrowed mutably, so the
-        // destination aliases neither input.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                self.ldc as isize,
-                self.alpha != 0.0,
-                a.as_ptr(),
-                a_cs as isize,
-                a_rs as isize,
-                b.as_ptr(),
-                b_cs as isize,
-                b_rs as isize,
-                self.alpha,
-                self.beta,
-                false,
-                false,
-                false,
-                parallelism,
-            );
+        let ptrs = Operands {
+            a: a.as_ptr(),
+            b: b.as_ptr(),
+            c: c.as_mut_ptr(),
+        };
+        #[cfg(target_arch = "x86_64")]
+        let packed =
+            self.kernel.unwrap_or_else(|| Kernel::best(k)) == Kernel::Packed && packed::supported();
+        // Each thread runs its own single-threaded product on a block of
+        // C's rows (or columns, when C is wide): on small inner dimensions
+        // this beats the crate's own splitting, which synchronises its
+        // threads once per packed block.
+        let split_rows = m >= n;
+        let extent = if split_rows { m } else { n };
+        let blocks = block_bounds(extent, parts);
+        let one = |(lo, hi): (usize, usize)| {
+            let ptrs = &ptrs; // the whole struct (Sync), not its raw fields
+            let (rows, cols, a_off, b_off, c_off) = if split_rows {
+                (hi - lo, n, lo * a_rs, 0, lo * self.ldc)
+            } else {
+                (m, hi - lo, 0, lo * b_cs, lo)
+            };
+            // SAFETY: check_operand proved every index (i, p), (p, j), (i, j)
+            // in range lies inside its slice; the blocks are disjoint row (or
+            // column) ranges of C, so no two threads write the same element,
+            // and `c` is borrowed mutably, so it aliases neither input.
+            unsafe {
+                let (a, b, c) = (ptrs.a.add(a_off), ptrs.b.add(b_off), ptrs.c.add(c_off));
+                #[cfg(target_arch = "x86_64")]
+                if packed {
+                    let view = |ptr, rs, cs| packed::View {
+                        ptr,
+                        rs: rs as isize,
+                        cs: cs as isize,
+                    };
+                    packed::sgemm(
+                        rows,
+                        cols,
+                        k,
+                        self.alpha,
+                        self.beta,
+                        view(a, a_rs, a_cs),
+                        view(b, b_rs, b_cs),
+                        c,
+                        self.ldc,
+                    );
+                    return;
+                }
+                gemm::gemm(
+                    rows,
+                    cols,
+                    k,
+                    c,
+                    1,
+                    self.ldc as isize,
+                    self.alpha != 0.0,
+                    a,
+                    a_cs as isize,
+                    a_rs as isize,
+                    b,
+                    b_cs as isize,
+                    b_rs as isize,
+                    self.alpha,
+                    self.beta,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        };
+        if blocks.len() == 1 {
+            one(blocks[0]);
+        } else {
+            blocks.into_par_iter().for_each(one);
         }
     }
+}
+
+/// The three operands' base pointers, shared by the threads of one product.
+#[derive(Clone, Copy)]
+struct Operands {
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+}
+
+// SAFETY: the threads of one product only read A and B and write disjoint
+// blocks of C (see `Gemm::run`).
+unsafe impl Send for Operands {}
+unsafe impl Sync for Operands {}
+
+/// Splits `0..extent` into at most `parts` contiguous blocks, each a multiple
+/// of 48 elements (of both kernels' register-tile sides) but the last, and
+/// never so small that a block is all overhead.
+fn block_bounds(extent: usize, parts: usize) -> Vec<(usize, usize)> {
+    const ALIGN: usize = 48;
+    const MIN_BLOCK: usize = 64;
+    let parts = parts.clamp(1, extent.div_ceil(MIN_BLOCK).max(1));
+    let step = extent.div_ceil(parts).div_ceil(ALIGN) * ALIGN;
+    (0..extent)
+        .step_by(step.max(1))
+        .map(|lo| (lo, (lo + step).min(extent)))
+        .collect()
 }
 
 fn check_operand(name: &str, len: usize, rows: usize, cols: usize, ld: usize) {
@@ -237,6 +353,13 @@ mod tests {
         assert_close(&c, &want, 1e-4, &format!("{g:?}"));
     }
 
+    const KERNELS_AND_THREADS: [(usize, Kernel); 4] = [
+        (1, Kernel::Crate),
+        (2, Kernel::Crate),
+        (1, Kernel::Packed),
+        (2, Kernel::Packed),
+    ];
+
     #[test]
     fn every_transpose_and_scale_matches_the_naive_loop() {
         let mut seed = 1;
@@ -246,12 +369,17 @@ mod tests {
             (33, 17, 65),
             (64, 96, 80),
             (130, 70, 257),
+            // Several K, M and N blocks of the packed kernel, with edges.
+            (301, 2100, 530),
         ] {
             for ta in [false, true] {
                 for tb in [false, true] {
                     for (alpha, beta) in [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)] {
-                        for threads in [1, 2] {
-                            let mut g = Gemm::new(m, n, k).scale(alpha, beta).threads(threads);
+                        for (threads, kernel) in KERNELS_AND_THREADS {
+                            let mut g = Gemm::new(m, n, k)
+                                .scale(alpha, beta)
+                                .threads(threads)
+                                .kernel(kernel);
                             if ta {
                                 g = g.trans_a();
                             }
@@ -270,18 +398,26 @@ mod tests {
     #[test]
     fn leading_dimensions_select_a_column_block() {
         // One head's slice (columns 8..24) of [tokens, 32] activations.
-        let g = Gemm::new(10, 12, 16).trans_b().leading_dims(32, 32, 20);
-        check(g, 99);
+        for (threads, kernel) in KERNELS_AND_THREADS {
+            let g = Gemm::new(10, 12, 16)
+                .trans_b()
+                .leading_dims(32, 32, 20)
+                .threads(threads)
+                .kernel(kernel);
+            check(g, 99);
+        }
     }
 
     #[test]
     fn overwrite_ignores_nan_in_the_destination() {
-        let g = Gemm::new(3, 4, 5);
-        let a = random_vec(15, 1);
-        let b = random_vec(20, 2);
-        let mut c = vec![f32::NAN; 12];
-        g.run(&a, &b, &mut c);
-        assert!(c.iter().all(|x| x.is_finite()));
+        for (threads, kernel) in KERNELS_AND_THREADS {
+            let g = Gemm::new(7, 20, 5).threads(threads).kernel(kernel);
+            let a = random_vec(35, 1);
+            let b = random_vec(100, 2);
+            let mut c = vec![f32::NAN; 140];
+            g.run(&a, &b, &mut c);
+            assert!(c.iter().all(|x| x.is_finite()), "{kernel:?}");
+        }
     }
 
     #[test]
