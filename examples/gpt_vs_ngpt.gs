@@ -35,7 +35,7 @@ train {
     seed = 1
     clip = 1.0
     eval every 250 steps on 20 batches
-    checkpoint every 1000 steps
+    checkpoint every 250 steps
 }
 
 grow gpt {

@@ -834,10 +834,12 @@ impl<'a> Emitter<'a> {
                     UnaryOp::Log => un(UnaryFn::Log, a),
                     UnaryOp::Sqrt => un(UnaryFn::Sqrt, a),
                     UnaryOp::Tanh => un(UnaryFn::Tanh, a),
+                    // ½x(1 + tanh u) = x·σ(2u): one exp and one division,
+                    // where tanh would take both and a polynomial besides.
                     UnaryOp::Gelu => {
                         let a = self.let_(a);
-                        let t = self.gelu_tanh(&a);
-                        mul(mul(c(0.5), a), add(c(1.0), t))
+                        let s = self.gelu_sigmoid(&a);
+                        mul(a, s)
                     }
                     UnaryOp::Silu => {
                         let a = self.let_(a);
@@ -858,21 +860,19 @@ impl<'a> Emitter<'a> {
                     BinaryOp::Div => div(a, d),
                     BinaryOp::Max => bin(BinaryFn::Max, a, d),
                     BinaryOp::Min => bin(BinaryFn::Min, a, d),
-                    // gelu'(x) = ½(1 + t) + ½x(1 − t²)·c(1 + 3k x²), t = tanh(c(x + k x³))
+                    // gelu'(x) = ½(1 + t) + ½x(1 − t²)·c(1 + 3k x²) with
+                    // t = tanh(c(x + k x³)); in s = ½(1 + t) = σ(2c(x + k x³)):
+                    // s + x·s(1 − s)·2c(1 + 3k x²).
                     BinaryOp::GeluBwd => {
                         let a = self.let_(a);
-                        let t = self.gelu_tanh(&a);
-                        let t = self.let_(t);
-                        let dt = sub(c(1.0), mul(t.clone(), t.clone()));
-                        let inner = mul(
-                            c(GELU_C),
-                            add(c(1.0), mul(c(3.0 * GELU_K), mul(a.clone(), a.clone()))),
+                        let s = self.gelu_sigmoid(&a);
+                        let s = self.let_(s);
+                        let ds = mul(s.clone(), sub(c(1.0), s.clone()));
+                        let inner = add(
+                            c(2.0 * GELU_C),
+                            mul(c(6.0 * GELU_C * GELU_K), mul(a.clone(), a.clone())),
                         );
-                        let grad = add(
-                            mul(c(0.5), add(c(1.0), t)),
-                            mul(mul(c(0.5), a), mul(dt, inner)),
-                        );
-                        mul(d, grad)
+                        mul(d, add(s, mul(a, mul(ds, inner))))
                     }
                     // silu'(x) = s(1 + x(1 − s)), s = sigmoid(x)
                     BinaryOp::SiluBwd => {
@@ -1003,12 +1003,15 @@ impl<'a> Emitter<'a> {
     }
 
     /// `tanh(c·(a + k·a³))`.
-    fn gelu_tanh(&mut self, a: &Expr) -> Expr {
-        let cube = mul(a.clone(), mul(a.clone(), a.clone()));
-        un(
-            UnaryFn::Tanh,
-            mul(c(GELU_C), add(a.clone(), mul(c(GELU_K), cube))),
-        )
+    /// `σ(2c(a + k a³)) = 1 / (1 + e^{−2c·a(1 + k a²)})`, which is
+    /// `½(1 + tanh(c(a + k a³)))`; for large negative `a` the exponential
+    /// overflows to ∞ and the result is the right limit, 0.
+    fn gelu_sigmoid(&mut self, a: &Expr) -> Expr {
+        let poly = add(
+            c(-2.0 * GELU_C),
+            mul(c(-2.0 * GELU_C * GELU_K), mul(a.clone(), a.clone())),
+        );
+        div(c(1.0), add(c(1.0), un(UnaryFn::Exp, mul(a.clone(), poly))))
     }
 
     fn memoized(&mut self, key: MemoKey, f: impl FnOnce(&mut Self) -> R<Expr>) -> R<Expr> {
