@@ -99,6 +99,52 @@ impl<F: Float> Memory<F> {
         self.floats_of(BufId(b))
     }
 
+    /// Sets buffer `b` (persistent or a temporary in the arena) by id, for
+    /// comparing every buffer of a program, temporaries included, with
+    /// another backend's.
+    pub fn write_buf(&mut self, b: BufId, data: &[F]) -> Result<(), InterpError> {
+        let len = self.lens.get(b.0).copied();
+        let dst = match self.locs.get(b.0) {
+            Some(Loc::Float(i)) => Some(&mut self.floats[*i][..]),
+            Some(Loc::Arena(o)) => len.and_then(|len| self.arena.get_mut(*o..*o + len)),
+            _ => None,
+        };
+        match dst {
+            Some(dst) if dst.len() == data.len() => {
+                dst.copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(InterpError::BadWrite(format!(
+                "b{} with {} values",
+                b.0,
+                data.len()
+            ))),
+        }
+    }
+
+    /// Sets integer buffer `b` by id.
+    pub fn write_buf_ints(&mut self, b: BufId, data: &[i32]) -> Result<(), InterpError> {
+        match self.locs.get(b.0) {
+            Some(Loc::Int(i)) if self.ints[*i].len() == data.len() => {
+                self.ints[*i].copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(InterpError::BadWrite(format!(
+                "b{} with {} ints",
+                b.0,
+                data.len()
+            ))),
+        }
+    }
+
+    /// Buffer `b` by id (see [`Memory::write_buf`]).
+    pub fn read_buf(&self, b: BufId) -> Result<Vec<F>, InterpError> {
+        if b.0 >= self.lens.len() {
+            return Err(InterpError::NoBuffer(format!("b{}", b.0)));
+        }
+        self.floats_of(b)
+    }
+
     fn floats_of(&self, b: BufId) -> Result<Vec<F>, InterpError> {
         let len = self.lens[b.0];
         match self.locs[b.0] {
