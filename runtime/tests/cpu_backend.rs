@@ -322,8 +322,9 @@ fn inline_transcendentals_are_accurate_pointwise() {
 }
 
 /// Softmax rows: max and sum reductions, a reduction whose body has a `let`,
-/// then a store per element; plus a column sum (strided, parallel over
-/// columns) and a serial kernel whose top level is a reduction.
+/// then a store per element; plus a column sum of squares (strided, parallel
+/// over columns, jammed sixteen columns at a time, with locals inside and
+/// after the reduction) and a serial kernel whose top level is a reduction.
 fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
     let x = |var: u32| load(0, ix(0, &[(0, cols as i64), (var, 1)]));
     let row = vec![
@@ -359,10 +360,11 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
                 ReduceFn::Sum,
                 1,
                 rows,
-                vec![],
-                load(0, ix(0, &[(1, cols as i64), (0, 1)])),
+                vec![let_(1, load(0, ix(0, &[(1, cols as i64), (0, 1)])))],
+                bin(BinaryFn::Mul, local(1), local(1)),
             ),
-            store(2, ix(0, &[(0, 1)]), local(0)),
+            let_(2, un(UnaryFn::Sqrt, local(0))),
+            store(2, ix(0, &[(0, 1)]), local(2)),
         ],
     )];
     let total = vec![
@@ -389,7 +391,7 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
         ],
         kernels: vec![
             loop_kernel("softmax", vec![for_(0, rows, row)], 4, 3),
-            loop_kernel("colsum", colsum, 2, 1),
+            loop_kernel("colsum", colsum, 2, 3),
             loop_kernel("mean_max", total, 2, 2),
         ],
         arena_len: rows * cols,
@@ -398,9 +400,18 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
 
 #[test]
 fn reductions_match() {
-    for (seed, (rows, cols)) in [(1, 1), (3, 1), (1, 5), (7, 33), (4099, 9), (2, 20011)]
-        .into_iter()
-        .enumerate()
+    // 39 columns: two jammed groups of 16, one vector of 4, 3 scalar.
+    for (seed, (rows, cols)) in [
+        (1, 1),
+        (3, 1),
+        (1, 5),
+        (7, 33),
+        (5, 39),
+        (4099, 9),
+        (2, 20011),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let p = reductions_program(rows, cols);
         let (got, want) = run_both(&p, 10 + seed as u64, 4.0, 1);

@@ -43,6 +43,11 @@ fn internal<T>(s: impl Into<String>) -> R<T> {
 const GELU_C: f64 = 0.797_884_560_802_865_4;
 const GELU_K: f64 = 0.044715;
 
+/// `σ(a) = 1 / (1 + e^{−a})`.
+fn sigmoid(a: Expr) -> Expr {
+    div(c(1.0), add(c(1.0), un(UnaryFn::Exp, un(UnaryFn::Neg, a))))
+}
+
 /// Lowers a graph to kernels with a buffer plan.
 pub fn lower(g: &Graph) -> Result<KernelProgram, LowerError> {
     let mut seen = HashSet::new();
@@ -841,12 +846,11 @@ impl<'a> Emitter<'a> {
                         let s = self.gelu_sigmoid(&a);
                         mul(a, s)
                     }
+                    // x·σ(x), with σ(x) written as in silu_bwd, so that a
+                    // kernel holding both computes the exponential once.
                     UnaryOp::Silu => {
                         let a = self.let_(a);
-                        div(
-                            a.clone(),
-                            add(c(1.0), un(UnaryFn::Exp, un(UnaryFn::Neg, a))),
-                        )
+                        mul(a.clone(), sigmoid(a))
                     }
                 }
             }
@@ -877,11 +881,7 @@ impl<'a> Emitter<'a> {
                     // silu'(x) = s(1 + x(1 − s)), s = sigmoid(x)
                     BinaryOp::SiluBwd => {
                         let a = self.let_(a);
-                        let s = div(
-                            c(1.0),
-                            add(c(1.0), un(UnaryFn::Exp, un(UnaryFn::Neg, a.clone()))),
-                        );
-                        let s = self.let_(s);
+                        let s = self.let_(sigmoid(a.clone()));
                         mul(d, mul(s.clone(), add(c(1.0), mul(a, sub(c(1.0), s)))))
                     }
                 }

@@ -32,6 +32,10 @@ use gsc_compiler::kernel::{
 /// f32 lanes of one Cranelift vector.
 const LANES: i64 = 4;
 
+/// Vectors of a jammed reduction loop (see [`Lower::jammed_loop`]): 4·4
+/// lanes = 64 bytes, one cache line of each strided row.
+const JAM: i64 = 4;
+
 pub(super) struct Lower<'a, 'b> {
     pub b: FunctionBuilder<'b>,
     pub math: &'a MathFns,
@@ -168,6 +172,22 @@ impl Vectorizable {
     }
 }
 
+/// Whether a vectorised loop with this body is worth jamming: it reduces
+/// or loops over an inner index at its top level (strided, since the
+/// vectorised index is the unit-stride one), one level deep.
+fn jammable(body: &[Stmt]) -> bool {
+    let flat = |body: &[Stmt]| {
+        body.iter()
+            .all(|s| matches!(s, Stmt::Let { .. } | Stmt::Store { .. }))
+    };
+    body.iter()
+        .any(|s| matches!(s, Stmt::Reduce { .. } | Stmt::For { .. }))
+        && body.iter().all(|s| match s {
+            Stmt::For { body, .. } | Stmt::Reduce { body, .. } => flat(body),
+            _ => true,
+        })
+}
+
 fn malformed(kernel: &str, what: String) -> JitError {
     JitError::Malformed {
         kernel: kernel.to_string(),
@@ -264,6 +284,17 @@ impl Lower<'_, '_> {
         if !(self.simd && self.vector.is_none() && vectorizable(var, body, None)) {
             return self.for_loop(var, lo, hi, body, 1);
         }
+        let mut lo = lo;
+        if jammable(body) {
+            let n = self.b.ins().isub(hi, lo);
+            let whole = self.b.ins().band_imm(n, !(LANES * JAM - 1));
+            let mid = self.b.ins().iadd(lo, whole);
+            self.vector = Some(var);
+            let r = self.jammed_loop(var, lo, mid, body);
+            self.vector = None;
+            r?;
+            lo = mid;
+        }
         let n = self.b.ins().isub(hi, lo);
         let whole = self.b.ins().band_imm(n, !(LANES - 1));
         let mid = self.b.ins().iadd(lo, whole);
@@ -272,6 +303,182 @@ impl Lower<'_, '_> {
         self.vector = None;
         r?;
         self.for_loop(var, mid, hi, body, 1)
+    }
+
+    /// A vectorised loop whose body reduces or loops over an inner index (a
+    /// column sum: `out[j] = Σ_i x[i·n + j]`; a column normalisation), `JAM`
+    /// vectors of `var` per iteration with their inner loops fused into one.
+    /// One vector at a time would walk the rows once per four columns and
+    /// use a quarter of each cache line it loads; jammed, the whole line.
+    fn jammed_loop(
+        &mut self,
+        var: Var,
+        lo: Value,
+        hi: Value,
+        body: &[Stmt],
+    ) -> Result<(), JitError> {
+        let header = self.b.create_block();
+        let i = self.b.append_block_param(header, types::I64);
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
+        self.b.switch_to_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(go, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        // Each copy has its own locals; statements other than reductions
+        // are emitted once per copy, with `var` at that copy's first lane.
+        let mut copies = vec![self.locals.clone(); JAM as usize];
+        for s in body {
+            match s {
+                Stmt::Reduce {
+                    local,
+                    op,
+                    var: rvar,
+                    extent,
+                    body: rbody,
+                    value,
+                } => {
+                    let results =
+                        self.jammed_reduce(var, i, &mut copies, *op, *rvar, *extent, rbody, value)?;
+                    for (copy, r) in copies.iter_mut().zip(results) {
+                        copy[local.0 as usize] = Some(r);
+                    }
+                }
+                Stmt::For {
+                    var: fvar,
+                    extent,
+                    body: fbody,
+                } => self.jammed_for(var, i, &mut copies, *fvar, *extent, fbody)?,
+                other => {
+                    for g in 0..JAM as usize {
+                        self.in_copy(var, i, g, &mut copies, |me| {
+                            me.stmts(std::slice::from_ref(other))
+                        })?;
+                    }
+                }
+            }
+        }
+        self.set_var(var.0, None)?;
+        let next = self.b.ins().iadd_imm(i, LANES * JAM);
+        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// Runs `f` as copy `g` of a jammed loop body: that copy's locals, and
+    /// `var` at `base + g·LANES`.
+    fn in_copy<T>(
+        &mut self,
+        var: Var,
+        base: Value,
+        g: usize,
+        copies: &mut [Vec<Option<Value>>],
+        f: impl FnOnce(&mut Self) -> Result<T, JitError>,
+    ) -> Result<T, JitError> {
+        let at = self.b.ins().iadd_imm(base, g as i64 * LANES);
+        self.set_var(var.0, Some(at))?;
+        std::mem::swap(&mut self.locals, &mut copies[g]);
+        let r = f(self);
+        std::mem::swap(&mut self.locals, &mut copies[g]);
+        r
+    }
+
+    /// One inner loop running every copy's body per iteration. Interleaving
+    /// the copies is safe: [`vectorizable`] proved that a loop with a nested
+    /// `for` touches each stored buffer only at its own lanes' elements.
+    fn jammed_for(
+        &mut self,
+        var: Var,
+        base: Value,
+        copies: &mut [Vec<Option<Value>>],
+        fvar: Var,
+        extent: usize,
+        body: &[Stmt],
+    ) -> Result<(), JitError> {
+        let lo = self.b.ins().iconst(types::I64, 0);
+        let hi = self.b.ins().iconst(types::I64, extent as i64);
+        let header = self.b.create_block();
+        let i = self.b.append_block_param(header, types::I64);
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
+        self.b.switch_to_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(go, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        for g in 0..copies.len() {
+            self.in_copy(var, base, g, copies, |me| {
+                me.set_var(fvar.0, Some(i))?;
+                me.stmts(body)
+            })?;
+        }
+        self.set_var(fvar.0, None)?;
+        let next = self.b.ins().iadd_imm(i, 1);
+        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// One reduction loop carrying every copy's four-lane accumulator.
+    #[allow(clippy::too_many_arguments)]
+    fn jammed_reduce(
+        &mut self,
+        var: Var,
+        base: Value,
+        copies: &mut [Vec<Option<Value>>],
+        op: ReduceFn,
+        rvar: Var,
+        extent: usize,
+        body: &[Stmt],
+        value: &Expr,
+    ) -> Result<Vec<Value>, JitError> {
+        let init = match op {
+            ReduceFn::Sum => 0.0,
+            ReduceFn::Max => f32::NEG_INFINITY,
+        };
+        let init = self.b.ins().f32const(init);
+        let init = self.b.ins().splat(types::F32X4, init);
+        let lo = self.b.ins().iconst(types::I64, 0);
+        let hi = self.b.ins().iconst(types::I64, extent as i64);
+        let header = self.b.create_block();
+        let i = self.b.append_block_param(header, types::I64);
+        let accs: Vec<Value> = (0..copies.len())
+            .map(|_| self.b.append_block_param(header, types::F32X4))
+            .collect();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        let results: Vec<Value> = (0..copies.len())
+            .map(|_| self.b.append_block_param(exit, types::F32X4))
+            .collect();
+        let mut args = vec![BlockArg::Value(lo)];
+        args.extend(accs.iter().map(|_| BlockArg::Value(init)));
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        let done: Vec<BlockArg> = accs.iter().map(|a| BlockArg::Value(*a)).collect();
+        self.b.ins().brif(go, inner, &[], exit, &done);
+        self.b.switch_to_block(inner);
+        let mut next = vec![];
+        for (g, acc) in accs.iter().enumerate() {
+            let v = self.in_copy(var, base, g, copies, |me| {
+                me.set_var(rvar.0, Some(i))?;
+                me.stmts(body)?;
+                let v = me.expr(value)?;
+                Ok(me.widen(v))
+            })?;
+            next.push(match op {
+                ReduceFn::Sum => self.b.ins().fadd(*acc, v),
+                ReduceFn::Max => self.b.ins().fmax(*acc, v),
+            });
+        }
+        self.set_var(rvar.0, None)?;
+        let step = self.b.ins().iadd_imm(i, 1);
+        let mut args = vec![BlockArg::Value(step)];
+        args.extend(next.into_iter().map(BlockArg::Value));
+        self.b.ins().jump(header, &args);
+        self.b.switch_to_block(exit);
+        Ok(results)
     }
 
     fn for_loop(
