@@ -5,7 +5,7 @@ use gsc_compiler::check_source;
 use gsc_runtime::backend::{Backend, Cpu};
 use gsc_runtime::interp::InterpBackend;
 use gsc_runtime::machine::Machine;
-use gsc_runtime::run::artifact::{content_hash, Artifact, COMPILER_VERSION};
+use gsc_runtime::run::artifact::{content_hash, Artifact, COMPILER_VERSION, RUN_ARTIFACT};
 use gsc_runtime::run::dir::{unix_now, Manifest, Metrics, RunDir};
 use gsc_runtime::run::train::{resume_step, train_run, Corpus, Options};
 use std::collections::HashSet;
@@ -76,18 +76,24 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
         return Ok(false);
     };
 
-    let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
-    hash_parts.extend(overrides.iter().map(String::as_str));
-    let hash = content_hash(&hash_parts);
     let started = std::time::Instant::now();
-    let (artifact, cached) = Artifact::load_or_compile(&args.runs_dir.join(".cache"), &plan, &hash)
-        .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
+    let (artifact, hash, from) = match &dir {
+        Some(d) => resumed_artifact(d, &plan, &args.runs_dir)?,
+        None => {
+            let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
+            hash_parts.extend(overrides.iter().map(String::as_str));
+            let hash = content_hash(&hash_parts);
+            let (artifact, cached) =
+                Artifact::load_or_compile(&args.runs_dir.join(".cache"), &plan, &hash)
+                    .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
+            (artifact, hash, if cached { ", from the cache" } else { "" })
+        }
+    };
     println!(
-        "compiled {} stage{} in {:.0} ms{} (artifact {hash})",
+        "compiled {} stage{} in {:.0} ms{from} (artifact {hash})",
         artifact.stages.len(),
         if artifact.stages.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64() * 1e3,
-        if cached { ", from the cache" } else { "" }
     );
 
     let backend: Box<dyn Backend> = match args.backend {
@@ -110,7 +116,12 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
             })?;
             let manifest = Manifest {
                 name: stem,
-                source_path: source_path.display().to_string(),
+                // Absolute, so that a resume from another directory finds
+                // the file's data paths (relative to it) again.
+                source_path: std::fs::canonicalize(&source_path)
+                    .unwrap_or_else(|_| source_path.clone())
+                    .display()
+                    .to_string(),
                 source: source.clone(),
                 overrides: overrides.clone(),
                 compiler_version: COMPILER_VERSION.to_string(),
@@ -121,6 +132,9 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
             };
             d.write_manifest(&manifest)
                 .map_err(|e| format!("writing run.json: {e}"))?;
+            artifact
+                .save(&d.path.join(RUN_ARTIFACT))
+                .map_err(|e| format!("writing {RUN_ARTIFACT}: {e}"))?;
             d
         }
     };
@@ -193,4 +207,42 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// The artifact a run was started with, so that the resumed steps execute the
+/// same kernels as the first ones: the run directory's copy, else the cache
+/// entry its manifest names (runs started before runs kept a copy). Only if
+/// both are gone is the plan compiled again, with a warning, since another
+/// build of the compiler may lower it differently in the last bits.
+fn resumed_artifact(
+    dir: &RunDir,
+    plan: &gsc_compiler::plan::Plan,
+    runs_dir: &Path,
+) -> Result<(Artifact, String, &'static str), String> {
+    let m = dir.manifest().map_err(|e| e.to_string())?;
+    let hash = m.artifact_hash;
+    let caches = [
+        dir.path.join(RUN_ARTIFACT),
+        dir.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(".cache")
+            .join(format!("{hash}.json")),
+        runs_dir.join(".cache").join(format!("{hash}.json")),
+    ];
+    // The hash covers the source text and overrides (both from the
+    // manifest) and the compiler: the plan can differ only in where data
+    // paths resolve from, which the kernels do not depend on.
+    if let Some(a) = caches.iter().find_map(|p| Artifact::load(p, &hash)) {
+        return Ok((a, hash, ", as the run was started"));
+    }
+    eprintln!(
+        "warning: the kernels this run was compiled to (artifact {hash}) are gone; compiling \
+         again with gsc {COMPILER_VERSION}, whose kernels may round differently from those of \
+         the finished steps"
+    );
+    let a = Artifact::compile(plan, &hash)
+        .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
+    let _ = a.save(&dir.path.join(RUN_ARTIFACT));
+    Ok((a, hash, ""))
 }

@@ -42,6 +42,39 @@ fn fresh(name: &str) -> PathBuf {
     root
 }
 
+/// Copies the run's artifact into `cache` under its hash with every kernel
+/// constant nudged: the same plan, other kernels.
+fn plant_other_kernels(dir: &Path, cache: &Path) {
+    fn nudge(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    match x {
+                        serde_json::Value::Number(n) if k == "Const" => {
+                            *x = serde_json::json!(n.as_f64().unwrap() * 1.01 + 1e-3);
+                        }
+                        _ => nudge(x),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(nudge),
+            _ => {}
+        }
+    }
+    let mut a: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("artifact.json")).unwrap()).unwrap();
+    let before = a.clone();
+    nudge(&mut a["stages"]);
+    assert_ne!(a, before, "no kernel constant to nudge");
+    std::fs::create_dir_all(cache).unwrap();
+    let hash = a["hash"].as_str().unwrap().to_string();
+    std::fs::write(
+        cache.join(format!("{hash}.json")),
+        serde_json::to_vec(&a).unwrap(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
     let whole = fresh("whole");
@@ -81,8 +114,14 @@ fn killed_and_resumed_equals_uninterrupted() {
     let _ = child.kill();
     child.wait().unwrap();
     let dir = run_dir(&cut);
+    // Resume from elsewhere, where the default cache holds other kernels
+    // under this run's artifact hash (as a rebuilt compiler would have left
+    // them): the resumed run must still execute the kernels it started with.
+    let elsewhere = fresh("elsewhere");
+    plant_other_kernels(&dir, &elsewhere.join("runs/.cache"));
     // Resume, and kill the resumed run too, mid-way, before finishing it.
     let mut again = gsc()
+        .current_dir(&elsewhere)
         .arg("run")
         .arg("--resume")
         .arg(&dir)
@@ -92,7 +131,13 @@ fn killed_and_resumed_equals_uninterrupted() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = again.kill();
     again.wait().unwrap();
-    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    let o = gsc()
+        .current_dir(&elsewhere)
+        .arg("run")
+        .arg("--resume")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         final_checkpoint(&dir),
@@ -114,7 +159,13 @@ fn killed_and_resumed_equals_uninterrupted() {
         "{metrics}"
     );
     // A finished run resumes to nothing.
-    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    let o = gsc()
+        .current_dir(&elsewhere)
+        .arg("run")
+        .arg("--resume")
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&cut);

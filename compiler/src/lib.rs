@@ -1,6 +1,15 @@
 //! The gsc compiler: `.gs` source → AST → checks → plan → graph IR → autodiff
 //! → fusion → kernel IR.
 
+/// This compiler's identity: its version and a fingerprint of its sources.
+/// Artifacts are keyed by it, since two builds with the same version number
+/// may lower the same plan to different kernels.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "+",
+    env!("GSC_COMPILER_FINGERPRINT")
+);
+
 pub mod check;
 pub mod diag;
 pub mod grad;

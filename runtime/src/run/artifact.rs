@@ -27,7 +27,11 @@ pub struct Artifact {
     pub stages: Vec<StagePrograms>,
 }
 
-pub const COMPILER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMPILER_VERSION: &str = gsc_compiler::VERSION;
+
+/// A run directory's own copy of the artifact it was started with: a resumed
+/// run executes exactly these kernels, whatever compiler resumes it.
+pub const RUN_ARTIFACT: &str = "artifact.json";
 
 /// FNV-1a, 64 bits: stable across builds and machines, unlike std's hasher.
 pub fn content_hash(parts: &[&str]) -> String {
@@ -72,26 +76,55 @@ impl Artifact {
         hash: &str,
     ) -> Result<(Artifact, bool), (String, CompileError)> {
         let path = cache.join(format!("{hash}.json"));
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Ok(a) = serde_json::from_slice::<Artifact>(&bytes) {
-                if a.hash == hash && a.plan == *plan {
-                    return Ok((a, true));
-                }
-            }
+        if let Some(a) = Artifact::load(&path, hash).filter(|a| a.plan == *plan) {
+            return Ok((a, true));
         }
         let a = Artifact::compile(plan, hash)?;
-        // A cache that cannot be written only costs a recompilation next time.
         if std::fs::create_dir_all(cache).is_ok() {
-            if let Ok(json) = serde_json::to_vec(&a) {
-                let _ = write_atomic(&path, &json);
-            }
+            let _ = a.save(&path);
         }
         Ok((a, false))
+    }
+
+    /// The artifact in `path`, if it is there, readable, and the one with
+    /// this hash.
+    pub fn load(path: &Path, hash: &str) -> Option<Artifact> {
+        let bytes = std::fs::read(path).ok()?;
+        let a = serde_json::from_slice::<Artifact>(&bytes).ok()?;
+        (a.hash == hash).then_some(a)
+    }
+
+    /// Writes the artifact to `path` atomically.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(path, &serde_json::to_vec(self)?)
     }
 
     pub fn stage(&self, run: &str, stage: &str) -> Option<&StagePrograms> {
         self.stages
             .iter()
             .find(|s| s.run == run && s.stage == stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::workloads::{train_config, workload};
+    use gsc_compiler::kernel::KernelProgram;
+    use gsc_compiler::plan::Arch;
+
+    /// A resumed run JIT-compiles the cached JSON, an uninterrupted one the
+    /// programs in memory: they must be the same programs, constants to the
+    /// last bit, or the two runs drift apart.
+    #[test]
+    fn programs_round_trip_through_json_exactly() {
+        for arch in [Arch::Gpt, Arch::Ngpt] {
+            let model = workload("S", arch).unwrap();
+            let stage = gsc_compiler::compile_stage(&model, &train_config(), 2).unwrap();
+            for p in [&stage.kernels, &stage.forward_kernels] {
+                let json = serde_json::to_vec(p).unwrap();
+                let back: KernelProgram = serde_json::from_slice(&json).unwrap();
+                assert!(back == *p, "{arch:?}: the program changed through JSON");
+            }
+        }
     }
 }
