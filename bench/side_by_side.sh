@@ -2,15 +2,19 @@
 # gsc and PyTorch on the reference workloads, in one run, with the ratios:
 # gsc (CPU backend), PyTorch as installed, and PyTorch with MKL's AVX-512
 # path forced (LD_PRELOAD of mkl_shim.c) — PyTorch at its best on AMD CPUs.
-#   bash bench/side_by_side.sh [--steps N] [--warmup N] [S M]
+#   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [S M]
+# The three systems take turns, R rounds of each (default 3), and the table
+# gives each one's median over its rounds: on a shared VM whose speed drifts
+# by a third within minutes, one pass of each would measure the drift.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-steps=10; warmup=3; models=()
+steps=10; warmup=3; rounds=3; models=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) models+=("$1"); shift ;;
   esac
 done
@@ -19,16 +23,25 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 gcc -shared -fPIC -O2 -o "$out/libmkl_shim.so" "$here/mkl_shim.c"
 cargo build --release --quiet
-./target/release/gsc bench --steps "$steps" --warmup "$warmup" "${models[@]}" > "$out/gsc.jsonl"
-python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" > "$out/torch.jsonl"
-LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" > "$out/torch_mkl.jsonl"
+for r in $(seq "$rounds"); do
+  echo "round $r of $rounds" >&2
+  ./target/release/gsc bench --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
+  python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch.jsonl"
+  LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch_mkl.jsonl"
+done
 python3 - "$out" <<'PY'
-import json, sys, os
+import json, sys, os, statistics
 out = sys.argv[1]
 def load(name):
-    return {r["model"]: r for r in (json.loads(l) for l in open(os.path.join(out, name)) if l.strip())}
+    rows = {}
+    for line in open(os.path.join(out, name)):
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault(r["model"], []).append(r)
+    # Per model, the round with the median throughput (all its fields).
+    return {m: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] | {"all": [r["tokens_per_s"] for r in rs]} for m, rs in rows.items()}
 gsc, torch, best = load("gsc.jsonl"), load("torch.jsonl"), load("torch_mkl.jsonl")
-print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}")
+print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}   tokens/s per round")
 for m in gsc:
     g = gsc[m]
     for label, r in (("gsc (cpu backend)", g), ("PyTorch as installed", torch.get(m)), ("PyTorch + MKL shim", best.get(m))):
@@ -36,5 +49,6 @@ for m in gsc:
             continue
         rss = r.get("peak_rss_mb") or r.get("peak_rss_mib", 0)
         ratio = g["tokens_per_s"] / r["tokens_per_s"]
-        print(f"{m:<6}{label:<26}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}{r['mfu']*100:>6.1f}%{rss:>8}{ratio:>8.2f}")
+        rounds = " ".join(f"{t:.0f}" for t in r["all"])
+        print(f"{m:<6}{label:<26}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}{r['mfu']*100:>6.1f}%{rss:>8}{ratio:>8.2f}   {rounds}")
 PY

@@ -130,7 +130,7 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
 }
 
 fn data_file(path: &str, span: Span, base_dir: &Path) -> Result<DataFile, Diag> {
-    let resolved = base_dir.join(path);
+    let resolved = lexical(&base_dir.join(path));
     let shown = resolved.display().to_string();
     let meta = std::fs::metadata(&resolved).map_err(|e| {
         Diag::error("gs::data-missing", format!("cannot read data file `{shown}`: {}", io_reason(&e)))
@@ -191,10 +191,53 @@ fn trim_partial_char(b: &[u8]) -> &[u8] {
     }
 }
 
+/// `path` with `.` dropped and each `dir/..` pair folded, without touching
+/// the file system (`examples/../data/x.txt` is `data/x.txt`): what a user
+/// reads in messages and plans. A leading `..` stays.
+fn lexical(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexical;
+    use std::path::Path;
+
+    #[test]
+    fn lexical_folds_dot_and_dot_dot() {
+        for (path, want) in [
+            ("examples/../data/x.txt", "data/x.txt"),
+            ("./a/./b", "a/b"),
+            ("../data/x", "../data/x"),
+            ("a/../../x", "../x"),
+            ("/r/a/../x", "/r/x"),
+            ("a/..", "."),
+        ] {
+            assert_eq!(lexical(Path::new(path)), Path::new(want), "{path}");
+        }
     }
 }
