@@ -43,11 +43,13 @@ pub fn run(args: RunArgs, color: bool) -> bool {
     }
 }
 
-fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
+fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     let (dir, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
             let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
             let m = dir.manifest().map_err(|e| e.to_string())?;
+            // A run started with `--run NAME` resumes as that run alone.
+            args.only = args.only.take().or(m.only_run);
             (
                 Some(dir),
                 PathBuf::from(m.source_path),
@@ -128,6 +130,7 @@ fn try_run(args: RunArgs, color: bool) -> Result<bool, String> {
                 artifact_hash: hash.clone(),
                 backend: backend.name().to_string(),
                 machine: Machine::describe(),
+                only_run: args.only.clone(),
                 started_unix: unix_now(),
             };
             d.write_manifest(&manifest)

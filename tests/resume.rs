@@ -170,3 +170,43 @@ fn killed_and_resumed_equals_uninterrupted() {
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&cut);
 }
+
+/// A run started with `--run NAME` resumes as that run alone, not as every
+/// run of its file.
+#[test]
+fn a_chosen_run_resumes_alone() {
+    let root = fresh("only");
+    let small = std::fs::canonicalize("tests/fixtures/small.txt").unwrap();
+    let file = root.join("two.gs");
+    let model = |name: &str| {
+        format!("model {name} = gpt {{\n    context = 8\n    d_model = 8\n    heads = 2\n    layers = 1\n}}\n")
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "data text {{\n    text = {:?}\n}}\n{}{}train {{\n    optimizer = adamw(lr = 1e-3)\n    batch = 2 sequences\n}}\ngrow a {{\n    stage s: train 3 steps\n}}\ngrow b {{\n    stage s: train 3 steps\n}}\n",
+            small.display().to_string(),
+            model("a"),
+            model("b")
+        ),
+    )
+    .unwrap();
+    let runs = root.join("runs");
+    let o = gsc()
+        .arg("run")
+        .arg(&file)
+        .args(["--run", "a", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = run_dir(&runs);
+    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains(r#""run":"a""#), "{metrics}");
+    assert!(
+        !metrics.contains(r#""run":"b""#),
+        "the resume trained run b:\n{metrics}"
+    );
+}

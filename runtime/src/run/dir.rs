@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
-    /// The `.gs` file as given on the command line.
+    /// The `.gs` file, made absolute.
     pub source_path: String,
     pub source: String,
     /// `--set` overrides, in order.
@@ -23,6 +23,9 @@ pub struct Manifest {
     pub backend: String,
     pub machine: Machine,
     pub started_unix: u64,
+    /// The one run `--run` chose, if any: a resume continues only it.
+    #[serde(default)]
+    pub only_run: Option<String>,
 }
 
 pub struct RunDir {
