@@ -59,10 +59,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The faster kernel on this CPU for inner dimension `k`, as measured by
-    /// `cargo bench --bench kernels`: on AVX2 without AVX-512 the packed
-    /// kernel when K is one block (88-94 % of a core's peak against the
-    /// crate's 78-84 % on the S shapes), the crate's otherwise.
+    /// The kernel for inner dimension `k` on this CPU: on AVX2 without
+    /// AVX-512 the packed kernel when K is one block (on one thread 5-8 %
+    /// faster than the crate on most S shapes; in the whole S step on two
+    /// threads within noise of it), the crate's otherwise. `cargo bench
+    /// --bench kernels` prints both per shape.
     pub fn best(k: usize) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if k <= packed::KC && packed::supported() && !std::is_x86_feature_detected!("avx512f") {

@@ -3,11 +3,11 @@
 //! L1, `op(A)` into `MR × KC` row panels whose block stays in L2, and a 6×16
 //! register-tiled microkernel (12 accumulators) runs over them.
 //!
-//! Why not only the `gemm` crate: on AVX2 machines its kernels reach about
-//! 80 % of a core's peak on the transformer shapes with inner dimension 256,
-//! this one 88-94 %. With more than one K block the two trade places on this
-//! VM (see `Kernel::best`), and with AVX-512 the crate's `x86-v4` kernels
-//! are used instead.
+//! Why not only the `gemm` crate: on one AVX2 core this kernel is 5-8 %
+//! faster on most transformer shapes with inner dimension 256 (up to 94 % of
+//! peak). With more K blocks, or two threads in isolated calls, the crate is
+//! as fast or faster (see `Kernel::best`); with AVX-512 the crate's `x86-v4`
+//! kernels are used.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
