@@ -317,6 +317,62 @@ impl Lower<'_, '_> {
         hi: Value,
         body: &[Stmt],
     ) -> Result<(), JitError> {
+        self.counted_loop(lo, hi, LANES * JAM, |me, i| {
+            // Each copy has its own locals; statements other than reductions
+            // are emitted once per copy, with `var` at that copy's first lane.
+            let mut copies = vec![me.locals.clone(); JAM as usize];
+            for s in body {
+                match s {
+                    Stmt::Reduce {
+                        local,
+                        op,
+                        var: rvar,
+                        extent,
+                        body: rbody,
+                        value,
+                    } => {
+                        let results = me.jammed_reduce(
+                            var,
+                            i,
+                            &mut copies,
+                            *op,
+                            *rvar,
+                            *extent,
+                            rbody,
+                            value,
+                        )?;
+                        for (copy, r) in copies.iter_mut().zip(results) {
+                            copy[local.0 as usize] = Some(r);
+                        }
+                    }
+                    Stmt::For {
+                        var: fvar,
+                        extent,
+                        body: fbody,
+                    } => me.jammed_for(var, i, &mut copies, *fvar, *extent, fbody)?,
+                    other => {
+                        for g in 0..JAM as usize {
+                            me.in_copy(var, i, g, &mut copies, |me| {
+                                me.stmts(std::slice::from_ref(other))
+                            })?;
+                        }
+                    }
+                }
+            }
+            me.set_var(var.0, None)
+        })
+    }
+
+    /// `for i in (lo..hi).step_by(step) { body(i) }` as Cranelift blocks:
+    /// a header testing `i < hi`, the body, and an exit the builder is left
+    /// in.
+    fn counted_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: impl FnOnce(&mut Self, Value) -> Result<(), JitError>,
+    ) -> Result<(), JitError> {
         let header = self.b.create_block();
         let i = self.b.append_block_param(header, types::I64);
         let inner = self.b.create_block();
@@ -326,41 +382,8 @@ impl Lower<'_, '_> {
         let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
         self.b.ins().brif(go, inner, &[], exit, &[]);
         self.b.switch_to_block(inner);
-        // Each copy has its own locals; statements other than reductions
-        // are emitted once per copy, with `var` at that copy's first lane.
-        let mut copies = vec![self.locals.clone(); JAM as usize];
-        for s in body {
-            match s {
-                Stmt::Reduce {
-                    local,
-                    op,
-                    var: rvar,
-                    extent,
-                    body: rbody,
-                    value,
-                } => {
-                    let results =
-                        self.jammed_reduce(var, i, &mut copies, *op, *rvar, *extent, rbody, value)?;
-                    for (copy, r) in copies.iter_mut().zip(results) {
-                        copy[local.0 as usize] = Some(r);
-                    }
-                }
-                Stmt::For {
-                    var: fvar,
-                    extent,
-                    body: fbody,
-                } => self.jammed_for(var, i, &mut copies, *fvar, *extent, fbody)?,
-                other => {
-                    for g in 0..JAM as usize {
-                        self.in_copy(var, i, g, &mut copies, |me| {
-                            me.stmts(std::slice::from_ref(other))
-                        })?;
-                    }
-                }
-            }
-        }
-        self.set_var(var.0, None)?;
-        let next = self.b.ins().iadd_imm(i, LANES * JAM);
+        body(self, i)?;
+        let next = self.b.ins().iadd_imm(i, step);
         self.b.ins().jump(header, &[BlockArg::Value(next)]);
         self.b.switch_to_block(exit);
         Ok(())
@@ -398,26 +421,15 @@ impl Lower<'_, '_> {
     ) -> Result<(), JitError> {
         let lo = self.b.ins().iconst(types::I64, 0);
         let hi = self.b.ins().iconst(types::I64, extent as i64);
-        let header = self.b.create_block();
-        let i = self.b.append_block_param(header, types::I64);
-        let inner = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
-        self.b.switch_to_block(header);
-        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-        self.b.ins().brif(go, inner, &[], exit, &[]);
-        self.b.switch_to_block(inner);
-        for g in 0..copies.len() {
-            self.in_copy(var, base, g, copies, |me| {
-                me.set_var(fvar.0, Some(i))?;
-                me.stmts(body)
-            })?;
-        }
-        self.set_var(fvar.0, None)?;
-        let next = self.b.ins().iadd_imm(i, 1);
-        self.b.ins().jump(header, &[BlockArg::Value(next)]);
-        self.b.switch_to_block(exit);
-        Ok(())
+        self.counted_loop(lo, hi, 1, |me, i| {
+            for g in 0..copies.len() {
+                me.in_copy(var, base, g, copies, |me| {
+                    me.set_var(fvar.0, Some(i))?;
+                    me.stmts(body)
+                })?;
+            }
+            me.set_var(fvar.0, None)
+        })
     }
 
     /// One reduction loop carrying every copy's four-lane accumulator.
@@ -433,11 +445,7 @@ impl Lower<'_, '_> {
         body: &[Stmt],
         value: &Expr,
     ) -> Result<Vec<Value>, JitError> {
-        let init = match op {
-            ReduceFn::Sum => 0.0,
-            ReduceFn::Max => f32::NEG_INFINITY,
-        };
-        let init = self.b.ins().f32const(init);
+        let init = self.identity(op);
         let init = self.b.ins().splat(types::F32X4, init);
         let lo = self.b.ins().iconst(types::I64, 0);
         let hi = self.b.ins().iconst(types::I64, extent as i64);
@@ -467,10 +475,7 @@ impl Lower<'_, '_> {
                 let v = me.expr(value)?;
                 Ok(me.widen(v))
             })?;
-            next.push(match op {
-                ReduceFn::Sum => self.b.ins().fadd(*acc, v),
-                ReduceFn::Max => self.b.ins().fmax(*acc, v),
-            });
+            next.push(self.combine(op, *acc, v));
         }
         self.set_var(rvar.0, None)?;
         let step = self.b.ins().iadd_imm(i, 1);
@@ -489,22 +494,11 @@ impl Lower<'_, '_> {
         body: &[Stmt],
         step: i64,
     ) -> Result<(), JitError> {
-        let header = self.b.create_block();
-        let i = self.b.append_block_param(header, types::I64);
-        let inner = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
-        self.b.switch_to_block(header);
-        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-        self.b.ins().brif(go, inner, &[], exit, &[]);
-        self.b.switch_to_block(inner);
-        self.set_var(var.0, Some(i))?;
-        self.stmts(body)?;
-        self.set_var(var.0, None)?;
-        let next = self.b.ins().iadd_imm(i, step);
-        self.b.ins().jump(header, &[BlockArg::Value(next)]);
-        self.b.switch_to_block(exit);
-        Ok(())
+        self.counted_loop(lo, hi, step, |me, i| {
+            me.set_var(var.0, Some(i))?;
+            me.stmts(body)?;
+            me.set_var(var.0, None)
+        })
     }
 
     fn reduce(
@@ -515,11 +509,7 @@ impl Lower<'_, '_> {
         body: &[Stmt],
         value: &Expr,
     ) -> Result<Value, JitError> {
-        let init = match op {
-            ReduceFn::Sum => 0.0,
-            ReduceFn::Max => f32::NEG_INFINITY,
-        };
-        let init = self.b.ins().f32const(init);
+        let init = self.identity(op);
         let zero = self.b.ins().iconst(types::I64, 0);
         let end = self.b.ins().iconst(types::I64, extent as i64);
         if self.vector.is_some() {
@@ -550,13 +540,9 @@ impl Lower<'_, '_> {
             lane(&mut self.b, 2),
             lane(&mut self.b, 3),
         );
-        let combine = |b: &mut FunctionBuilder, x: Value, y: Value| match op {
-            ReduceFn::Sum => b.ins().fadd(x, y),
-            ReduceFn::Max => b.ins().fmax(x, y),
-        };
-        let s01 = combine(&mut self.b, a0, a1);
-        let s23 = combine(&mut self.b, a2, a3);
-        let partial = combine(&mut self.b, s01, s23);
+        let s01 = self.combine(op, a0, a1);
+        let s23 = self.combine(op, a2, a3);
+        let partial = self.combine(op, s01, s23);
         self.reduce_loop(op, var, mid, end, partial, body, value, 1)
     }
 
@@ -594,16 +580,29 @@ impl Lower<'_, '_> {
         let v = self.expr(value)?;
         let v = if ty.is_vector() { self.widen(v) } else { v };
         self.set_var(var.0, None)?;
-        let acc2 = match op {
-            ReduceFn::Sum => self.b.ins().fadd(acc, v),
-            ReduceFn::Max => self.b.ins().fmax(acc, v),
-        };
+        let acc2 = self.combine(op, acc, v);
         let next = self.b.ins().iadd_imm(i, step);
         self.b
             .ins()
             .jump(header, &[BlockArg::Value(next), BlockArg::Value(acc2)]);
         self.b.switch_to_block(exit);
         Ok(result)
+    }
+
+    /// The value a reduction starts from.
+    fn identity(&mut self, op: ReduceFn) -> Value {
+        self.b.ins().f32const(match op {
+            ReduceFn::Sum => 0.0,
+            ReduceFn::Max => f32::NEG_INFINITY,
+        })
+    }
+
+    /// One step of a reduction: `acc op v`.
+    fn combine(&mut self, op: ReduceFn, acc: Value, v: Value) -> Value {
+        match op {
+            ReduceFn::Sum => self.b.ins().fadd(acc, v),
+            ReduceFn::Max => self.b.ins().fmax(acc, v),
+        }
     }
 
     fn is_vec(&self, v: Value) -> bool {
