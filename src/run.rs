@@ -44,7 +44,7 @@ pub fn run(args: RunArgs, color: bool) -> bool {
 }
 
 fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
-    let (dir, source_path, source, overrides) = match (&args.resume, &args.file) {
+    let (dir, resume_hash, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
             let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
             let m = dir.manifest().map_err(|e| e.to_string())?;
@@ -52,6 +52,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             args.only = args.only.take().or(m.only_run);
             (
                 Some(dir),
+                Some(m.artifact_hash),
                 PathBuf::from(m.source_path),
                 m.source,
                 m.overrides,
@@ -60,7 +61,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         (None, Some(file)) => {
             let source = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            (None, file.clone(), source, args.set.clone())
+            (None, None, file.clone(), source, args.set.clone())
         }
         (None, None) => return Err("give a .gs file, or --resume RUN_DIR".into()),
     };
@@ -79,9 +80,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     };
 
     let started = std::time::Instant::now();
-    let (artifact, hash, from) = match &dir {
-        Some(d) => resumed_artifact(d, &plan, &args.runs_dir)?,
-        None => {
+    let (artifact, hash, from) = match (&dir, resume_hash) {
+        (Some(d), Some(hash)) => resumed_artifact(d, hash, &plan, &args.runs_dir)?,
+        _ => {
             let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
             hash_parts.extend(overrides.iter().map(String::as_str));
             let hash = content_hash(&hash_parts);
@@ -219,11 +220,10 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
 /// build of the compiler may lower it differently in the last bits.
 fn resumed_artifact(
     dir: &RunDir,
+    hash: String,
     plan: &gsc_compiler::plan::Plan,
     runs_dir: &Path,
 ) -> Result<(Artifact, String, &'static str), String> {
-    let m = dir.manifest().map_err(|e| e.to_string())?;
-    let hash = m.artifact_hash;
     let caches = [
         dir.path.join(RUN_ARTIFACT),
         dir.path
