@@ -319,6 +319,25 @@ fn inline_transcendentals_are_accurate_pointwise() {
             assert!((cs - (x as f64).cos()).abs() < 1e-6, "cos({x}) = {cs}");
         }
     }
+    // Out of range, exp clamps instead of overflowing; NaN stays NaN (in
+    // both the vector body and the scalar tail).
+    let mut special = vec![0.0f32; n];
+    for (i, x) in special.iter_mut().enumerate() {
+        *x = [f32::NAN, 1e4, -1e4, f32::INFINITY, f32::NEG_INFINITY][i % 5];
+    }
+    b.load(Storage::Param(0), &special).unwrap();
+    backend.execute(&mut b).unwrap();
+    let e = b.storage(Storage::Grad(0)).unwrap();
+    for i in [0, 1, 2, 3, 4, n - 5, n - 4, n - 3, n - 2, n - 1] {
+        let (x, e) = (special[i], e[i]);
+        if x.is_nan() {
+            assert!(e.is_nan(), "exp(NaN) = {e}");
+        } else if x > 0.0 {
+            assert!(e.is_finite() && e > 1e38, "exp({x}) = {e}");
+        } else {
+            assert!(e >= 0.0 && e < 1e-37, "exp({x}) = {e}");
+        }
+    }
 }
 
 /// Softmax rows: max and sum reductions, a reduction whose body has a `let`,

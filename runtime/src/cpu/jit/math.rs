@@ -69,17 +69,45 @@ fn poly(b: &mut FunctionBuilder, x: Value, coeffs: &[f32]) -> Value {
     acc
 }
 
+/// `p < q ? a : b`. Cranelift's x64 backend lowers `p < q ? p : q` to one
+/// `minps` and `q < p ? p : q` to one `maxps`, where `fmin`/`fmax` take
+/// seven instructions (they order ±0 and canonicalise NaN). With a NaN
+/// operand the comparison is false and the result is `b`.
+fn select_less(b: &mut FunctionBuilder, p: Value, q: Value, x: Value, y: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let lt = b.ins().fcmp(FloatCC::LessThan, p, q);
+    if ty.is_vector() {
+        let flags = MemFlags::new().with_endianness(Endianness::Little);
+        let mask = b.ins().bitcast(ty, flags, lt);
+        b.ins().bitselect(mask, x, y)
+    } else {
+        b.ins().select(lt, x, y)
+    }
+}
+
+/// `x` clamped to `[lo, hi]`, a NaN `x` kept: `minps(hi, x)`, `maxps(lo, ·)`.
+fn clamp(b: &mut FunctionBuilder, x: Value, lo: f32, hi: f32) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let hi = konst(b, ty, hi);
+    let lo = konst(b, ty, lo);
+    let x = select_less(b, hi, x, hi, x);
+    select_less(b, x, lo, lo, x)
+}
+
 /// `e^x` in f32 or f32x4 (NaN stays NaN; clamped to [−87.3, 88] first, so
 /// the result is ≈1e-38 far below and ≈1.6e38 far above instead of 0 / ∞).
+///
+/// `n = round(x·log2 e)` by adding and subtracting 1.5·2²³: the sum's low
+/// mantissa bits are `n` itself (|n| ≤ 127), so `2ⁿ` is those bits plus the
+/// exponent bias shifted into place — no `round` and no saturating
+/// conversion, which Cranelift spells in seven instructions per vector.
 pub(super) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = b.func.dfg.value_type(x);
-    let hi = konst(b, ty, 88.0);
-    let lo = konst(b, ty, -87.3);
-    let x = b.ins().fmin(x, hi);
-    let x = b.ins().fmax(x, lo);
+    let x = clamp(b, x, -87.3, 88.0);
     let log2e = konst(b, ty, std::f32::consts::LOG2_E);
-    let t = b.ins().fmul(x, log2e);
-    let n = b.ins().nearest(t);
+    let magic = konst(b, ty, 12_582_912.0);
+    let shifted = mul_add(b, x, log2e, magic);
+    let n = b.ins().fsub(shifted, magic);
     let c1 = konst(b, ty, 0.693_359_4);
     let c2 = konst(b, ty, -2.121_944_4e-4);
     let nc1 = b.ins().fmul(n, c1);
@@ -108,7 +136,8 @@ pub(super) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     } else {
         types::I32
     };
-    let ni = b.ins().fcvt_to_sint_sat(ity, n);
+    let flags = MemFlags::new().with_endianness(Endianness::Little);
+    let ni = b.ins().bitcast(ity, flags, shifted);
     let bias = b.ins().iconst(types::I32, 127);
     let bias = if ty.is_vector() {
         b.ins().splat(ity, bias)
@@ -118,7 +147,6 @@ pub(super) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let biased = b.ins().iadd(ni, bias);
     let shift = b.ins().iconst(types::I32, 23);
     let bits = b.ins().ishl(biased, shift);
-    let flags = MemFlags::new().with_endianness(Endianness::Little);
     let scale = b.ins().bitcast(ty, flags, bits);
     b.ins().fmul(y, scale)
 }

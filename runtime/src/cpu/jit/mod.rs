@@ -224,7 +224,8 @@ pub fn compile_program_with(
         });
     }
 
-    // GSC_JIT_DUMP=<name part or kN>: print those kernels' Cranelift IR.
+    // GSC_JIT_DUMP=<name part or kN>: print those kernels' Cranelift IR and
+    // machine code.
     let dump = std::env::var("GSC_JIT_DUMP").ok();
     let mut int_ranges: Vec<Option<(i64, i64)>> = vec![None; augmented.buffers.len()];
     let mut ctx = module.make_context();
@@ -257,15 +258,19 @@ pub fn compile_program_with(
             options,
         )
         .map_err(|e| kernel_error(index, k, e.to_string()))?;
-        if dump
+        let dumped = dump
             .as_deref()
-            .is_some_and(|d| k.name.contains(d) || d == format!("k{index}"))
-        {
+            .is_some_and(|d| k.name.contains(d) || d == format!("k{index}"));
+        if dumped {
             eprintln!("// k{index} \"{}\":\n{}", k.name, ctx.func.display());
+            ctx.set_disasm(true);
         }
         module
             .define_function(id, &mut ctx)
             .map_err(|e| kernel_error(index, k, format!("code generation: {e:?}")))?;
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("// k{index} machine code:\n{code}");
+        }
         module.clear_context(&mut ctx);
         pending.push((index, id, facts));
     }
