@@ -50,6 +50,19 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             let m = dir.manifest().map_err(|e| e.to_string())?;
             // A run started with `--run NAME` resumes as that run alone.
             args.only = args.only.take().or(m.only_run);
+            if m.runtime_version != gsc_runtime::VERSION {
+                eprintln!(
+                    "warning: this run was started by gsc runtime {}, and this is {}: its \
+                     kernels are lowered anew, and the steps from here may round differently \
+                     from an uninterrupted run",
+                    if m.runtime_version.is_empty() {
+                        "(unrecorded)"
+                    } else {
+                        &m.runtime_version
+                    },
+                    gsc_runtime::VERSION
+                );
+            }
             (
                 Some(dir),
                 Some(m.artifact_hash),
@@ -128,6 +141,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 source: source.clone(),
                 overrides: overrides.clone(),
                 compiler_version: COMPILER_VERSION.to_string(),
+                runtime_version: gsc_runtime::VERSION.to_string(),
                 artifact_hash: hash.clone(),
                 backend: backend.name().to_string(),
                 machine: Machine::describe(),

@@ -171,11 +171,8 @@ fn killed_and_resumed_equals_uninterrupted() {
     let _ = std::fs::remove_dir_all(&cut);
 }
 
-/// A run started with `--run NAME` resumes as that run alone, not as every
-/// run of its file.
-#[test]
-fn a_chosen_run_resumes_alone() {
-    let root = fresh("only");
+/// A `.gs` file in `root` with two tiny runs, `a` and `b`, of 3 steps each.
+fn two_runs(root: &Path) -> PathBuf {
     let small = std::fs::canonicalize("tests/fixtures/small.txt").unwrap();
     let file = root.join("two.gs");
     let model = |name: &str| {
@@ -191,6 +188,15 @@ fn a_chosen_run_resumes_alone() {
         ),
     )
     .unwrap();
+    file
+}
+
+/// A run started with `--run NAME` resumes as that run alone, not as every
+/// run of its file.
+#[test]
+fn a_chosen_run_resumes_alone() {
+    let root = fresh("only");
+    let file = two_runs(&root);
     let runs = root.join("runs");
     let o = gsc()
         .arg("run")
@@ -208,5 +214,43 @@ fn a_chosen_run_resumes_alone() {
     assert!(
         !metrics.contains(r#""run":"b""#),
         "the resume trained run b:\n{metrics}"
+    );
+}
+
+/// A resume by the build that started the run is silent; one by another
+/// build of the runtime says that the steps from there may round differently.
+#[test]
+fn a_resume_by_another_runtime_build_is_named() {
+    let root = fresh("other-build");
+    let file = two_runs(&root);
+    let runs = root.join("runs");
+    let o = gsc()
+        .arg("run")
+        .arg(&file)
+        .args(["--run", "a", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = run_dir(&runs);
+    let resume = || gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    let o = resume();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !stderr.contains("warning"),
+        "{stderr}"
+    );
+
+    let manifest = dir.join("run.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["runtime_version"] = "0.0.1+elsewhere".into();
+    std::fs::write(&manifest, m.to_string()).unwrap();
+    let o = resume();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("started by gsc runtime 0.0.1+elsewhere"),
+        "{stderr}"
     );
 }

@@ -12,6 +12,7 @@ pub const VERSION: &str = concat!(
 
 pub mod check;
 pub mod diag;
+pub mod fnv;
 pub mod grad;
 pub mod graph;
 pub mod init;

@@ -183,7 +183,7 @@ fn main() {
         .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("slowest kernels:");
-    for (ms, i) in all.iter().take(8) {
+    for (ms, i) in all.iter().take(env_or("GSC_BENCH_TOP", 8)) {
         let k = &p.kernels[*i];
         let what = match k {
             Kernel::MatMul {

@@ -33,16 +33,9 @@ pub const COMPILER_VERSION: &str = gsc_compiler::VERSION;
 /// run executes exactly these kernels, whatever compiler resumes it.
 pub const RUN_ARTIFACT: &str = "artifact.json";
 
-/// FNV-1a, 64 bits: stable across builds and machines, unlike std's hasher.
+/// The artifact key of these parts (FNV-1a: stable across builds and machines).
 pub fn content_hash(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.as_bytes().iter().chain([0xffu8].iter()) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    gsc_compiler::fnv::hash_parts(parts.iter().map(|p| p.as_bytes()))
 }
 
 impl Artifact {

@@ -1,5 +1,5 @@
 //! The run directory `runs/<name>-<id>/`: a self-describing record of a run —
-//! `run.json` (source, compiler version, artifact hash, machine),
+//! `run.json` (source, compiler and runtime versions, artifact hash, machine),
 //! `metrics.jsonl` (one object per logged step, eval and growth) and
 //! `checkpoints/`.
 
@@ -18,6 +18,10 @@ pub struct Manifest {
     /// `--set` overrides, in order.
     pub overrides: Vec<String>,
     pub compiler_version: String,
+    /// The runtime that started the run (`gsc_runtime::VERSION`); empty in
+    /// run directories from before it was recorded.
+    #[serde(default)]
+    pub runtime_version: String,
     /// Content hash of the compiled artifact (source, overrides, compiler version).
     pub artifact_hash: String,
     pub backend: String,
