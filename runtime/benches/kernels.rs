@@ -2,6 +2,9 @@
 //! (S: d 256, 4 heads; M: d 384, 6 heads; 16 × 256 tokens per step), on one
 //! thread and on all of them. Run with `cargo bench -p gsc-runtime`.
 //!
+//! `GSC_BENCH_SHAPE=dW` times only the products whose label contains `dW`;
+//! `GSC_BENCH_THREADS=1` only on one thread.
+//!
 //! Medians of several timed repetitions after a warm-up; the machine is
 //! shared, so read ratios, not absolute numbers, from a noisy run.
 
@@ -117,6 +120,10 @@ fn filled(len: usize) -> Vec<f32> {
 
 /// Times the product with each kernel, the crate's first (the peer).
 fn bench_gemm(label: &str, g: Gemm, threads: usize) {
+    // GSC_BENCH_SHAPE=part of a label (`dW`, `up`) times only those shapes.
+    if std::env::var("GSC_BENCH_SHAPE").is_ok_and(|s| !label.contains(&s)) {
+        return;
+    }
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
     for kernel in [Kernel::Crate, Kernel::Packed] {
@@ -188,7 +195,15 @@ fn main() {
     for (name, d, heads) in [("S", 256, 4), ("M", 384, 6)] {
         println!("model {name}: d {d}, {heads} heads, {TOKENS} tokens");
         let ffn = 4 * d;
-        for threads in [1, 2] {
+        // GSC_BENCH_THREADS=N measures only on N threads.
+        let counts = match std::env::var("GSC_BENCH_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+        {
+            Some(t) => vec![t],
+            None => vec![1, 2],
+        };
+        for threads in counts {
             let shapes = [
                 ("qkv  X·Wᵀ", Gemm::new(TOKENS, 3 * d, d).trans_b()),
                 ("proj X·Wᵀ", Gemm::new(TOKENS, d, d).trans_b()),

@@ -43,9 +43,15 @@ fn internal<T>(s: impl Into<String>) -> R<T> {
 const GELU_C: f64 = 0.797_884_560_802_865_4;
 const GELU_K: f64 = 0.044715;
 
-/// `σ(a) = 1 / (1 + e^{−a})`.
+/// `σ(a) = ½ + ½·tanh(a/2)` (`= 1 / (1 + e^{−a})`): backends evaluate tanh
+/// as one rational function, cheaper than an exponential and a division.
 fn sigmoid(a: Expr) -> Expr {
-    div(c(1.0), add(c(1.0), un(UnaryFn::Exp, un(UnaryFn::Neg, a))))
+    half_plus_half_tanh(mul(c(0.5), a))
+}
+
+/// `½ + ½·tanh(u)`.
+fn half_plus_half_tanh(u: Expr) -> Expr {
+    add(c(0.5), mul(c(0.5), un(UnaryFn::Tanh, u)))
 }
 
 /// Lowers a graph to kernels with a buffer plan.
@@ -839,8 +845,8 @@ impl<'a> Emitter<'a> {
                     UnaryOp::Log => un(UnaryFn::Log, a),
                     UnaryOp::Sqrt => un(UnaryFn::Sqrt, a),
                     UnaryOp::Tanh => un(UnaryFn::Tanh, a),
-                    // ½x(1 + tanh u) = x·σ(2u): one exp and one division,
-                    // where tanh would take both and a polynomial besides.
+                    // ½x(1 + tanh u) = x·s, s as in gelu_bwd, so that a
+                    // kernel holding both computes the tanh once.
                     UnaryOp::Gelu => {
                         let a = self.let_(a);
                         let s = self.gelu_sigmoid(&a);
@@ -1002,16 +1008,13 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    /// `tanh(c·(a + k·a³))`.
-    /// `σ(2c(a + k a³)) = 1 / (1 + e^{−2c·a(1 + k a²)})`, which is
-    /// `½(1 + tanh(c(a + k a³)))`; for large negative `a` the exponential
-    /// overflows to ∞ and the result is the right limit, 0.
+    /// `s = ½(1 + tanh(c(a + k a³)))` (`= σ(2c(a + k a³))`), GELU's gate.
     fn gelu_sigmoid(&mut self, a: &Expr) -> Expr {
         let poly = add(
-            c(-2.0 * GELU_C),
-            mul(c(-2.0 * GELU_C * GELU_K), mul(a.clone(), a.clone())),
+            c(GELU_C),
+            mul(c(GELU_C * GELU_K), mul(a.clone(), a.clone())),
         );
-        div(c(1.0), add(c(1.0), un(UnaryFn::Exp, mul(a.clone(), poly))))
+        half_plus_half_tanh(mul(a.clone(), poly))
     }
 
     fn memoized(&mut self, key: MemoKey, f: impl FnOnce(&mut Self) -> R<Expr>) -> R<Expr> {
