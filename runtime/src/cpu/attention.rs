@@ -526,21 +526,36 @@ fn gather_rows(
 /// writes one cache line per destination row.
 #[inline(always)]
 fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
+    // One check of the furthest source element instead of one per copy.
+    assert!(seq == 0 || (seq - 1) * stride + d <= src.len());
     for t0 in (0..seq).step_by(LANES) {
         let n = (seq - t0).min(LANES);
-        let rows: [&[f32]; LANES] = std::array::from_fn(|r| {
-            if r < n {
-                &src[(t0 + r) * stride..][..d]
-            } else {
-                &[]
-            }
-        });
         for i in 0..d {
-            for (x, row) in dst[i * width + t0..][..n].iter_mut().zip(&rows) {
-                *x = row[i];
+            for (r, x) in dst[i * width + t0..][..n].iter_mut().enumerate() {
+                // SAFETY: t0 + r < seq and i < d, within the asserted extent.
+                *x = unsafe { *src.get_unchecked((t0 + r) * stride + i) };
             }
         }
     }
+}
+
+/// `Σ a·b` in LANES independent lanes, so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *l = x.mul_add(*y, *l);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Causal softmax mask of one tile: row `i` (absolute query index) keeps
@@ -707,12 +722,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
         gather_rows(&x.d_o[q_base..], q_stride, t_len, d, 1.0, &mut dor, dp);
         // δ_i = dO_i · O_i, the softmax backward's per-row correction.
         for (t, dl) in delta.iter_mut().enumerate() {
-            let o_row = &x.o[q_base + t * q_stride..][..d];
-            *dl = o_row
-                .iter()
-                .zip(&dor[t * dp..][..d])
-                .map(|(a, b)| a * b)
-                .sum();
+            *dl = dot(&x.o[q_base + t * q_stride..][..d], &dor[t * dp..][..d]);
         }
         dq_acc.fill(0.0);
         for j0 in (0..t_len).step_by(TILE) {
