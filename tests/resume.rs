@@ -191,12 +191,9 @@ fn two_runs(root: &Path) -> PathBuf {
     file
 }
 
-/// A run started with `--run NAME` resumes as that run alone, not as every
-/// run of its file.
-#[test]
-fn a_chosen_run_resumes_alone() {
-    let root = fresh("only");
-    let file = two_runs(&root);
+/// Runs `a` of [`two_runs`] in `root` with `--run a`; its run directory.
+fn run_a_of_two(root: &Path) -> PathBuf {
+    let file = two_runs(root);
     let runs = root.join("runs");
     let o = gsc()
         .arg("run")
@@ -206,7 +203,14 @@ fn a_chosen_run_resumes_alone() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dir = run_dir(&runs);
+    run_dir(&runs)
+}
+
+/// A run started with `--run NAME` resumes as that run alone, not as every
+/// run of its file.
+#[test]
+fn a_chosen_run_resumes_alone() {
+    let dir = run_a_of_two(&fresh("only"));
     let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -221,18 +225,7 @@ fn a_chosen_run_resumes_alone() {
 /// build of the runtime says that the steps from there may round differently.
 #[test]
 fn a_resume_by_another_runtime_build_is_named() {
-    let root = fresh("other-build");
-    let file = two_runs(&root);
-    let runs = root.join("runs");
-    let o = gsc()
-        .arg("run")
-        .arg(&file)
-        .args(["--run", "a", "--runs-dir"])
-        .arg(&runs)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dir = run_dir(&runs);
+    let dir = run_a_of_two(&fresh("other-build"));
     let resume = || gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
     let o = resume();
     let stderr = String::from_utf8_lossy(&o.stderr);
