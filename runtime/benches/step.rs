@@ -7,7 +7,9 @@
 //! RMSNorm (default LayerNorm, the GPT-2-style PyTorch peer's),
 //! `GSC_BENCH_STEPS` timed steps (default 10), `GSC_BENCH_LAYERS`,
 //! `GSC_BENCH_D` to change the size, `GSC_BENCH_SHOW=k12,k40` to print
-//! kernels' IR.
+//! kernels' IR, `GSC_BENCH_TOP=N` to list the N slowest kernels. Per-kernel
+//! wall times include waits for a core another process holds; `bench/profile.sh`
+//! gives on-CPU shares instead.
 
 use gsc_compiler::kernel::{BufId, DType, Kernel, Storage};
 use gsc_compiler::plan::*;

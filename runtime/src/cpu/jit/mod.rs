@@ -151,6 +151,17 @@ impl Default for JitOptions {
     }
 }
 
+/// The JIT symbol of kernel `index`, e.g. `k98_gelu_bwd`: profilers name
+/// JIT code by it (`perf` reads the map Cranelift writes when
+/// `PERF_BUILDID_DIR` is set, as `perf record` does).
+fn symbol(index: usize, name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("k{index}_{name}")
+}
+
 /// Compiles every loop kernel of `program` with the default options.
 pub fn compile_program(program: &KernelProgram) -> Result<JitProgram, JitError> {
     compile_program_with(program, JitOptions::default())
@@ -244,7 +255,7 @@ pub fn compile_program_with(
         sig.params.push(AbiParam::new(types::I64));
         sig.params.push(AbiParam::new(types::I64));
         let id = module
-            .declare_function(&format!("k{index}"), Linkage::Local, &sig)
+            .declare_function(&symbol(index, &k.name), Linkage::Local, &sig)
             .map_err(|e| kernel_error(index, k, e.to_string()))?;
         ctx.func.signature = sig;
         build(
