@@ -63,8 +63,18 @@ impl Kernel {
     /// AVX-512 the packed kernel when K is one block (on one thread 5-8 %
     /// faster than the crate on most S shapes; in the whole S step on two
     /// threads within noise of it), the crate's otherwise. `cargo bench
-    /// --bench kernels` prints both per shape.
+    /// --bench kernels` prints both per shape. `GSC_MATMUL=crate|packed`
+    /// makes every product use one kernel, to compare them in a whole step.
     pub fn best(k: usize) -> Kernel {
+        static FORCED: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+        let forced = FORCED.get_or_init(|| match std::env::var("GSC_MATMUL").as_deref() {
+            Ok("crate") => Some(Kernel::Crate),
+            Ok("packed") => Some(Kernel::Packed),
+            _ => None,
+        });
+        if let Some(kernel) = *forced {
+            return kernel;
+        }
         #[cfg(target_arch = "x86_64")]
         if k <= packed::KC && packed::supported() && !std::is_x86_feature_detected!("avx512f") {
             return Kernel::Packed;
