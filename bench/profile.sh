@@ -28,7 +28,9 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable") and m.get("target", {}).get("name") == "step": print(m["executable"])')
 data=$(mktemp /tmp/gsc-profile.XXXXXX)
-trap 'rm -f "$data" /tmp/perf-*.map' EXIT
+# The JIT map of this run is the one written after $data was made; other
+# processes' maps stay.
+trap 'find /tmp -maxdepth 1 -name "perf-*.map" -newer "$data" -delete; rm -f "$data"' EXIT
 
 GSC_BENCH_ARCH=$arch GSC_BENCH_STEPS=$steps RAYON_NUM_THREADS=$threads \
     perf record -q -e cpu-clock -F 1000 -o "$data" "$bin" | grep -E '^(model|step:)'

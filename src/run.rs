@@ -44,7 +44,8 @@ pub fn run(args: RunArgs, color: bool) -> bool {
 }
 
 fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
-    let (dir, resume_hash, source_path, source, overrides) = match (&args.resume, &args.file) {
+    // A resumed run: its directory and the artifact it was started with.
+    let (resumed, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
             let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
             let m = dir.manifest().map_err(|e| e.to_string())?;
@@ -64,8 +65,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 );
             }
             (
-                Some(dir),
-                Some(m.artifact_hash),
+                Some((dir, m.artifact_hash)),
                 PathBuf::from(m.source_path),
                 m.source,
                 m.overrides,
@@ -74,7 +74,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         (None, Some(file)) => {
             let source = std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            (None, None, file.clone(), source, args.set.clone())
+            (None, file.clone(), source, args.set.clone())
         }
         (None, None) => return Err("give a .gs file, or --resume RUN_DIR".into()),
     };
@@ -93,9 +93,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     };
 
     let started = std::time::Instant::now();
-    let (artifact, hash, from) = match (&dir, resume_hash) {
-        (Some(d), Some(hash)) => resumed_artifact(d, hash, &plan, &args.runs_dir)?,
-        _ => {
+    let (artifact, hash, from) = match &resumed {
+        Some((d, hash)) => resumed_artifact(d, hash.clone(), &plan, &args.runs_dir)?,
+        None => {
             let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
             hash_parts.extend(overrides.iter().map(String::as_str));
             let hash = content_hash(&hash_parts);
@@ -117,9 +117,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
         BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
     };
-    let resuming = dir.is_some();
-    let dir = match dir {
-        Some(d) => d,
+    let resuming = resumed.is_some();
+    let dir = match resumed {
+        Some((d, _)) => d,
         None => {
             let stem = source_path
                 .file_stem()
