@@ -6,6 +6,10 @@
 mod fnv;
 
 fn main() {
-    let h = fnv::sources("src");
+    // The kernel IR crate decides the arena plan and what backends see.
+    let h = fnv::hash_parts([
+        fnv::sources("src").as_bytes(),
+        fnv::sources("kernel-ir/src").as_bytes(),
+    ]);
     println!("cargo:rustc-env=GSC_COMPILER_FINGERPRINT={h}");
 }

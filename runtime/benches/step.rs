@@ -207,7 +207,7 @@ fn main() {
                 .ok()
                 .and_then(|i| p.kernels.get(i))
             {
-                println!("{}", gsc_runtime::cpu::jit::render_kernel(k));
+                println!("{}", gsc_compiler::kernel::render_kernel(k));
             }
         }
     }

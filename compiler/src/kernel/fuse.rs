@@ -13,9 +13,8 @@
 //! reduction. Where inlining would recompute a reduction inside another
 //! reduction, the tensor is stored instead and lowering starts over.
 
-use super::ir::*;
-use super::plan::plan_arena;
 use crate::graph::{self, BinaryOp, Graph, Input, Op, Output, ReduceOp, TensorId, UnaryOp};
+use gsc_kernel_ir::*;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,13 +1,8 @@
-//! Fusion and the kernel IR: graph → loop kernels and library calls over a
-//! planned set of buffers.
+//! Fusion: graph → loop kernels and library calls over a planned set of
+//! buffers. The kernel IR itself, and the analyses every backend relies on,
+//! are the `gsc-kernel-ir` crate, re-exported here.
 
 pub mod fuse;
-pub mod ir;
-pub mod plan;
-pub mod render;
-pub mod validate;
 
 pub use fuse::{lower, LowerError};
-pub use ir::*;
-pub use render::render_kernels;
-pub use validate::{validate, InvalidProgram};
+pub use gsc_kernel_ir::*;

@@ -15,8 +15,10 @@ pub mod matmul;
 
 use crate::buffers::{ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};
-use gsc_compiler::kernel::{AttnShape, BufId, DType, Kernel, KernelProgram, Storage};
-use jit::{compile_program_with, render_kernel, JitError, JitOptions, JitProgram};
+use gsc_compiler::kernel::{
+    render_kernel, shares_memory, AttnShape, BufId, DType, IntRange, Kernel, KernelProgram, Storage,
+};
+use jit::{compile_program_with, CompiledLoop, JitError, JitOptions};
 use matmul::Gemm;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
@@ -107,6 +109,17 @@ impl Profile {
     }
 }
 
+/// Native code for a program's loop kernels, whatever generated it
+/// (Cranelift, or MLIR's ExecutionEngine). Holding it keeps the code alive.
+pub trait LoopCode: Send + Sync + std::fmt::Debug {
+    /// Indexed like the program's kernels; `Some` for loop kernels.
+    fn loops(&self) -> &[Option<CompiledLoop>];
+    /// Constant tables the kernels read as buffers after the program's own.
+    fn tables(&self) -> &[Vec<f32>];
+    /// Wall time of code generation for the whole program.
+    fn compile_time(&self) -> Duration;
+}
+
 /// Saved forward results an attention backward reuses (the IR's backward
 /// takes q, k, v and dy only; the flash backward also needs o and the row
 /// logsumexp, which the forward computes anyway).
@@ -120,14 +133,14 @@ struct AttnSaved {
 
 pub struct CpuBackend {
     program: KernelProgram,
-    jit: JitProgram,
+    /// Native code of the loop kernels (Cranelift by default).
+    jit: Box<dyn LoopCode>,
     /// Per kernel: the saved forward state (forward kernels) or the index of
     /// the forward kernel whose state a backward reuses.
     saved: Vec<Option<AttnSaved>>,
     pair: Vec<Option<usize>>,
-    /// Per I32 buffer: the range its values must lie in, and the first
-    /// kernel that needs it (for the error message).
-    int_ranges: Vec<Option<(i64, i64, usize)>>,
+    /// Per I32 buffer: the range its values must lie in.
+    int_ranges: Vec<Option<IntRange>>,
     profile: Profile,
 }
 
@@ -137,30 +150,6 @@ impl std::fmt::Debug for CpuBackend {
             .field("kernels", &self.program.kernels.len())
             .field("jit", &self.jit)
             .finish()
-    }
-}
-
-/// Memory a buffer occupies: persistent buffers by storage, arena buffers
-/// by element range.
-#[derive(Clone, Copy, PartialEq)]
-enum Region {
-    Own(Storage, DType),
-    Arena(usize, usize),
-}
-
-fn region(p: &KernelProgram, b: BufId) -> Region {
-    let buf = &p.buffers[b.0];
-    match buf.storage {
-        Storage::Arena { offset } => Region::Arena(offset, offset + buf.len),
-        s => Region::Own(s, buf.dtype),
-    }
-}
-
-fn overlaps(a: Region, b: Region) -> bool {
-    match (a, b) {
-        (Region::Arena(a0, a1), Region::Arena(b0, b1)) => a0 < b1 && b0 < a1 && a0 < a1 && b0 < b1,
-        (Region::Own(s, d), Region::Own(t, e)) => s == t && d == e,
-        _ => false,
     }
 }
 
@@ -182,37 +171,6 @@ fn attn_shape(s: &AttnShape) -> AttentionShape {
         head_dim: s.head_dim,
         scale: s.scale as f32,
     }
-}
-
-/// Checks that no output of a kernel shares memory with another of its
-/// operands (the library calls write in place as they read). Shapes, types
-/// and bounds are `kernel::validate`'s, which runs first.
-fn check_library(p: &KernelProgram, index: usize) -> Result<(), JitError> {
-    let err = |what: String| library_error(p, index, what);
-    let k = &p.kernels[index];
-    if let Kernel::Loop(_) = k {
-        return Ok(());
-    }
-    let writes = k.writes();
-    let reads = k.reads();
-    for (i, &w) in writes.iter().enumerate() {
-        let others = reads.iter().chain(
-            writes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, o)| o),
-        );
-        for &o in others {
-            if overlaps(region(p, w), region(p, o)) {
-                return Err(err(format!(
-                    "output b{} shares memory with operand b{}",
-                    w.0, o.0
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A raw pointer table shared by the threads of one kernel.
@@ -241,16 +199,20 @@ impl CpuBackend {
 
     /// As [`CpuBackend::new`], with explicit code generation options.
     pub fn with_options(program: &KernelProgram, options: JitOptions) -> Result<Self, JitError> {
-        gsc_compiler::kernel::validate(program).map_err(|e| {
-            match program.kernels.get(e.kernel) {
-                Some(_) => library_error(program, e.kernel, e.detail),
-                None => JitError::Program(e.to_string()),
-            }
-        })?;
-        for i in 0..program.kernels.len() {
-            check_library(program, i)?;
-        }
-        let jit = compile_program_with(program, options)?;
+        Self::with_code(program, |p| {
+            compile_program_with(p, options).map(|j| Box::new(j) as Box<dyn LoopCode>)
+        })
+    }
+
+    /// As [`CpuBackend::new`], with the loop kernels compiled by `codegen`
+    /// (called once the program has passed the kernel IR's analyses).
+    pub fn with_code(
+        program: &KernelProgram,
+        codegen: impl FnOnce(&KernelProgram) -> Result<Box<dyn LoopCode>, JitError>,
+    ) -> Result<Self, JitError> {
+        let facts = gsc_compiler::kernel::analyse(program)
+            .map_err(|e| library_error(program, e.kernel, e.what))?;
+        let jit = codegen(program)?;
         let n = program.kernels.len();
         let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
         let mut pair = vec![None; n];
@@ -264,40 +226,14 @@ impl CpuBackend {
             });
             let Some(f) = fwd else { continue };
             // q, k, v must be unchanged between the two.
-            let inputs = [
-                region(program, *q),
-                region(program, *k),
-                region(program, *v),
-            ];
             let clobbered = program.kernels[f + 1..g].iter().any(|m| {
                 m.writes()
                     .iter()
-                    .any(|w| inputs.iter().any(|r| overlaps(region(program, *w), *r)))
+                    .any(|&w| [*q, *k, *v].iter().any(|&r| shares_memory(program, w, r)))
             });
             if !clobbered {
                 pair[g] = Some(f);
                 saved[f] = Some(AttnSaved::default());
-            }
-        }
-        let mut int_ranges: Vec<Option<(i64, i64, usize)>> = vec![None; program.buffers.len()];
-        for (id, r) in jit.int_ranges.iter().enumerate() {
-            if let Some((lo, hi)) = r {
-                let first = program
-                    .kernels
-                    .iter()
-                    .position(|k| k.reads().contains(&BufId(id)))
-                    .unwrap_or(0);
-                int_ranges[id] = Some((*lo, *hi, first));
-            }
-        }
-        for (i, k) in program.kernels.iter().enumerate() {
-            if let Kernel::EmbeddingBwd { ids, vocab, .. } = k {
-                let hi = *vocab as i64 - 1;
-                let slot = &mut int_ranges[ids.0];
-                *slot = Some(match *slot {
-                    Some((a, b, first)) => (a.max(0), b.min(hi), first),
-                    None => (0, hi, i),
-                });
             }
         }
         Ok(CpuBackend {
@@ -309,7 +245,7 @@ impl CpuBackend {
             jit,
             saved,
             pair,
-            int_ranges,
+            int_ranges: facts.int_ranges,
         })
     }
 
@@ -319,7 +255,7 @@ impl CpuBackend {
 
     /// Time Cranelift took for the whole program (analysis included).
     pub fn compile_time(&self) -> Duration {
-        self.jit.compile_time
+        self.jit.compile_time()
     }
 
     pub fn profile(&self) -> &Profile {
@@ -368,7 +304,9 @@ impl CpuBackend {
 
     fn check_ints(&self, bufs: &ProgramBuffers) -> Result<(), ExecError> {
         for (id, r) in self.int_ranges.iter().enumerate() {
-            let Some((lo, hi, kernel)) = *r else { continue };
+            let Some(IntRange { lo, hi, kernel }) = *r else {
+                continue;
+            };
             let Some(values) = bufs.i32(BufId(id)) else {
                 continue;
             };
@@ -397,7 +335,7 @@ impl CpuBackend {
         let mut table = bufs.base_pointers();
         // The JIT's constant tables follow the program's buffers; kernels
         // only read them.
-        table.extend(self.jit.tables.iter().map(|t| t.as_ptr() as *mut u8));
+        table.extend(self.jit.tables().iter().map(|t| t.as_ptr() as *mut u8));
         let t = Table(table.as_ptr());
         for s in self.saved.iter_mut().flatten() {
             s.fresh = false;
@@ -425,7 +363,9 @@ impl CpuBackend {
         let dst = |b: BufId| -> &mut [f32] { std::slice::from_raw_parts_mut(f32_at(b), len(b)) };
         match &self.program.kernels[i] {
             Kernel::Loop(_) => {
-                let Some(l) = self.jit.loops[i] else { return };
+                let Some(l) = self.jit.loops()[i] else {
+                    return;
+                };
                 match l.parallel {
                     Some(extent) if extent > 1 && l.work >= PARALLEL_MIN_WORK => {
                         // A few chunks per thread: work stealing evens out

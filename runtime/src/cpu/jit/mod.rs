@@ -6,17 +6,13 @@
 //! ([`crate::buffers::ProgramBuffers::base_pointers`]), and `[lo, hi)` the
 //! range of the outermost loop this call runs.
 //!
-//! Before any code is generated, each kernel is checked so that running it is
-//! sound: every affine index stays inside its buffer for all loop indices,
-//! every gather's position does too, and the values a gather may read are
-//! recorded as a range that the executor checks the integer buffers against
-//! before each run. A kernel is marked parallel only if its body is one `for`
-//! whose iterations provably store to disjoint elements and never load an
-//! element another iteration stores; otherwise it runs on one thread.
+//! What makes running a kernel sound (indices in bounds, the parallel outer
+//! loop, no overlap between what it stores and what it reads) is proved by
+//! the kernel IR's backend-neutral [`gsc_compiler::kernel::analysis`] before
+//! any code is generated; the code relies on those facts.
 
 mod codegen;
 mod math;
-mod tabulate;
 
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlags};
 use cranelift_codegen::settings::{self, Configurable};
@@ -25,15 +21,14 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 use gsc_compiler::kernel::{
-    render_kernels, visit_expr, visit_stmts, Affine, BufId, DType, Expr, Index, Kernel,
-    KernelProgram, LoopKernel, Stmt, Storage,
+    analyse_loop, render_kernel, DType, Kernel, KernelProgram, LoopFacts, LoopKernel, Storage,
 };
 use std::time::{Duration, Instant};
 
 /// A compiled loop kernel. Safety contract for calling it: `bufs` points at a
 /// table with the base address of every buffer of the program it was compiled
 /// from, each holding at least the program's length for it, the integer
-/// buffers' values lie in [`JitProgram::int_ranges`], and concurrent calls
+/// buffers' values lie in the ranges [`gsc_compiler::kernel::analyse`] found, and concurrent calls
 /// cover disjoint `[lo, hi)` ranges of a kernel marked parallel.
 pub type LoopFn = unsafe extern "C" fn(bufs: *const *mut u8, lo: i64, hi: i64);
 
@@ -73,9 +68,6 @@ pub struct JitProgram {
     module: Option<JITModule>,
     /// Indexed like `program.kernels`; `Some` for loop kernels.
     pub loops: Vec<Option<CompiledLoop>>,
-    /// Per I32 buffer (by `BufId`), the inclusive range its values must lie
-    /// in for every gather through it to stay inside its target.
-    pub int_ranges: Vec<Option<(i64, i64)>>,
     /// Wall time of analysis and code generation for the whole program.
     pub compile_time: Duration,
     /// Constant tables the kernels read as buffers `program.buffers.len() + t`:
@@ -99,6 +91,20 @@ impl Drop for JitProgram {
     }
 }
 
+impl crate::cpu::LoopCode for JitProgram {
+    fn loops(&self) -> &[Option<CompiledLoop>] {
+        &self.loops
+    }
+
+    fn tables(&self) -> &[Vec<f32>] {
+        &self.tables
+    }
+
+    fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+}
+
 impl std::fmt::Debug for JitProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitProgram")
@@ -106,20 +112,6 @@ impl std::fmt::Debug for JitProgram {
             .field("compile_time", &self.compile_time)
             .finish()
     }
-}
-
-/// One kernel as text, for error messages.
-pub fn render_kernel(k: &Kernel) -> String {
-    let p = KernelProgram {
-        buffers: vec![],
-        kernels: vec![k.clone()],
-        arena_len: 0,
-    };
-    render_kernels(&p)
-        .lines()
-        .filter(|l| !l.starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn kernel_error(index: usize, k: &LoopKernel, what: String) -> JitError {
@@ -207,7 +199,7 @@ pub fn compile_program_with(
     }
 
     // Constant tables become extra buffers after the program's own.
-    let mut tables = tabulate::Tables {
+    let mut tables = gsc_compiler::kernel::tabulate::Tables {
         first: program.buffers.len(),
         data: vec![],
     };
@@ -216,7 +208,7 @@ pub fn compile_program_with(
         if let Kernel::Loop(k) = kernel {
             let mut k2 = k.clone();
             if options.tabulate {
-                tabulate::tabulate(&mut k2, &mut tables);
+                gsc_compiler::kernel::tabulate::tabulate(&mut k2, &mut tables);
             }
             rewritten[index] = Some(k2);
         }
@@ -248,7 +240,7 @@ pub fn compile_program_with(
         let Some(k2) = &rewritten[index] else {
             continue;
         };
-        let facts = analyse(&augmented, k2, &mut int_ranges)
+        let facts = analyse_loop(&augmented, k2, &mut int_ranges)
             .map_err(|what| kernel_error(index, k, what))?;
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -300,11 +292,9 @@ pub fn compile_program_with(
             work: facts.work,
         });
     }
-    int_ranges.truncate(program.buffers.len());
     Ok(JitProgram {
         module: Some(module),
         loops,
-        int_ranges,
         tables: tables.data,
         compile_time: start.elapsed(),
     })
@@ -318,7 +308,7 @@ fn build(
     imports: &[cranelift_module::FuncId],
     program: &KernelProgram,
     k: &LoopKernel,
-    facts: &Facts,
+    facts: &LoopFacts,
     options: JitOptions,
 ) -> Result<(), JitError> {
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
@@ -357,327 +347,4 @@ fn build(
     lower.b.seal_all_blocks();
     lower.b.finalize();
     Ok(())
-}
-
-/// What the checks found out about one kernel.
-struct Facts {
-    touched: Vec<BufId>,
-    written: Vec<BufId>,
-    parallel: Option<usize>,
-    work: u64,
-}
-
-/// Inclusive range of an affine index over the loop indices in scope.
-fn range(a: &Affine, extents: &[Option<usize>]) -> Result<(i64, i64), String> {
-    let (mut lo, mut hi) = (a.offset, a.offset);
-    for (v, c) in &a.terms {
-        let e = extents
-            .get(v.0 as usize)
-            .copied()
-            .flatten()
-            .ok_or_else(|| format!("index i{} used outside its loop", v.0))?;
-        let top = c * (e as i64 - 1);
-        lo += top.min(0);
-        hi += top.max(0);
-    }
-    Ok((lo, hi))
-}
-
-struct Checker<'a> {
-    program: &'a KernelProgram,
-    extents: Vec<Option<usize>>,
-    int_ranges: &'a mut Vec<Option<(i64, i64)>>,
-    /// Stores: (buffer, index), for the parallel check.
-    stores: Vec<(BufId, Index)>,
-    loads: Vec<(BufId, Index)>,
-    touched: Vec<BufId>,
-    work: u64,
-}
-
-impl Checker<'_> {
-    fn buf_len(&self, b: BufId, dtype: DType) -> Result<usize, String> {
-        let buf = self
-            .program
-            .buffers
-            .get(b.0)
-            .ok_or_else(|| format!("buffer b{} does not exist", b.0))?;
-        if buf.dtype != dtype {
-            return Err(format!(
-                "buffer b{} ({}) is {:?}, used as {dtype:?}",
-                b.0, buf.name, buf.dtype
-            ));
-        }
-        Ok(buf.len)
-    }
-
-    /// Range of the element index `ix`, after checking its gather.
-    fn index(&mut self, ix: &Index) -> Result<(i64, i64), String> {
-        let (mut lo, mut hi) = range(&ix.affine, &self.extents)?;
-        if let Some(g) = &ix.gather {
-            let len = self.buf_len(g.buf, DType::I32)? as i64;
-            let (glo, ghi) = range(&g.at, &self.extents)?;
-            if glo < 0 || ghi >= len {
-                return Err(format!(
-                    "gather position b{}[{glo}..={ghi}] outside its {len} elements",
-                    g.buf.0
-                ));
-            }
-            self.touched.push(g.buf);
-            // The gathered value's own range is unknown here: the caller
-            // turns the target's bounds into a constraint on it.
-            let _ = (&mut lo, &mut hi);
-        }
-        Ok((lo, hi))
-    }
-
-    /// Checks a load or store of `buf[ix]` against the buffer's length.
-    fn access(&mut self, buf: BufId, ix: &Index) -> Result<(), String> {
-        let len = self.buf_len(buf, DType::F32)? as i64;
-        let (lo, hi) = self.index(ix)?;
-        self.touched.push(buf);
-        match &ix.gather {
-            None => {
-                if lo < 0 || hi >= len {
-                    return Err(format!(
-                        "b{}[{lo}..={hi}] outside its {len} elements",
-                        buf.0
-                    ));
-                }
-            }
-            Some(g) => {
-                // scale·v + [lo, hi] ⊆ [0, len): the values v may take.
-                if g.scale == 0 {
-                    if lo < 0 || hi >= len {
-                        return Err(format!(
-                            "b{}[{lo}..={hi}] outside its {len} elements",
-                            buf.0
-                        ));
-                    }
-                } else {
-                    let s = g.scale;
-                    let (a, b) = if s > 0 {
-                        (div_ceil(-lo, s), div_floor(len - 1 - hi, s))
-                    } else {
-                        (div_ceil(len - 1 - hi, s), div_floor(-lo, s))
-                    };
-                    let slot = &mut self.int_ranges[g.buf.0];
-                    *slot = Some(match *slot {
-                        Some((x, y)) => (x.max(a), y.min(b)),
-                        None => (a, b),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn expr(&mut self, e: &Expr) -> Result<(), String> {
-        let mut err = Ok(());
-        visit_expr(e, &mut |e| {
-            if err.is_err() {
-                return;
-            }
-            err = match e {
-                Expr::Load { buf, index } => {
-                    self.loads.push((*buf, index.clone()));
-                    self.access(*buf, index)
-                }
-                Expr::SelectEq { a, b, .. } => self.index(a).and(self.index(b)).map(|_| ()),
-                _ => Ok(()),
-            };
-        });
-        err
-    }
-
-    fn stmts(&mut self, body: &[Stmt], trips: u64) -> Result<(), String> {
-        for s in body {
-            match s {
-                Stmt::For { var, extent, body }
-                | Stmt::Reduce {
-                    var, extent, body, ..
-                } => {
-                    let slot = self
-                        .extents
-                        .get_mut(var.0 as usize)
-                        .ok_or_else(|| format!("index i{} beyond num_vars", var.0))?;
-                    if slot.is_some() {
-                        return Err(format!("index i{} bound twice", var.0));
-                    }
-                    if *extent == 0 {
-                        continue; // never runs: nothing inside is ever evaluated
-                    }
-                    *slot = Some(*extent);
-                    let inner = trips.saturating_mul(*extent as u64);
-                    self.stmts(body, inner)?;
-                    if let Stmt::Reduce { value, .. } = s {
-                        self.expr(value)?;
-                        self.work = self.work.saturating_add(inner);
-                    }
-                    self.extents[var.0 as usize] = None;
-                }
-                Stmt::Let { value, .. } => self.expr(value)?,
-                Stmt::Store { buf, index, value } => {
-                    self.expr(value)?;
-                    self.access(*buf, index)?;
-                    self.stores.push((*buf, index.clone()));
-                    self.work = self.work.saturating_add(trips);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn div_floor(a: i64, b: i64) -> i64 {
-    let q = a / b;
-    if (a % b != 0) && ((a < 0) != (b < 0)) {
-        q - 1
-    } else {
-        q
-    }
-}
-
-fn div_ceil(a: i64, b: i64) -> i64 {
-    -div_floor(-a, b)
-}
-
-fn analyse(
-    program: &KernelProgram,
-    k: &LoopKernel,
-    int_ranges: &mut Vec<Option<(i64, i64)>>,
-) -> Result<Facts, String> {
-    let mut c = Checker {
-        program,
-        extents: vec![None; k.num_vars as usize],
-        int_ranges,
-        stores: vec![],
-        loads: vec![],
-        touched: vec![],
-        work: 0,
-    };
-    c.stmts(&k.body, 1)?;
-    let mut touched = std::mem::take(&mut c.touched);
-    touched.sort();
-    touched.dedup();
-    let mut written: Vec<BufId> = c.stores.iter().map(|s| s.0).collect();
-    written.sort();
-    written.dedup();
-    check_overlap(program, &touched, &written)?;
-    let parallel = match &k.body[..] {
-        [Stmt::For { var, extent, body }]
-            if disjoint(*var, body, &c.stores, &c.loads, k, *extent) =>
-        {
-            Some(*extent)
-        }
-        _ => None,
-    };
-    Ok(Facts {
-        touched,
-        written,
-        parallel,
-        work: c.work,
-    })
-}
-
-/// A buffer the kernel writes must not share memory with any other buffer it
-/// touches (the arena planner's promise, checked here because the generated
-/// code relies on it).
-fn check_overlap(
-    program: &KernelProgram,
-    touched: &[BufId],
-    written: &[BufId],
-) -> Result<(), String> {
-    let span = |b: BufId| match program.buffers[b.0].storage {
-        Storage::Arena { offset } => Some((offset, offset + program.buffers[b.0].len)),
-        _ => None,
-    };
-    for &w in written {
-        let Some((a0, a1)) = span(w) else { continue };
-        for &t in touched {
-            if t == w {
-                continue;
-            }
-            if let Some((b0, b1)) = span(t) {
-                if a0 < b1 && b0 < a1 {
-                    return Err(format!("b{} and b{} overlap in the arena", w.0, t.0));
-                }
-            }
-        }
-        if program.buffers[w.0].dtype != DType::F32 {
-            return Err(format!("b{} is stored to but is not F32", w.0));
-        }
-    }
-    Ok(())
-}
-
-/// Whether iterations of the outer loop `var` store to disjoint elements and
-/// load no element another iteration stores.
-fn disjoint(
-    var: gsc_compiler::kernel::Var,
-    body: &[Stmt],
-    stores: &[(BufId, Index)],
-    loads: &[(BufId, Index)],
-    k: &LoopKernel,
-    extent: usize,
-) -> bool {
-    // Extents of every index inside the outer loop, for the span of the
-    // non-outer part of each store index.
-    let mut extents = vec![None; k.num_vars as usize];
-    visit_stmts(body, &mut |s| {
-        if let Stmt::For { var, extent, .. } | Stmt::Reduce { var, extent, .. } = s {
-            if let Some(e) = extents.get_mut(var.0 as usize) {
-                *e = Some(*extent);
-            }
-        }
-    });
-    if let Some(e) = extents.get_mut(var.0 as usize) {
-        *e = Some(extent);
-    }
-    // Every access to a stored buffer, stores and loads alike, must be
-    // `c·var + rest` with one common `c` and all the `rest` ranges inside a
-    // window narrower than |c|: then iteration v touches only
-    // [c·v + lo, c·v + hi], disjoint from every other iteration's.
-    let mut bufs: Vec<BufId> = stores.iter().map(|s| s.0).collect();
-    bufs.sort();
-    bufs.dedup();
-    for b in bufs {
-        let mut common: Option<i64> = None;
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for (_, ix) in stores.iter().chain(loads).filter(|s| s.0 == b) {
-            if ix.gather.is_some() {
-                return false;
-            }
-            let coeff: i64 = ix
-                .affine
-                .terms
-                .iter()
-                .filter(|t| t.0 == var)
-                .map(|t| t.1)
-                .sum();
-            if coeff == 0 || common.is_some_and(|c| c != coeff) {
-                return false;
-            }
-            common = Some(coeff);
-            let rest = Affine {
-                offset: ix.affine.offset,
-                terms: ix
-                    .affine
-                    .terms
-                    .iter()
-                    .filter(|t| t.0 != var)
-                    .cloned()
-                    .collect(),
-            };
-            let Ok((l, h)) = range(&rest, &extents) else {
-                return false;
-            };
-            lo = lo.min(l);
-            hi = hi.max(h);
-        }
-        match common {
-            Some(c) if hi - lo < c.abs() => {}
-            _ => return false,
-        }
-    }
-    true
 }

@@ -9,14 +9,14 @@
 //! compile time, and replaced by a load from a constant table indexed
 //! affinely by those indices (which the JIT then vectorises like any load).
 
-use gsc_compiler::kernel::{Affine, BinaryFn, BufId, Expr, Index, LoopKernel, Stmt, UnaryFn, Var};
+use crate::ir::{Affine, BinaryFn, BufId, Expr, Index, LoopKernel, Stmt, UnaryFn, Var};
 
 /// Largest table, in elements (256 KiB).
 const MAX_TABLE: usize = 1 << 16;
 
 /// Constant tables made for one program; table `t` is buffer
 /// `first + t` in the JIT's pointer table.
-pub(super) struct Tables {
+pub struct Tables {
     pub first: usize,
     pub data: Vec<Vec<f32>>,
 }
@@ -31,7 +31,7 @@ struct Walk<'a> {
 }
 
 /// Rewrites `k` in place; returns whether anything was tabulated.
-pub(super) fn tabulate(k: &mut LoopKernel, tables: &mut Tables) -> bool {
+pub fn tabulate(k: &mut LoopKernel, tables: &mut Tables) -> bool {
     let before = tables.data.len();
     let mut w = Walk {
         tables,

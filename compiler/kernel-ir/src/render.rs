@@ -1,7 +1,7 @@
 //! The `kernels` printer: buffers with their storage, then one kernel per
 //! block, loop bodies indented, and the totals a person sizes a run by.
 
-use super::ir::*;
+use crate::ir::*;
 use std::fmt::Write;
 
 fn affine(a: &Affine) -> String {
@@ -262,4 +262,18 @@ pub fn render_kernels(p: &KernelProgram) -> String {
         p.arena_len * DType::F32.bytes()
     );
     s
+}
+
+/// One kernel as text, for error messages.
+pub fn render_kernel(k: &Kernel) -> String {
+    let p = KernelProgram {
+        buffers: vec![],
+        kernels: vec![k.clone()],
+        arena_len: 0,
+    };
+    render_kernels(&p)
+        .lines()
+        .filter(|l| !l.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

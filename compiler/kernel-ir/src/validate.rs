@@ -4,7 +4,7 @@
 //! fit the arena. In-bounds indexing is left to execution (it depends on
 //! token ids).
 
-use super::ir::*;
+use crate::ir::*;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid kernel program: kernel k{kernel}: {detail}")]

@@ -1,7 +1,7 @@
 //! The buffer plan: arena offsets for temporaries, reusing memory whose
 //! lifetime (first to last kernel that touches it) has ended.
 
-use super::ir::*;
+use crate::ir::*;
 
 /// Arena offsets are multiples of this many elements (64 bytes), so that
 /// every temporary starts on a cache line and a full SIMD vector.

@@ -1,0 +1,20 @@
+//! The kernel IR and what every backend relies on before it generates code:
+//! validation, bounds and integer ranges, the parallel outer loop,
+//! store/load overlap, the arena plan and the tabulation of constants. It
+//! depends on serde alone, so that a backend (Cranelift, MLIR, CUDA) links
+//! none of the front end.
+
+pub mod analysis;
+pub mod ir;
+pub mod plan;
+pub mod render;
+pub mod tabulate;
+pub mod validate;
+
+pub use analysis::{
+    analyse, analyse_loop, shares_memory, IntRange, LoopFacts, ProgramFacts, Rejected,
+};
+pub use ir::*;
+pub use plan::plan_arena;
+pub use render::{render_kernel, render_kernels};
+pub use validate::{validate, InvalidProgram};

@@ -1,0 +1,115 @@
+//! The host path: the kernels' MLIR lowered to the LLVM dialect and
+//! compiled by MLIR's ExecutionEngine (LLVM at -O3 for the host CPU, its
+//! full vector width included). Each kernel is a function
+//! `extern "C" fn(table: *const *mut u8, lo: i64, hi: i64)`, the ABI of the
+//! Cranelift backend's kernels, so the CPU executor runs either.
+
+use crate::emit::{self, Target};
+use crate::pipeline::{Session, Timings};
+use crate::MlirError;
+use gsc_kernel_ir::KernelProgram;
+use melior::ir::operation::OperationLike;
+use std::time::Instant;
+
+const LOWER_TO_LLVM: &str = "builtin.module(inline, symbol-dce, convert-scf-to-cf, \
+     convert-math-to-llvm, convert-arith-to-llvm, finalize-memref-to-llvm, convert-cf-to-llvm, \
+     convert-func-to-llvm, reconcile-unrealized-casts, canonicalize, cse)";
+
+/// LLVM's optimisation level for the host code.
+const OPT_LEVEL: i32 = 3;
+
+/// Compiled host code for a program's loop kernels.
+pub struct CpuKernels {
+    engine: mlir_sys::MlirExecutionEngine,
+    /// `(kernel index, function address, parallel extent)` of every loop kernel.
+    pub entries: Vec<(usize, *const u8, Option<usize>)>,
+    pub timings: Timings,
+}
+
+// SAFETY: the engine owns the compiled code and its own LLVM context; it is
+// touched only at construction and drop, and the function addresses are
+// plain code, callable from any thread.
+unsafe impl Send for CpuKernels {}
+unsafe impl Sync for CpuKernels {}
+
+impl Drop for CpuKernels {
+    fn drop(&mut self) {
+        // SAFETY: created by mlirExecutionEngineCreate, destroyed once.
+        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.engine) }
+    }
+}
+
+impl std::fmt::Debug for CpuKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuKernels")
+            .field("entries", &self.entries.len())
+            .field("timings", &self.timings)
+            .finish()
+    }
+}
+
+/// Lowers and JIT-compiles every loop kernel of `program` for the host.
+pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
+    let start = Instant::now();
+    let facts = gsc_kernel_ir::analyse(program)?;
+    let emitted = emit::emit(program, &facts, Target::Cpu)?;
+    let session = Session::new(emitted.text);
+    session.time("emit", start.elapsed());
+    let mut module = session.parse()?;
+    session.phase("canonicalize", crate::TIDY, &mut module)?;
+    session.phase("lower-to-llvm", LOWER_TO_LLVM, &mut module)?;
+    let start = Instant::now();
+    // SAFETY: the module is valid LLVM-dialect IR (verified above); the
+    // engine is checked for null before use.
+    let engine = unsafe {
+        mlir_sys::mlirExecutionEngineCreate(
+            module.to_raw(),
+            OPT_LEVEL,
+            0,
+            std::ptr::null(),
+            false,
+            false,
+        )
+    };
+    if engine.ptr.is_null() {
+        return Err(MlirError::Engine(format!(
+            "could not compile the module for the host{}",
+            module_hint(&module)
+        )));
+    }
+    let mut kernels = CpuKernels {
+        engine,
+        entries: vec![],
+        timings: Timings::default(),
+    };
+    for e in &emitted.entries {
+        let name = std::ffi::CString::new(e.symbol.as_str())
+            .map_err(|_| MlirError::Engine(format!("bad symbol {}", e.symbol)))?;
+        // SAFETY: a lookup by name in a live engine.
+        let f = unsafe {
+            mlir_sys::mlirExecutionEngineLookup(
+                engine,
+                mlir_sys::MlirStringRef {
+                    data: name.as_ptr(),
+                    length: e.symbol.len(),
+                },
+            )
+        };
+        if f.is_null() {
+            return Err(MlirError::Engine(format!(
+                "the compiled module has no function {}",
+                e.symbol
+            )));
+        }
+        kernels.entries.push((e.kernel, f as *const u8, e.parallel));
+    }
+    session.time("llvm-jit", start.elapsed());
+    kernels.timings = session.timings();
+    Ok(kernels)
+}
+
+fn module_hint(module: &melior::ir::Module) -> String {
+    let text = module.as_operation().to_string();
+    let lines = text.lines().count();
+    format!(" ({lines} lines of LLVM dialect; set GSC_MLIR_DUMP=DIR to see them)")
+}

@@ -1,0 +1,583 @@
+//! Loop kernels → MLIR text in the `func`, `scf`, `arith`, `math` and
+//! `memref` dialects, one function per kernel; the module is then parsed,
+//! verified and lowered by [`crate::pipeline`].
+//!
+//! The kernel IR maps one to one: a `for` is an `scf.for`, a reduction an
+//! `scf.for` carrying its accumulator in `iter_args`, a `let` an SSA value,
+//! a load or store a `memref.load`/`memref.store` of a buffer typed
+//! `memref<LENxf32>`, an affine index `arith` on `index` values, a gather
+//! one more load from an `i32` buffer. Only what lets a kernel run differs
+//! by target:
+//!
+//! - CPU: `@kN_name(%table: !llvm.ptr, %lo: i64, %hi: i64)` takes the table
+//!   of buffer base addresses indexed by buffer id, as the Cranelift
+//!   backend's kernels do, and runs iterations `[lo, hi)` of a parallel
+//!   outer loop (a sequential kernel is called with `[0, 1)`); it views
+//!   each buffer as a memref and calls the body function.
+//! - CUDA: `gpu.func @kN_name(buffers…) kernel` runs one iteration of the
+//!   parallel outer loop per GPU thread (global id < extent), or the whole
+//!   kernel on one thread when it has no parallel loop.
+
+use crate::math::{self, f32_literal, Helper};
+use gsc_kernel_ir::*;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+
+/// Which code the module carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Host functions for MLIR's ExecutionEngine.
+    Cpu,
+    /// A `gpu.module` of kernels for NVVM.
+    Cuda,
+}
+
+/// Threads per block of every GPU launch of a parallel kernel.
+pub const BLOCK: usize = 256;
+
+/// How the runtime calls one emitted kernel.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// The kernel's index in its program.
+    pub kernel: usize,
+    /// The function's symbol.
+    pub symbol: String,
+    /// On the GPU: the buffers passed as arguments, in order (device
+    /// addresses).
+    pub args: Vec<BufId>,
+    /// The parallel outer loop's extent (on the GPU, one thread each, in
+    /// blocks of [`BLOCK`]); `None`: one call (one thread) runs it all.
+    pub parallel: Option<usize>,
+}
+
+/// A module's text and its entry points.
+#[derive(Clone, Debug)]
+pub struct Emitted {
+    pub text: String,
+    pub entries: Vec<Entry>,
+}
+
+/// An emission failure, naming the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("kernel k{kernel} \"{name}\": {what}")]
+pub struct EmitError {
+    pub kernel: usize,
+    pub name: String,
+    pub what: String,
+}
+
+/// The symbol of kernel `index`, as the Cranelift backend names it (so
+/// profiles of either backend read alike): `k98_gelu_bwd`.
+pub fn symbol(index: usize, name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("k{index}_{name}")
+}
+
+fn memref(b: &Buffer) -> String {
+    let elem = match b.dtype {
+        DType::F32 => "f32",
+        DType::I32 => "i32",
+    };
+    format!("memref<{}x{elem}>", b.len)
+}
+
+/// Emits every loop kernel of `program` (whose analyses are `facts`) for
+/// `target`. Library kernels are the runtime's to run and are skipped.
+pub fn emit(
+    program: &KernelProgram,
+    facts: &ProgramFacts,
+    target: Target,
+) -> Result<Emitted, EmitError> {
+    let mut funcs = String::new();
+    let mut entries = vec![];
+    let mut helpers = BTreeSet::new();
+    for (index, kernel) in program.kernels.iter().enumerate() {
+        let (Kernel::Loop(k), Some(f)) = (kernel, &facts.loops[index]) else {
+            continue;
+        };
+        let sym = symbol(index, &k.name);
+        let mut fe = FuncEmitter {
+            program,
+            kernel: k,
+            index,
+            out: String::new(),
+            next: 0,
+            depth: 2,
+            vars: vec![None; k.num_vars as usize],
+            locals: vec![None; k.num_locals as usize],
+            consts: HashMap::new(),
+            helpers: &mut helpers,
+            bufs: HashMap::new(),
+        };
+        match target {
+            Target::Cpu => fe.cpu_kernel(&sym, f)?,
+            Target::Cuda => fe.gpu_kernel(&sym, f)?,
+        }
+        funcs.push_str(&fe.out);
+        entries.push(Entry {
+            kernel: index,
+            symbol: sym,
+            args: f.touched.clone(),
+            parallel: f.parallel,
+        });
+    }
+    let mut lib = String::new();
+    for h in &helpers {
+        lib.push_str(&math::definition(*h));
+    }
+    let text = match target {
+        Target::Cpu => format!("module {{\n{lib}{funcs}}}\n"),
+        Target::Cuda => format!(
+            "module attributes {{gpu.container_module}} {{\n  gpu.module @gsc_kernels {{\n{}{}  }}\n}}\n",
+            indent(&lib),
+            funcs
+        ),
+    };
+    Ok(Emitted { text, entries })
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect()
+}
+
+struct FuncEmitter<'a> {
+    program: &'a KernelProgram,
+    kernel: &'a LoopKernel,
+    index: usize,
+    out: String,
+    next: usize,
+    depth: usize,
+    /// SSA `index` value of each loop index in scope.
+    vars: Vec<Option<String>>,
+    /// SSA `f32` value of each local in scope.
+    locals: Vec<Option<String>>,
+    /// Index constants of the function's entry block.
+    consts: HashMap<i64, String>,
+    helpers: &'a mut BTreeSet<Helper>,
+    /// The memref value of each buffer the kernel touches.
+    bufs: HashMap<BufId, String>,
+}
+
+impl FuncEmitter<'_> {
+    fn err(&self, what: impl Into<String>) -> EmitError {
+        EmitError {
+            kernel: self.index,
+            name: self.kernel.name.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn line(&mut self, s: &str) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+        self.out.push_str(s);
+        self.out.push('\n');
+    }
+
+    fn fresh(&mut self) -> String {
+        let n = format!("%{}", self.next);
+        self.next += 1;
+        n
+    }
+
+    fn op(&mut self, rhs: &str) -> String {
+        let v = self.fresh();
+        self.line(&format!("{v} = {rhs}"));
+        v
+    }
+
+    /// An `index` constant, defined once at the top of the function.
+    fn index_const(&mut self, c: i64) -> String {
+        if let Some(v) = self.consts.get(&c) {
+            return v.clone();
+        }
+        let v = format!("%c{}", if c < 0 { format!("m{}", -c) } else { c.to_string() });
+        self.consts.insert(c, v.clone());
+        v
+    }
+
+    fn const_block(&self) -> String {
+        let mut cs: Vec<_> = self.consts.iter().collect();
+        cs.sort();
+        let pad = "  ".repeat(self.depth);
+        cs.iter()
+            .map(|(c, v)| format!("{pad}{v} = arith.constant {c} : index\n"))
+            .collect()
+    }
+
+    fn buf(&self, b: BufId) -> Result<String, EmitError> {
+        self.bufs
+            .get(&b)
+            .cloned()
+            .ok_or_else(|| self.err(format!("b{} is not among the buffers it touches", b.0)))
+    }
+
+    fn buffer_type(&self, b: BufId) -> String {
+        memref(&self.program.buffers[b.0])
+    }
+
+    /// The CPU entry (table of base addresses, outer range) and its body.
+    fn cpu_kernel(&mut self, sym: &str, f: &LoopFacts) -> Result<(), EmitError> {
+        // The body: memref arguments, then the outer range.
+        let mut params = vec![];
+        for (n, &b) in f.touched.iter().enumerate() {
+            let v = format!("%b{}", b.0);
+            params.push(format!("{v}: {}", self.buffer_type(b)));
+            self.bufs.insert(b, v);
+            let _ = n;
+        }
+        params.push("%lo: index".into());
+        params.push("%hi: index".into());
+        let mut body = std::mem::take(&mut self.out);
+        self.stmts_outer(f, Outer::Range)?;
+        std::mem::swap(&mut body, &mut self.out);
+        let consts = self.const_block();
+        let _ = write!(
+            self.out,
+            "  func.func private @{sym}_body({}) {{\n{consts}{body}    return\n  }}\n",
+            params.join(", ")
+        );
+        // The entry: each buffer's base address from the table, viewed as
+        // a memref (a descriptor that the memref lowering folds away).
+        let _ = writeln!(
+            self.out,
+            "  func.func @{sym}(%table: !llvm.ptr, %lo: i64, %hi: i64) {{"
+        );
+        let desc = "!llvm.struct<(ptr, ptr, i64, array<1 x i64>, array<1 x i64>)>";
+        self.out.push_str("    %zero = llvm.mlir.constant(0 : i64) : i64\n");
+        self.out.push_str("    %one = llvm.mlir.constant(1 : i64) : i64\n");
+        let mut args = vec![];
+        let mut types = vec![];
+        for &b in &f.touched {
+            let len = self.program.buffers[b.0].len;
+            let t = self.buffer_type(b);
+            let n = b.0;
+            let _ = write!(
+                self.out,
+                "    %a{n} = llvm.getelementptr %table[{n}] : (!llvm.ptr) -> !llvm.ptr, !llvm.ptr\n\
+                 \x20   %p{n} = llvm.load %a{n} : !llvm.ptr -> !llvm.ptr\n\
+                 \x20   %n{n} = llvm.mlir.constant({len} : i64) : i64\n\
+                 \x20   %d{n}_0 = llvm.mlir.poison : {desc}\n\
+                 \x20   %d{n}_1 = llvm.insertvalue %p{n}, %d{n}_0[0] : {desc}\n\
+                 \x20   %d{n}_2 = llvm.insertvalue %p{n}, %d{n}_1[1] : {desc}\n\
+                 \x20   %d{n}_3 = llvm.insertvalue %zero, %d{n}_2[2] : {desc}\n\
+                 \x20   %d{n}_4 = llvm.insertvalue %n{n}, %d{n}_3[3, 0] : {desc}\n\
+                 \x20   %d{n}_5 = llvm.insertvalue %one, %d{n}_4[4, 0] : {desc}\n\
+                 \x20   %b{n} = builtin.unrealized_conversion_cast %d{n}_5 : {desc} to {t}\n"
+            );
+            args.push(format!("%b{n}"));
+            types.push(t);
+        }
+        self.out.push_str(
+            "    %lo_i = arith.index_cast %lo : i64 to index\n    %hi_i = arith.index_cast %hi : i64 to index\n",
+        );
+        args.push("%lo_i".into());
+        args.push("%hi_i".into());
+        types.push("index".into());
+        types.push("index".into());
+        let _ = write!(
+            self.out,
+            "    func.call @{sym}_body({}) : ({}) -> ()\n    return\n  }}\n",
+            args.join(", "),
+            types.join(", ")
+        );
+        Ok(())
+    }
+
+    /// The GPU kernel: one outer iteration per thread.
+    fn gpu_kernel(&mut self, sym: &str, f: &LoopFacts) -> Result<(), EmitError> {
+        let mut params = vec![];
+        for &b in &f.touched {
+            let v = format!("%b{}", b.0);
+            params.push(format!("{v}: {}", self.buffer_type(b)));
+            self.bufs.insert(b, v);
+        }
+        self.depth = 3;
+        let mut body = std::mem::take(&mut self.out);
+        self.stmts_outer(f, Outer::Thread)?;
+        std::mem::swap(&mut body, &mut self.out);
+        let consts = self.const_block();
+        let _ = write!(
+            self.out,
+            "    gpu.func @{sym}({}) kernel {{\n{consts}{body}      gpu.return\n    }}\n",
+            params.join(", ")
+        );
+        Ok(())
+    }
+
+    /// The kernel's statements, the outer loop bound as `outer` says when
+    /// it is parallel.
+    fn stmts_outer(&mut self, f: &LoopFacts, outer: Outer) -> Result<(), EmitError> {
+        let body = &self.kernel.body;
+        match (f.parallel, &body[..]) {
+            (Some(extent), [Stmt::For { var, body, .. }]) => match outer {
+                Outer::Range => {
+                    let i = format!("%i{}", var.0);
+                    let one = self.index_const(1);
+                    self.line(&format!("scf.for {i} = %lo to %hi step {one} {{"));
+                    self.scoped(*var, i, body)?;
+                    self.line("}");
+                }
+                Outer::Thread => {
+                    let bid = self.op("gpu.block_id x");
+                    let bdim = self.op("gpu.block_dim x");
+                    let tid = self.op("gpu.thread_id x");
+                    let base = self.op(&format!("arith.muli {bid}, {bdim} : index"));
+                    let i = self.op(&format!("arith.addi {base}, {tid} : index"));
+                    let e = self.index_const(extent as i64);
+                    let inside = self.op(&format!("arith.cmpi ult, {i}, {e} : index"));
+                    self.line(&format!("scf.if {inside} {{"));
+                    self.scoped(*var, i, body)?;
+                    self.line("}");
+                }
+            },
+            _ => self.stmts(body)?,
+        }
+        Ok(())
+    }
+
+    /// `body` with loop index `var` bound to `value`, one level deeper.
+    fn scoped(&mut self, var: Var, value: String, body: &[Stmt]) -> Result<(), EmitError> {
+        let slot = var.0 as usize;
+        if slot >= self.vars.len() {
+            return Err(self.err(format!("index i{} beyond num_vars", var.0)));
+        }
+        self.vars[slot] = Some(value);
+        let saved = self.locals.clone();
+        self.depth += 1;
+        self.stmts(body)?;
+        self.depth -= 1;
+        self.locals = saved;
+        self.vars[slot] = None;
+        Ok(())
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) -> Result<(), EmitError> {
+        for s in body {
+            self.stmt(s)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), EmitError> {
+        match s {
+            Stmt::For { var, extent, body } => {
+                let i = format!("%i{}", var.0);
+                let zero = self.index_const(0);
+                let e = self.index_const(*extent as i64);
+                let one = self.index_const(1);
+                self.line(&format!("scf.for {i} = {zero} to {e} step {one} {{"));
+                self.scoped(*var, i, body)?;
+                self.line("}");
+            }
+            Stmt::Let { local, value } => {
+                let v = self.expr(value)?;
+                self.set_local(*local, v)?;
+            }
+            Stmt::Reduce {
+                local,
+                op,
+                var,
+                extent,
+                body,
+                value,
+            } => {
+                let (init, combine) = match op {
+                    ReduceFn::Sum => (0.0f32, "arith.addf"),
+                    ReduceFn::Max => (f32::NEG_INFINITY, "arith.maximumf"),
+                };
+                let init = self.op(&format!("arith.constant {} : f32", f32_literal(init)));
+                let i = format!("%i{}", var.0);
+                let zero = self.index_const(0);
+                let e = self.index_const(*extent as i64);
+                let one = self.index_const(1);
+                let acc = self.fresh();
+                let result = self.fresh();
+                self.line(&format!(
+                    "{result} = scf.for {i} = {zero} to {e} step {one} iter_args({acc} = {init}) -> (f32) {{"
+                ));
+                let slot = var.0 as usize;
+                if slot >= self.vars.len() {
+                    return Err(self.err(format!("index i{} beyond num_vars", var.0)));
+                }
+                self.vars[slot] = Some(i);
+                let saved = self.locals.clone();
+                self.depth += 1;
+                self.stmts(body)?;
+                let v = self.expr(value)?;
+                // Reassociation lets LLVM vectorise the reduction (several
+                // partial sums), as the Cranelift backend does.
+                let next = self.op(&format!("{combine} {acc}, {v} fastmath<reassoc> : f32"));
+                self.line(&format!("scf.yield {next} : f32"));
+                self.depth -= 1;
+                self.locals = saved;
+                self.vars[slot] = None;
+                self.line("}");
+                self.set_local(*local, result)?;
+            }
+            Stmt::Store { buf, index, value } => {
+                let v = self.expr(value)?;
+                let i = self.index(index)?;
+                let m = self.buf(*buf)?;
+                let t = self.buffer_type(*buf);
+                self.line(&format!("memref.store {v}, {m}[{i}] : {t}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_local(&mut self, l: Local, v: String) -> Result<(), EmitError> {
+        let slot = self
+            .locals
+            .get_mut(l.0 as usize)
+            .ok_or_else(|| EmitError {
+                kernel: self.index,
+                name: self.kernel.name.clone(),
+                what: format!("local l{} beyond num_locals", l.0),
+            })?;
+        *slot = Some(v);
+        Ok(())
+    }
+
+    fn var(&self, v: Var) -> Result<String, EmitError> {
+        self.vars
+            .get(v.0 as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| self.err(format!("index i{} used outside its loop", v.0)))
+    }
+
+    fn affine(&mut self, a: &Affine) -> Result<String, EmitError> {
+        let mut acc: Option<String> = None;
+        for &(v, c) in &a.terms {
+            if c == 0 {
+                continue;
+            }
+            let x = self.var(v)?;
+            let term = if c == 1 {
+                x
+            } else {
+                let k = self.index_const(c);
+                self.op(&format!("arith.muli {x}, {k} : index"))
+            };
+            acc = Some(match acc {
+                None => term,
+                Some(s) => self.op(&format!("arith.addi {s}, {term} : index")),
+            });
+        }
+        Ok(match (acc, a.offset) {
+            (None, o) => self.index_const(o),
+            (Some(s), 0) => s,
+            (Some(s), o) => {
+                let k = self.index_const(o);
+                self.op(&format!("arith.addi {s}, {k} : index"))
+            }
+        })
+    }
+
+    fn index(&mut self, ix: &Index) -> Result<String, EmitError> {
+        let base = self.affine(&ix.affine)?;
+        let Some(g) = &ix.gather else {
+            return Ok(base);
+        };
+        let at = self.affine(&g.at)?;
+        let ids = self.buf(g.buf)?;
+        let t = self.buffer_type(g.buf);
+        let id = self.op(&format!("memref.load {ids}[{at}] : {t}"));
+        let id = self.op(&format!("arith.index_cast {id} : i32 to index"));
+        let scaled = match g.scale {
+            1 => id,
+            s => {
+                let k = self.index_const(s);
+                self.op(&format!("arith.muli {id}, {k} : index"))
+            }
+        };
+        Ok(self.op(&format!("arith.addi {base}, {scaled} : index")))
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<String, EmitError> {
+        Ok(match e {
+            Expr::Const(c) => self.op(&format!("arith.constant {} : f32", f32_literal(*c as f32))),
+            Expr::Load { buf, index } => {
+                let i = self.index(index)?;
+                let m = self.buf(*buf)?;
+                let t = self.buffer_type(*buf);
+                self.op(&format!("memref.load {m}[{i}] : {t}"))
+            }
+            Expr::Local(l) => self
+                .locals
+                .get(l.0 as usize)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| self.err(format!("local l{} used outside its scope", l.0)))?,
+            Expr::Var(v) => {
+                let x = self.var(*v)?;
+                let i = self.op(&format!("arith.index_cast {x} : index to i64"));
+                self.op(&format!("arith.sitofp {i} : i64 to f32"))
+            }
+            Expr::Unary(f, a) => {
+                let a = self.expr(a)?;
+                let helper = |h: Helper, me: &mut Self| {
+                    me.helpers.insert(h);
+                    me.op(&format!("func.call @{}({a}) : (f32) -> f32", h.symbol()))
+                };
+                match f {
+                    UnaryFn::Neg => self.op(&format!("arith.negf {a} : f32")),
+                    UnaryFn::Sqrt => self.op(&format!("math.sqrt {a} : f32")),
+                    UnaryFn::Exp => helper(Helper::Exp, self),
+                    UnaryFn::Log => helper(Helper::Log, self),
+                    UnaryFn::Tanh => helper(Helper::Tanh, self),
+                    UnaryFn::Sin => helper(Helper::Sin, self),
+                    UnaryFn::Cos => helper(Helper::Cos, self),
+                }
+            }
+            Expr::Binary(f, a, b) => {
+                let a = self.expr(a)?;
+                let b = self.expr(b)?;
+                let op = match f {
+                    BinaryFn::Add => "addf",
+                    BinaryFn::Sub => "subf",
+                    BinaryFn::Mul => "mulf",
+                    BinaryFn::Div => "divf",
+                    // NaN-propagating, as the Cranelift backend's.
+                    BinaryFn::Max => "maximumf",
+                    BinaryFn::Min => "minimumf",
+                };
+                self.op(&format!("arith.{op} {a}, {b} : f32"))
+            }
+            Expr::SelectEq {
+                a,
+                b,
+                then,
+                otherwise,
+            } => {
+                let a = self.index(a)?;
+                let b = self.index(b)?;
+                let t = self.expr(then)?;
+                let o = self.expr(otherwise)?;
+                let eq = self.op(&format!("arith.cmpi eq, {a}, {b} : index"));
+                self.op(&format!("arith.select {eq}, {t}, {o} : f32"))
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Outer {
+    /// `scf.for` over `[%lo, %hi)`.
+    Range,
+    /// The GPU thread's global id, guarded by the extent.
+    Thread,
+}

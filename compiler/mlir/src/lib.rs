@@ -1,0 +1,51 @@
+//! gsc's MLIR lowering of the kernel IR (cargo feature `mlir` of the
+//! workspace): loop kernels become `scf`/`arith`/`math`/`memref` functions,
+//! lowered in named phases either to LLVM and JIT-compiled for the host
+//! (`gsc run --backend mlir`) or through the `gpu` and NVVM dialects to PTX
+//! for NVIDIA GPUs (`gsc compile --target cuda --emit=ptx`).
+//!
+//! Library kernels (matrix products, attention, the embedding gradient)
+//! are not lowered here: each backend runs them with its tuned library
+//! (the CPU's GEMM and flash attention; cuBLAS on a GPU).
+
+pub mod cpu;
+pub mod emit;
+pub mod math;
+pub mod pipeline;
+pub mod ptx;
+
+pub use cpu::{compile_cpu, CpuKernels};
+pub use emit::{symbol, Entry, Target, BLOCK};
+pub use pipeline::{PhaseError, Timings};
+pub use ptx::{compile_ptx, CudaOptions, PtxModule};
+
+use gsc_kernel_ir::KernelProgram;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MlirError {
+    #[error("the kernel program is rejected: {0}")]
+    Rejected(#[from] gsc_kernel_ir::Rejected),
+    #[error(transparent)]
+    Emit(#[from] emit::EmitError),
+    #[error(transparent)]
+    Phase(#[from] PhaseError),
+    #[error("MLIR's ExecutionEngine: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Toolkit(String),
+}
+
+/// The canonical kernel-level pipeline every target starts with.
+const TIDY: &str = "builtin.module(canonicalize, cse)";
+
+/// The loop kernels of `program` as MLIR for `target`, parsed, verified
+/// and canonicalised: what `gsc compile --emit=mlir` prints.
+pub fn kernel_mlir(program: &KernelProgram, target: Target) -> Result<String, MlirError> {
+    let facts = gsc_kernel_ir::analyse(program)?;
+    let emitted = emit::emit(program, &facts, target)?;
+    let session = pipeline::Session::new(emitted.text);
+    let mut module = session.parse()?;
+    session.phase("canonicalize", TIDY, &mut module)?;
+    use melior::ir::operation::OperationLike;
+    Ok(module.as_operation().to_string())
+}
