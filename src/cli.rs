@@ -41,10 +41,16 @@ enum Command {
         /// Override a setting, e.g. `--set train.batch=32` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// The stage to lower for ir, ir-grad and kernels (default: the first);
-        /// `RUN.STAGE` picks one of another run.
+        /// The stage to lower for ir, ir-grad, kernels, mlir and ptx (default:
+        /// the first); `RUN.STAGE` picks one of another run.
         #[arg(long)]
         stage: Option<String>,
+        /// The device that mlir lowers for (ptx implies cuda).
+        #[arg(long, value_enum, default_value_t = Target::Cpu)]
+        target: Target,
+        /// The GPU architecture for cuda (sm_80, sm_90, …).
+        #[arg(long, default_value = "sm_90")]
+        chip: String,
     },
     /// Train every run of a .gs file (growing between stages), or resume one.
     Run {
@@ -100,7 +106,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Emit {
     /// The syntax tree, with byte spans.
     Ast,
@@ -112,6 +118,18 @@ enum Emit {
     IrGrad,
     /// One stage's training step as fused kernels, with their count and peak memory.
     Kernels,
+    /// One stage's loop kernels in MLIR (scf, arith, math, memref) for --target.
+    Mlir,
+    /// One stage's loop kernels as PTX for --chip (the cuda target).
+    Ptx,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Target {
+    /// The host CPU (MLIR's ExecutionEngine, `gsc run --backend mlir`).
+    Cpu,
+    /// NVIDIA GPUs, through the gpu and NVVM dialects.
+    Cuda,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -136,7 +154,9 @@ pub fn main() -> ExitCode {
             format,
             set,
             stage,
-        } => compile(&file, emit, format, &set, stage.as_deref()),
+            target,
+            chip,
+        } => compile(&file, emit, format, &set, stage.as_deref(), (target, &chip)),
         Command::Run {
             file,
             set,
@@ -215,7 +235,14 @@ fn check(path: &Path, set: &[String]) -> bool {
     checked(path, set).is_some_and(|c| !c.report.has_errors())
 }
 
-fn compile(path: &Path, emit: Emit, format: Format, set: &[String], stage: Option<&str>) -> bool {
+fn compile(
+    path: &Path,
+    emit: Emit,
+    format: Format,
+    set: &[String],
+    stage: Option<&str>,
+    (target, chip): (Target, &str),
+) -> bool {
     let Some(c) = checked(path, set) else {
         return false;
     };
@@ -230,7 +257,7 @@ fn compile(path: &Path, emit: Emit, format: Format, set: &[String], stage: Optio
             (Some(plan), Format::Text) => print!("{}", render::plan_text(plan)),
             (None, _) => return false,
         },
-        Emit::Ir | Emit::IrGrad | Emit::Kernels => {
+        Emit::Ir | Emit::IrGrad | Emit::Kernels | Emit::Mlir | Emit::Ptx => {
             let Some(plan) = &c.plan else { return false };
             let Some((run, st)) = pick_stage(plan, stage) else {
                 return false;
@@ -247,6 +274,16 @@ fn compile(path: &Path, emit: Emit, format: Format, set: &[String], stage: Optio
                     return false;
                 }
             };
+            if matches!(emit, Emit::Mlir | Emit::Ptx) {
+                let header = format!("stage {}.{} of {}", run.name, st.name, path.display());
+                return crate::mlir::print(
+                    &compiled.kernels,
+                    emit == Emit::Ptx,
+                    target,
+                    chip,
+                    &header,
+                ) && !c.report.has_errors();
+            }
             match format {
                 Format::Json => match emit {
                     Emit::Ir => println!("{}", to_json(&compiled.forward)),

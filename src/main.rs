@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod mlir;
 mod run;
 
 use std::process::ExitCode;

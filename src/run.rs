@@ -20,6 +20,9 @@ pub enum BackendKind {
     Interp,
     /// The reference interpreter in f64.
     Interp64,
+    /// As cpu, with the loop kernels compiled through MLIR and LLVM
+    /// (needs a gsc built with `--features mlir`).
+    Mlir,
 }
 
 pub struct RunArgs {
@@ -116,6 +119,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         BackendKind::Cpu => Box::new(Cpu),
         BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
         BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
+        BackendKind::Mlir => mlir_backend()?,
     };
     let resuming = resumed.is_some();
     let dir = match resumed {
@@ -262,4 +266,18 @@ fn resumed_artifact(
         .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
     let _ = a.save(&dir.path.join(RUN_ARTIFACT));
     Ok((a, hash, ""))
+}
+
+#[cfg(feature = "mlir")]
+fn mlir_backend() -> Result<Box<dyn gsc_runtime::backend::Backend>, String> {
+    Ok(Box::new(gsc_runtime::backend::Mlir))
+}
+
+#[cfg(not(feature = "mlir"))]
+fn mlir_backend() -> Result<Box<dyn gsc_runtime::backend::Backend>, String> {
+    Err(
+        "this gsc was built without MLIR; build it with `cargo build --release --features mlir` \
+         (needs LLVM/MLIR 22: see the README's set-up)"
+            .into(),
+    )
 }

@@ -82,3 +82,28 @@ impl Program for CpuProgram {
         self.exec.execute(&mut self.bufs).map_err(cpu_err)
     }
 }
+
+/// The CPU executor with its loop kernels compiled through MLIR (LLVM at
+/// -O3 for the host) instead of Cranelift; library kernels as [`Cpu`].
+#[cfg(feature = "mlir")]
+#[derive(Default)]
+pub struct Mlir;
+
+#[cfg(feature = "mlir")]
+impl Backend for Mlir {
+    fn name(&self) -> &'static str {
+        "mlir"
+    }
+
+    fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
+        let exec = crate::cpu::CpuBackend::with_code(program, |p| {
+            crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _)
+        })
+        .map_err(|e| BackendError {
+            backend: "mlir",
+            message: e.to_string(),
+        })?;
+        let bufs = crate::buffers::ProgramBuffers::new(program).map_err(cpu_err)?;
+        Ok(Box::new(CpuProgram { exec, bufs }))
+    }
+}

@@ -4,11 +4,10 @@
 //! `extern "C" fn(table: *const *mut u8, lo: i64, hi: i64)`, the ABI of the
 //! Cranelift backend's kernels, so the CPU executor runs either.
 
-use crate::emit::{self, Target};
+use crate::emit::{self, Entry, Target};
 use crate::pipeline::{Session, Timings};
 use crate::MlirError;
 use gsc_kernel_ir::KernelProgram;
-use melior::ir::operation::OperationLike;
 use std::time::Instant;
 
 const LOWER_TO_LLVM: &str = "builtin.module(inline, symbol-dce, convert-scf-to-cf, \
@@ -21,8 +20,8 @@ const OPT_LEVEL: i32 = 3;
 /// Compiled host code for a program's loop kernels.
 pub struct CpuKernels {
     engine: mlir_sys::MlirExecutionEngine,
-    /// `(kernel index, function address, parallel extent)` of every loop kernel.
-    pub entries: Vec<(usize, *const u8, Option<usize>)>,
+    /// Every loop kernel's entry, with its address in `func`.
+    pub entries: Vec<(Entry, *const u8)>,
     pub timings: Timings,
 }
 
@@ -101,7 +100,7 @@ pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
                 e.symbol
             )));
         }
-        kernels.entries.push((e.kernel, f as *const u8, e.parallel));
+        kernels.entries.push((e.clone(), f as *const u8));
     }
     session.time("llvm-jit", start.elapsed());
     kernels.timings = session.timings();

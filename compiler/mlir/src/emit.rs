@@ -48,6 +48,9 @@ pub struct Entry {
     /// The parallel outer loop's extent (on the GPU, one thread each, in
     /// blocks of [`BLOCK`]); `None`: one call (one thread) runs it all.
     pub parallel: Option<usize>,
+    /// Innermost iterations of one run (the executor's estimate of whether
+    /// splitting it across threads pays).
+    pub work: u64,
 }
 
 /// A module's text and its entry points.
@@ -122,6 +125,7 @@ pub fn emit(
             symbol: sym,
             args: f.touched.clone(),
             parallel: f.parallel,
+            work: f.work,
         });
     }
     let mut lib = String::new();
@@ -203,7 +207,14 @@ impl FuncEmitter<'_> {
         if let Some(v) = self.consts.get(&c) {
             return v.clone();
         }
-        let v = format!("%c{}", if c < 0 { format!("m{}", -c) } else { c.to_string() });
+        let v = format!(
+            "%c{}",
+            if c < 0 {
+                format!("m{}", -c)
+            } else {
+                c.to_string()
+            }
+        );
         self.consts.insert(c, v.clone());
         v
     }
@@ -256,8 +267,10 @@ impl FuncEmitter<'_> {
             "  func.func @{sym}(%table: !llvm.ptr, %lo: i64, %hi: i64) {{"
         );
         let desc = "!llvm.struct<(ptr, ptr, i64, array<1 x i64>, array<1 x i64>)>";
-        self.out.push_str("    %zero = llvm.mlir.constant(0 : i64) : i64\n");
-        self.out.push_str("    %one = llvm.mlir.constant(1 : i64) : i64\n");
+        self.out
+            .push_str("    %zero = llvm.mlir.constant(0 : i64) : i64\n");
+        self.out
+            .push_str("    %one = llvm.mlir.constant(1 : i64) : i64\n");
         let mut args = vec![];
         let mut types = vec![];
         for &b in &f.touched {
@@ -439,14 +452,11 @@ impl FuncEmitter<'_> {
     }
 
     fn set_local(&mut self, l: Local, v: String) -> Result<(), EmitError> {
-        let slot = self
-            .locals
-            .get_mut(l.0 as usize)
-            .ok_or_else(|| EmitError {
-                kernel: self.index,
-                name: self.kernel.name.clone(),
-                what: format!("local l{} beyond num_locals", l.0),
-            })?;
+        let slot = self.locals.get_mut(l.0 as usize).ok_or_else(|| EmitError {
+            kernel: self.index,
+            name: self.kernel.name.clone(),
+            what: format!("local l{} beyond num_locals", l.0),
+        })?;
         *slot = Some(v);
         Ok(())
     }

@@ -46,6 +46,5 @@ pub fn kernel_mlir(program: &KernelProgram, target: Target) -> Result<String, Ml
     let session = pipeline::Session::new(emitted.text);
     let mut module = session.parse()?;
     session.phase("canonicalize", TIDY, &mut module)?;
-    use melior::ir::operation::OperationLike;
     Ok(module.as_operation().to_string())
 }

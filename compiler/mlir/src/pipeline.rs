@@ -12,8 +12,7 @@ use melior::ir::operation::OperationLike;
 use melior::ir::Module;
 use melior::pass::PassManager;
 use melior::utility::{
-    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations,
-    register_all_passes,
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
 };
 use melior::Context;
 use std::cell::{Cell, RefCell};
@@ -108,7 +107,8 @@ impl Session {
                     .or_else(|| l.strip_prefix("func.func private @"))
                     .or_else(|| l.strip_prefix("gpu.func @"))?;
                 let name = rest.split('(').next()?;
-                name.starts_with('k').then(|| name.trim_end_matches("_body").to_string())
+                name.starts_with('k')
+                    .then(|| name.trim_end_matches("_body").to_string())
             })
             .last()
     }
@@ -118,7 +118,10 @@ impl Session {
         // Locations read `loc("-":LINE:COL)` or `-:LINE:COL`.
         let kernel = diagnostics.iter().find_map(|d| {
             let after = d.split(':').nth(1)?;
-            let line: usize = after.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+            let line: usize = after
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()?;
             self.kernel_at(line)
         });
         PhaseError {
@@ -147,7 +150,10 @@ impl Session {
         self.take_diagnostics();
         let module = Module::parse(&self.context, &self.source);
         let verified = module.as_ref().is_some_and(|m| m.as_operation().verify());
-        self.timings.borrow_mut().0.push(("parse".into(), start.elapsed()));
+        self.timings
+            .borrow_mut()
+            .0
+            .push(("parse".into(), start.elapsed()));
         match module {
             Some(m) if verified => Ok(m),
             _ => Err(self.fail("parse")),
@@ -173,11 +179,15 @@ impl Session {
         pm.enable_verifier(true);
         if let Err(e) = parse_pass_pipeline(pm.as_operation_pass_manager(), pipeline) {
             let mut err = self.fail(phase);
-            err.diagnostics.insert(0, format!("bad pipeline `{pipeline}`: {e}"));
+            err.diagnostics
+                .insert(0, format!("bad pipeline `{pipeline}`: {e}"));
             return Err(err);
         }
         let ok = pm.run(module).is_ok() && module.as_operation().verify();
-        self.timings.borrow_mut().0.push((phase.to_string(), start.elapsed()));
+        self.timings
+            .borrow_mut()
+            .0
+            .push((phase.to_string(), start.elapsed()));
         if self.dump.is_some() {
             let text = module.as_operation().to_string();
             self.dump(phase, "after", pipeline, &text);

@@ -8,7 +8,9 @@ use crate::emit::{self, Entry, Target};
 use crate::pipeline::{PhaseError, Session, Timings};
 use crate::MlirError;
 use gsc_kernel_ir::KernelProgram;
+use melior::ir::attribute::AttributeLike;
 use melior::ir::operation::OperationLike;
+use melior::ir::BlockLike;
 use std::path::{Path, PathBuf};
 
 /// Code generation choices for NVIDIA GPUs.

@@ -12,6 +12,8 @@
 pub mod attention;
 pub mod jit;
 pub mod matmul;
+#[cfg(feature = "mlir")]
+pub mod mlir;
 
 use crate::buffers::{ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};

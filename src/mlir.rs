@@ -1,0 +1,54 @@
+//! `gsc compile --emit=mlir|ptx`: a stage's loop kernels through MLIR.
+//! Without the `mlir` feature, a clear error says how to get it.
+
+use crate::cli::Target;
+use gsc_compiler::kernel::KernelProgram;
+
+/// Prints the MLIR (or PTX) of `program`; false after printing an error.
+#[cfg(feature = "mlir")]
+pub fn print(program: &KernelProgram, ptx: bool, target: Target, chip: &str, header: &str) -> bool {
+    let result = if ptx {
+        gsc_mlir::CudaOptions::for_chip(chip)
+            .and_then(|o| gsc_mlir::compile_ptx(program, &o))
+            .map(|m| {
+                let timings: Vec<String> = m
+                    .timings
+                    .0
+                    .iter()
+                    .map(|(p, t)| format!("{p} {:.0} ms", t.as_secs_f64() * 1e3))
+                    .collect();
+                format!(
+                    "// {header}: {} kernels for {} ({})\n{}",
+                    m.entries.len(),
+                    m.chip,
+                    timings.join(", "),
+                    m.ptx
+                )
+            })
+    } else {
+        let t = match target {
+            Target::Cpu => gsc_mlir::Target::Cpu,
+            Target::Cuda => gsc_mlir::Target::Cuda,
+        };
+        gsc_mlir::kernel_mlir(program, t).map(|text| format!("// {header}\n{text}"))
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(not(feature = "mlir"))]
+pub fn print(_: &KernelProgram, _: bool, _: Target, _: &str, _: &str) -> bool {
+    eprintln!(
+        "error: this gsc was built without MLIR; build it with `cargo build --release --features mlir` \
+         (needs LLVM/MLIR 22: see the README's set-up)"
+    );
+    false
+}
