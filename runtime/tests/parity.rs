@@ -1,6 +1,7 @@
-//! Five whole training steps on the CPU backend agree with the reference
-//! interpreter (f64) for each architecture, through the same `Backend`
-//! interface the training loop uses.
+//! Five whole training steps on the CPU backend (and, with the `mlir`
+//! feature, on the MLIR backend) agree with the reference interpreter (f64)
+//! for each architecture, through the same `Backend` interface the training
+//! loop uses.
 //!
 //! Tolerance: 2e-4 relative to each tensor's largest value. The CPU backend
 //! computes in f32 with a different summation order (blocked GEMM, flash
@@ -66,6 +67,16 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn cpu_matches_the_interpreter_over_five_steps() {
+    matches_the_interpreter_over_five_steps(&Cpu);
+}
+
+#[cfg(feature = "mlir")]
+#[test]
+fn mlir_matches_the_interpreter_over_five_steps() {
+    matches_the_interpreter_over_five_steps(&gsc_runtime::backend::Mlir);
+}
+
+fn matches_the_interpreter_over_five_steps(backend: &dyn Backend) {
     let mut models = vec![
         tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true),
         tiny(Arch::Gpt, NormKind::LayerNorm, Activation::Swiglu, false),
@@ -81,8 +92,14 @@ fn cpu_matches_the_interpreter_over_five_steps() {
     models.push(odd);
     for cfg in models {
         let (l_ref, p_ref) = five_steps(&InterpBackend::<f64>::default(), &cfg);
-        let (l_cpu, p_cpu) = five_steps(&Cpu, &cfg);
-        let name = format!("{:?}/{:?}/{:?}", cfg.arch, cfg.norm, cfg.activation);
+        let (l_cpu, p_cpu) = five_steps(backend, &cfg);
+        let name = format!(
+            "{} {:?}/{:?}/{:?}",
+            backend.name(),
+            cfg.arch,
+            cfg.norm,
+            cfg.activation
+        );
         assert_close(&format!("{name} losses"), &l_cpu, &l_ref);
         assert!(
             l_ref[4] < l_ref[0],

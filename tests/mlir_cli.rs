@@ -1,0 +1,125 @@
+//! The command line's MLIR paths (feature `mlir`): MLIR and PTX of every
+//! stage of every example, and a whole schedule, growth included, trained
+//! on `--backend mlir` to the same losses as on the Cranelift backend.
+
+#![cfg(feature = "mlir")]
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn gsc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gsc"))
+        .args(args)
+        .output()
+        .expect("gsc runs")
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `RUN.STAGE` of every stage of `example`, from its JSON plan.
+fn stages(example: &str) -> Vec<String> {
+    let o = gsc(&["compile", example, "--emit=plan", "--format=json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON plan");
+    let mut out = vec![];
+    for run in plan["runs"].as_array().expect("runs") {
+        for st in run["stages"].as_array().expect("stages") {
+            out.push(format!(
+                "{}.{}",
+                run["name"].as_str().unwrap(),
+                st["name"].as_str().unwrap()
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_stage_of_every_example_lowers_to_mlir_and_ptx() {
+    for path in common::examples() {
+        let example = path.to_str().unwrap();
+        for stage in stages(example) {
+            let what = format!("{example} {stage}");
+            let stage_arg = format!("--stage={stage}");
+            let mlir = ok(
+                &gsc(&["compile", example, "--emit=mlir", &stage_arg]),
+                &what,
+            );
+            assert!(
+                mlir.contains("scf.for") && mlir.contains("memref.store"),
+                "{what}"
+            );
+            let gpu = ok(
+                &gsc(&[
+                    "compile",
+                    example,
+                    "--emit=mlir",
+                    "--target=cuda",
+                    &stage_arg,
+                ]),
+                &what,
+            );
+            assert!(
+                gpu.contains("gpu.module @gsc_kernels") && gpu.contains("gpu.func"),
+                "{what}"
+            );
+            for chip in ["sm_80", "sm_90"] {
+                let ptx = ok(
+                    &gsc(&["compile", example, "--emit=ptx", "--chip", chip, &stage_arg]),
+                    &what,
+                );
+                assert!(
+                    ptx.contains(&format!(".target {chip}")) && ptx.contains(".entry"),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// The last `val_loss` line of a run's output.
+fn final_val_loss(out: &str) -> f64 {
+    out.lines()
+        .filter_map(|l| l.split("val_loss ").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .last()
+        .unwrap_or_else(|| panic!("no val_loss in:\n{out}"))
+}
+
+#[test]
+fn the_smoke_schedule_trains_and_grows_on_the_mlir_backend() {
+    let dir = std::env::temp_dir().join(format!("gsc-mlir-cli-{}", std::process::id()));
+    let runs = dir.to_str().unwrap();
+    let mut losses = vec![];
+    for backend in ["mlir", "cpu"] {
+        let out = ok(
+            &gsc(&[
+                "run",
+                "examples/smoke.gs",
+                "--backend",
+                backend,
+                "--runs-dir",
+                runs,
+            ]),
+            backend,
+        );
+        assert!(out.contains(&format!("loaded on {backend}")), "{out}");
+        losses.push(final_val_loss(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Both compute in f32 with their own summation orders and math
+    // functions: 80 steps apart, the loss agrees to a few units in 1e-4.
+    assert!(
+        (losses[0] - losses[1]).abs() < 2e-3,
+        "mlir {} against cpu {}",
+        losses[0],
+        losses[1]
+    );
+}
