@@ -430,18 +430,13 @@ fn region(p: &KernelProgram, b: BufId) -> Region {
     }
 }
 
+/// Whether two regions share some memory.
 fn overlaps(a: Region, b: Region) -> bool {
     match (a, b) {
         (Region::Arena(a0, a1), Region::Arena(b0, b1)) => a0 < b1 && b0 < a1 && a0 < a1 && b0 < b1,
         (Region::Own(s, d), Region::Own(t, e)) => s == t && d == e,
         _ => false,
     }
-}
-
-/// Whether buffers `a` and `b` occupy some of the same memory (the same
-/// persistent storage, or overlapping arena ranges).
-pub fn shares_memory(p: &KernelProgram, a: BufId, b: BufId) -> bool {
-    overlaps(region(p, a), region(p, b))
 }
 
 /// No output of a library call shares memory with another of its operands
@@ -458,7 +453,7 @@ fn check_library(p: &KernelProgram, k: &Kernel) -> Result<(), String> {
                 .map(|(_, o)| o),
         );
         for &o in others {
-            if shares_memory(p, w, o) {
+            if overlaps(region(p, w), region(p, o)) {
                 return Err(format!(
                     "output b{} shares memory with operand b{}",
                     w.0, o.0

@@ -208,18 +208,26 @@ pub enum Kernel {
         tb: bool,
     },
     /// Causal attention; q, out `[batch·seq, heads, head_dim]`, k, v
-    /// `[batch·seq, kv_heads, head_dim]`.
+    /// `[batch·seq, kv_heads, head_dim]`. Also writes `lse`
+    /// `[batch, heads, seq]`, each query row's log-sum-exp of its scaled
+    /// scores: the state the backward needs, so that no backend has to keep
+    /// any of its own between kernels.
     Attention {
         q: BufId,
         k: BufId,
         v: BufId,
         out: BufId,
+        lse: BufId,
         shape: AttnShape,
     },
+    /// From the forward's inputs, its output `o` and `lse`, and `dy` (the
+    /// gradient of `o`): `dq`, `dk`, `dv`, in the layouts of q, k, v.
     AttentionBwd {
         q: BufId,
         k: BufId,
         v: BufId,
+        o: BufId,
+        lse: BufId,
         dy: BufId,
         dq: BufId,
         dk: BufId,
@@ -282,11 +290,8 @@ impl Kernel {
                 out.dedup();
                 out
             }
-            Kernel::MatMul { out, .. }
-            | Kernel::Attention { out, .. }
-            | Kernel::EmbeddingBwd { out, .. } => {
-                vec![*out]
-            }
+            Kernel::MatMul { out, .. } | Kernel::EmbeddingBwd { out, .. } => vec![*out],
+            Kernel::Attention { out, lse, .. } => vec![*out, *lse],
             Kernel::AttentionBwd { dq, dk, dv, .. } => vec![*dq, *dk, *dv],
         }
     }
@@ -320,7 +325,15 @@ impl Kernel {
             }
             Kernel::MatMul { a, b, .. } => vec![*a, *b],
             Kernel::Attention { q, k, v, .. } => vec![*q, *k, *v],
-            Kernel::AttentionBwd { q, k, v, dy, .. } => vec![*q, *k, *v, *dy],
+            Kernel::AttentionBwd {
+                q,
+                k,
+                v,
+                o,
+                lse,
+                dy,
+                ..
+            } => vec![*q, *k, *v, *o, *lse, *dy],
             Kernel::EmbeddingBwd { ids, dy, .. } => vec![*ids, *dy],
         };
         out.sort();

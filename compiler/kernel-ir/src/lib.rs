@@ -5,15 +5,15 @@
 //! none of the front end.
 
 pub mod analysis;
+pub mod entry;
 pub mod ir;
 pub mod plan;
 pub mod render;
 pub mod tabulate;
 pub mod validate;
 
-pub use analysis::{
-    analyse, analyse_loop, shares_memory, IntRange, LoopFacts, ProgramFacts, Rejected,
-};
+pub use analysis::{analyse, analyse_loop, IntRange, LoopFacts, ProgramFacts, Rejected};
+pub use entry::{Entry, BLOCK};
 pub use ir::*;
 pub use plan::plan_arena;
 pub use render::{render_kernel, render_kernels};

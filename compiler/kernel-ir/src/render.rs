@@ -205,22 +205,24 @@ pub fn render_kernels(p: &KernelProgram) -> String {
                 k,
                 v,
                 out,
+                lse,
                 shape,
-            } => {
-                writeln!(
-                    s,
-                    "k{i} = attention({}, {}, {}) {} -> {}",
-                    b(q),
-                    b(k),
-                    b(v),
-                    attn(shape),
-                    b(out)
-                )
-            }
+            } => writeln!(
+                s,
+                "k{i} = attention({}, {}, {}) {} -> ({}, {})",
+                b(q),
+                b(k),
+                b(v),
+                attn(shape),
+                b(out),
+                b(lse)
+            ),
             Kernel::AttentionBwd {
                 q,
                 k,
                 v,
+                o,
+                lse,
                 dy,
                 dq,
                 dk,
@@ -228,10 +230,12 @@ pub fn render_kernels(p: &KernelProgram) -> String {
                 shape,
             } => writeln!(
                 s,
-                "k{i} = attention_bwd({}, {}, {}, {}) {} -> ({}, {}, {})",
+                "k{i} = attention_bwd({}, {}, {}, {}, {}, {}) {} -> ({}, {}, {})",
                 b(q),
                 b(k),
                 b(v),
+                b(o),
+                b(lse),
                 b(dy),
                 attn(shape),
                 b(dq),

@@ -123,19 +123,22 @@ fn check_kernel(p: &KernelProgram, k: &Kernel) -> Result<(), String> {
             k,
             v,
             out,
+            lse,
             shape,
         } => {
             attn_ok(shape)?;
-            let (nq, nkv) = attn_sizes(shape);
-            want(q, nq, f)?;
-            want(k, nkv, f)?;
-            want(v, nkv, f)?;
-            want(out, nq, f)
+            let (nq, nkv, nlse) = attn_sizes(shape);
+            for (b, n) in [(q, nq), (k, nkv), (v, nkv), (out, nq), (lse, nlse)] {
+                want(b, n, f)?;
+            }
+            Ok(())
         }
         Kernel::AttentionBwd {
             q,
             k,
             v,
+            o,
+            lse,
             dy,
             dq,
             dk,
@@ -143,11 +146,13 @@ fn check_kernel(p: &KernelProgram, k: &Kernel) -> Result<(), String> {
             shape,
         } => {
             attn_ok(shape)?;
-            let (nq, nkv) = attn_sizes(shape);
+            let (nq, nkv, nlse) = attn_sizes(shape);
             for (b, n) in [
                 (q, nq),
                 (k, nkv),
                 (v, nkv),
+                (o, nq),
+                (lse, nlse),
                 (dy, nq),
                 (dq, nq),
                 (dk, nkv),
@@ -178,7 +183,8 @@ fn attn_ok(s: &AttnShape) -> Result<(), String> {
     Ok(())
 }
 
-fn attn_sizes(s: &AttnShape) -> (usize, usize) {
+/// Elements of q (and out), of k (and v), and of the row log-sum-exps.
+fn attn_sizes(s: &AttnShape) -> (usize, usize, usize) {
     let n = s.batch * s.seq * s.head_dim;
-    (n * s.heads, n * s.kv_heads)
+    (n * s.heads, n * s.kv_heads, s.batch * s.heads * s.seq)
 }

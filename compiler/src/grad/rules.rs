@@ -65,8 +65,11 @@ pub fn backward(
                 });
             }
         }
+        // The backward reads the forward's output and row log-sum-exps
+        // instead of recomputing them.
         Op::Attention(a) => {
-            let d = g.add(Op::AttentionBwd(*a), vec![x[0], x[1], x[2], dy])?;
+            let lse = node.outputs[1];
+            let d = g.add(Op::AttentionBwd(*a), vec![x[0], x[1], x[2], y, lse, dy])?;
             out = d.into_iter().map(Some).collect();
         }
         // A rotation's transpose is the rotation by the negative angle.

@@ -146,8 +146,10 @@ pub enum Op {
         ta: bool,
         tb: bool,
     },
+    /// `(q, k, v) → (out, lse)`: `lse` `[batch, heads, seq]` holds each
+    /// query row's log-sum-exp of its scaled scores, for the backward.
     Attention(Attn),
-    /// `(q, k, v, dy) → (dq, dk, dv)`.
+    /// `(q, k, v, out, lse, dy) → (dq, dk, dv)`, `out` and `lse` the forward's.
     AttentionBwd(Attn),
     Rope(Rope),
     Unary(UnaryOp),
@@ -481,7 +483,7 @@ impl Graph {
             | Op::SoftmaxBwd
             | Op::CrossEntropy => 2,
             Op::Attention(_) | Op::CrossEntropyBwd => 3,
-            Op::AttentionBwd(_) => 4,
+            Op::AttentionBwd(_) => 6,
         };
         if ins.len() != arity {
             return Err(shape_err(
@@ -535,22 +537,29 @@ impl Graph {
                 let n = a.batch * a.seq;
                 let q = vec![n, a.heads, a.head_dim];
                 let kv = vec![n, a.kv_heads, a.head_dim];
+                let lse = vec![a.batch, a.heads, a.seq];
                 let grouped = a.kv_heads > 0 && a.heads % a.kv_heads == 0;
-                let dy_ok = matches!(op, Op::Attention(_)) || s(3) == q;
+                let fwd = matches!(op, Op::Attention(_));
+                // The backward's forward output, row log-sum-exps and dy.
+                let saved_ok =
+                    fwd || (s(3) == q && s(4) == lse && s(5) == q && float_inputs(&[3, 4, 5]));
                 if s(0) != q
                     || s(1) != kv
                     || s(2) != kv
-                    || !dy_ok
+                    || !saved_ok
                     || !grouped
                     || !float_inputs(&[0, 1, 2])
                 {
                     return Err(shape_err(
                         op,
-                        format!("wants q {q:?}, k and v {kv:?}, heads a multiple of kv_heads"),
+                        format!(
+                            "wants q {q:?}, k and v {kv:?}, heads a multiple of kv_heads \
+                             (and for the backward out {q:?}, lse {lse:?}, dy {q:?})"
+                        ),
                     ));
                 }
-                if matches!(op, Op::Attention(_)) {
-                    f(q)
+                if fwd {
+                    Ok(vec![(q, DType::F32), (lse, DType::F32)])
                 } else {
                     Ok(vec![
                         (q, DType::F32),

@@ -18,7 +18,7 @@ pub mod mlir;
 use crate::buffers::{ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};
 use gsc_compiler::kernel::{
-    render_kernel, shares_memory, AttnShape, BufId, DType, IntRange, Kernel, KernelProgram, Storage,
+    render_kernel, AttnShape, BufId, DType, IntRange, Kernel, KernelProgram, Storage,
 };
 use jit::{compile_program_with, CompiledLoop, JitError, JitOptions};
 use matmul::Gemm;
@@ -122,25 +122,10 @@ pub trait LoopCode: Send + Sync + std::fmt::Debug {
     fn compile_time(&self) -> Duration;
 }
 
-/// Saved forward results an attention backward reuses (the IR's backward
-/// takes q, k, v and dy only; the flash backward also needs o and the row
-/// logsumexp, which the forward computes anyway).
-#[derive(Debug, Default)]
-struct AttnSaved {
-    o: Vec<f32>,
-    lse: Vec<f32>,
-    /// Written by this execution's forward.
-    fresh: bool,
-}
-
 pub struct CpuBackend {
     program: KernelProgram,
     /// Native code of the loop kernels (Cranelift by default).
     jit: Box<dyn LoopCode>,
-    /// Per kernel: the saved forward state (forward kernels) or the index of
-    /// the forward kernel whose state a backward reuses.
-    saved: Vec<Option<AttnSaved>>,
-    pair: Vec<Option<usize>>,
     /// Per I32 buffer: the range its values must lie in.
     int_ranges: Vec<Option<IntRange>>,
     profile: Profile,
@@ -215,38 +200,13 @@ impl CpuBackend {
         let facts = gsc_compiler::kernel::analyse(program)
             .map_err(|e| library_error(program, e.kernel, e.what))?;
         let jit = codegen(program)?;
-        let n = program.kernels.len();
-        let mut saved: Vec<Option<AttnSaved>> = (0..n).map(|_| None).collect();
-        let mut pair = vec![None; n];
-        for (g, k) in program.kernels.iter().enumerate() {
-            let Kernel::AttentionBwd { q, k, v, shape, .. } = k else {
-                continue;
-            };
-            let fwd = program.kernels[..g].iter().rposition(|f| {
-                matches!(f, Kernel::Attention { q: fq, k: fk, v: fv, shape: fs, .. }
-                    if fq == q && fk == k && fv == v && fs == shape)
-            });
-            let Some(f) = fwd else { continue };
-            // q, k, v must be unchanged between the two.
-            let clobbered = program.kernels[f + 1..g].iter().any(|m| {
-                m.writes()
-                    .iter()
-                    .any(|&w| [*q, *k, *v].iter().any(|&r| shares_memory(program, w, r)))
-            });
-            if !clobbered {
-                pair[g] = Some(f);
-                saved[f] = Some(AttnSaved::default());
-            }
-        }
         Ok(CpuBackend {
             program: program.clone(),
             profile: Profile {
                 runs: 0,
-                per_kernel: vec![Duration::ZERO; n],
+                per_kernel: vec![Duration::ZERO; program.kernels.len()],
             },
             jit,
-            saved,
-            pair,
             int_ranges: facts.int_ranges,
         })
     }
@@ -339,9 +299,6 @@ impl CpuBackend {
         // only read them.
         table.extend(self.jit.tables().iter().map(|t| t.as_ptr() as *mut u8));
         let t = Table(table.as_ptr());
-        for s in self.saved.iter_mut().flatten() {
-            s.fresh = false;
-        }
         for i in 0..self.program.kernels.len() {
             let start = Instant::now();
             // SAFETY: `table` holds the base of every buffer of `bufs`, whose
@@ -356,7 +313,7 @@ impl CpuBackend {
 
     /// # Safety
     /// `t` must be the base-pointer table of buffers with the program's layout.
-    unsafe fn run_kernel(&mut self, i: usize, t: Table) {
+    unsafe fn run_kernel(&self, i: usize, t: Table) {
         let f32_at = |b: BufId| -> *mut f32 { *t.0.add(b.0) as *mut f32 };
         let len = |b: BufId| self.program.buffers[b.0].len;
         // Slices over buffers: in bounds by the layout check, and outputs
@@ -409,64 +366,39 @@ impl CpuBackend {
                 k,
                 v,
                 out,
+                lse,
                 shape,
-            } => {
-                let s = attn_shape(shape);
-                let mut scratch = vec![];
-                let saved = self.saved[i].as_mut();
-                let lse: &mut Vec<f32> = match saved {
-                    Some(sv) => &mut sv.lse,
-                    None => &mut scratch,
-                };
-                lse.resize(s.lse_len(), 0.0);
-                attention_forward(&s, src(*q), src(*k), src(*v), dst(*out), lse);
-                if let Some(sv) = self.saved[i].as_mut() {
-                    sv.o.clear();
-                    sv.o.extend_from_slice(src(*out));
-                    sv.fresh = true;
-                }
-            }
+            } => attention_forward(
+                &attn_shape(shape),
+                src(*q),
+                src(*k),
+                src(*v),
+                dst(*out),
+                dst(*lse),
+            ),
             Kernel::AttentionBwd {
                 q,
                 k,
                 v,
+                o,
+                lse,
                 dy,
                 dq,
                 dk,
                 dv,
                 shape,
-            } => {
-                let s = attn_shape(shape);
-                // Borrow the forward's saved o and lse for the call (put
-                // back after), or recompute them when there is none.
-                let from =
-                    self.pair[i].filter(|&f| self.saved[f].as_ref().is_some_and(|sv| sv.fresh));
-                let (o, lse) = match from.and_then(|f| self.saved[f].as_mut()) {
-                    Some(sv) => (std::mem::take(&mut sv.o), std::mem::take(&mut sv.lse)),
-                    None => {
-                        let mut o = vec![0.0; s.q_len()];
-                        let mut lse = vec![0.0; s.lse_len()];
-                        attention_forward(&s, src(*q), src(*k), src(*v), &mut o, &mut lse);
-                        (o, lse)
-                    }
-                };
-                attention_backward(
-                    &s,
-                    src(*q),
-                    src(*k),
-                    src(*v),
-                    &o,
-                    &lse,
-                    src(*dy),
-                    dst(*dq),
-                    dst(*dk),
-                    dst(*dv),
-                );
-                if let Some(sv) = from.and_then(|f| self.saved[f].as_mut()) {
-                    sv.o = o;
-                    sv.lse = lse;
-                }
-            }
+            } => attention_backward(
+                &attn_shape(shape),
+                src(*q),
+                src(*k),
+                src(*v),
+                src(*o),
+                src(*lse),
+                src(*dy),
+                dst(*dq),
+                dst(*dk),
+                dst(*dv),
+            ),
             Kernel::EmbeddingBwd {
                 ids,
                 dy,

@@ -88,9 +88,11 @@ pub fn eval_graph<F: Float>(
                 vec![Value::F(o)]
             }
             Op::Attention(a) => {
+                let a = attn(a);
                 let mut o = vec![F::default(); f(0)?.len()];
-                library::attention(f(0)?, f(1)?, f(2)?, &mut o, &attn(a));
-                vec![Value::F(o)]
+                let mut lse = vec![F::default(); a.batch * a.heads * a.seq];
+                library::attention(f(0)?, f(1)?, f(2)?, &mut o, &mut lse, &a);
+                vec![Value::F(o), Value::F(lse)]
             }
             Op::AttentionBwd(a) => {
                 let (q, k, v) = (f(0)?, f(1)?, f(2)?);
@@ -99,7 +101,8 @@ pub fn eval_graph<F: Float>(
                     vec![F::default(); k.len()],
                     vec![F::default(); v.len()],
                 );
-                library::attention_bwd(q, k, v, f(3)?, &mut dq, &mut dk, &mut dv, &attn(a));
+                let (o, lse, dy) = (f(3)?, f(4)?, f(5)?);
+                library::attention_bwd(q, k, v, o, lse, dy, &mut dq, &mut dk, &mut dv, &attn(a));
                 vec![Value::F(dq), Value::F(dk), Value::F(dv)]
             }
             Op::Rope(r) => vec![Value::F(rope(f(0)?, shape(0), r))],

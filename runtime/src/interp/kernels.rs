@@ -298,35 +298,36 @@ fn run_kernel<F: Float>(k: &Kernel, mem: &mut Memory<F>) -> Result<(), InterpErr
             k,
             v,
             out,
+            lse,
             shape,
         } => {
             let (q, k, v) = (mem.floats_of(*q)?, mem.floats_of(*k)?, mem.floats_of(*v)?);
             let mut o = vec![F::default(); q.len()];
-            library::attention(&q, &k, &v, &mut o, shape);
-            mem.put(*out, &o)
+            let mut l = vec![F::default(); mem.lens[lse.0]];
+            library::attention(&q, &k, &v, &mut o, &mut l, shape);
+            mem.put(*out, &o)?;
+            mem.put(*lse, &l)
         }
         Kernel::AttentionBwd {
             q,
             k,
             v,
+            o,
+            lse,
             dy,
             dq,
             dk,
             dv,
             shape,
         } => {
-            let (qv, kv, vv, dyv) = (
-                mem.floats_of(*q)?,
-                mem.floats_of(*k)?,
-                mem.floats_of(*v)?,
-                mem.floats_of(*dy)?,
-            );
+            let [qv, kv, vv, ov, lv, dyv] = [q, k, v, o, lse, dy].map(|b| mem.floats_of(*b));
+            let (qv, kv, vv, ov, lv, dyv) = (qv?, kv?, vv?, ov?, lv?, dyv?);
             let (mut a, mut b, mut c) = (
                 vec![F::default(); qv.len()],
                 vec![F::default(); kv.len()],
                 vec![F::default(); vv.len()],
             );
-            library::attention_bwd(&qv, &kv, &vv, &dyv, &mut a, &mut b, &mut c, shape);
+            library::attention_bwd(&qv, &kv, &vv, &ov, &lv, &dyv, &mut a, &mut b, &mut c, shape);
             mem.put(*dq, &a)?;
             mem.put(*dk, &b)?;
             mem.put(*dv, &c)

@@ -35,13 +35,14 @@ fn at(token: usize, head: usize, heads: usize, dk: usize) -> usize {
     (token * heads + head) * dk
 }
 
-/// Attention probabilities of query `t` of sequence `b` in head `h`, over keys `0..=t`.
-fn probs<F: Float>(q: &[F], k: &[F], s: &AttnShape, b: usize, t: usize, h: usize) -> Vec<F> {
+/// Scaled scores `scale · q_t · k_u` of query `t` of sequence `b` in head `h`,
+/// over keys `0..=t`.
+fn scores<F: Float>(q: &[F], k: &[F], s: &AttnShape, b: usize, t: usize, h: usize) -> Vec<F> {
     let dk = s.head_dim;
     let kvh = h / (s.heads / s.kv_heads);
     let qi = at(b * s.seq + t, h, s.heads, dk);
     let scale = F::from_f64(s.scale);
-    let scores: Vec<F> = (0..=t)
+    (0..=t)
         .map(|u| {
             let ki = at(b * s.seq + u, kvh, s.kv_heads, dk);
             let mut dot = F::default();
@@ -50,28 +51,35 @@ fn probs<F: Float>(q: &[F], k: &[F], s: &AttnShape, b: usize, t: usize, h: usize
             }
             dot * scale
         })
-        .collect();
-    let m = scores.iter().copied().fold(scores[0], F::max);
-    let e: Vec<F> = scores.iter().map(|&x| (x - m).exp()).collect();
-    let mut z = F::default();
-    for &x in &e {
-        z += x;
-    }
-    e.into_iter().map(|x| x / z).collect()
+        .collect()
 }
 
-pub fn attention<F: Float>(q: &[F], k: &[F], v: &[F], out: &mut [F], s: &AttnShape) {
+/// Row `(b, h, t)` of the `[batch, heads, seq]` log-sum-exps.
+fn lse_at(s: &AttnShape, b: usize, h: usize, t: usize) -> usize {
+    (b * s.heads + h) * s.seq + t
+}
+
+/// Causal attention: `out` as `q`, and `lse`, each query row's
+/// `log Σ_u exp(score_u)`, which the backward reads.
+pub fn attention<F: Float>(q: &[F], k: &[F], v: &[F], out: &mut [F], lse: &mut [F], s: &AttnShape) {
     let dk = s.head_dim;
     for b in 0..s.batch {
         for h in 0..s.heads {
             let kvh = h / (s.heads / s.kv_heads);
             for t in 0..s.seq {
-                let p = probs(q, k, s, b, t, h);
+                let scores = scores(q, k, s, b, t, h);
+                let m = scores.iter().copied().fold(scores[0], F::max);
+                let e: Vec<F> = scores.iter().map(|&x| (x - m).exp()).collect();
+                let mut z = F::default();
+                for &x in &e {
+                    z += x;
+                }
+                lse[lse_at(s, b, h, t)] = m + z.ln();
                 let oi = at(b * s.seq + t, h, s.heads, dk);
                 for j in 0..dk {
                     let mut acc = F::default();
-                    for (u, &pu) in p.iter().enumerate() {
-                        acc += pu * v[at(b * s.seq + u, kvh, s.kv_heads, dk) + j];
+                    for (u, &eu) in e.iter().enumerate() {
+                        acc += eu / z * v[at(b * s.seq + u, kvh, s.kv_heads, dk) + j];
                     }
                     out[oi + j] = acc;
                 }
@@ -80,13 +88,17 @@ pub fn attention<F: Float>(q: &[F], k: &[F], v: &[F], out: &mut [F], s: &AttnSha
     }
 }
 
-/// `ds_u = p_u (dp_u − Σ p·dp)` with `dp_u = dy·v_u`; `dq = scale Σ ds_u k_u`,
-/// `dk_u += scale ds_u q`, `dv_u += p_u dy`.
+/// From the forward's `o` and `lse`: `p_u = exp(score_u − lse)`,
+/// `dp_u = dy·v_u`, and `Σ_u p_u dp_u = dy·o` (as `o = Σ_u p_u v_u`), so
+/// `ds_u = p_u (dp_u − dy·o)`; `dq = scale Σ ds_u k_u`, `dk_u += scale ds_u q`,
+/// `dv_u += p_u dy`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Float>(
     q: &[F],
     k: &[F],
     v: &[F],
+    o: &[F],
+    lse: &[F],
     dy: &[F],
     dq: &mut [F],
     dkk: &mut [F],
@@ -102,24 +114,23 @@ pub fn attention_bwd<F: Float>(
         for h in 0..s.heads {
             let kvh = h / (s.heads / s.kv_heads);
             for t in 0..s.seq {
-                let p = probs(q, k, s, b, t, h);
+                let row_lse = lse[lse_at(s, b, h, t)];
+                let p: Vec<F> = scores(q, k, s, b, t, h)
+                    .into_iter()
+                    .map(|x| (x - row_lse).exp())
+                    .collect();
                 let qi = at(b * s.seq + t, h, s.heads, dk);
                 let kv = |u: usize| at(b * s.seq + u, kvh, s.kv_heads, dk);
-                let dp: Vec<F> = (0..=t)
-                    .map(|u| {
-                        let mut acc = F::default();
-                        for j in 0..dk {
-                            acc += dy[qi + j] * v[kv(u) + j];
-                        }
-                        acc
-                    })
-                    .collect();
-                let mut dot = F::default();
-                for u in 0..=t {
-                    dot += p[u] * dp[u];
+                let mut dy_o = F::default();
+                for j in 0..dk {
+                    dy_o += dy[qi + j] * o[qi + j];
                 }
                 for u in 0..=t {
-                    let ds = p[u] * (dp[u] - dot) * scale;
+                    let mut dp = F::default();
+                    for j in 0..dk {
+                        dp += dy[qi + j] * v[kv(u) + j];
+                    }
+                    let ds = p[u] * (dp - dy_o) * scale;
                     for j in 0..dk {
                         dq[qi + j] += ds * k[kv(u) + j];
                         dkk[kv(u) + j] += ds * q[qi + j];
