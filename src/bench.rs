@@ -1,13 +1,13 @@
 //! `gsc bench`: train the reference workloads of performance.md (S and M) on
-//! the CPU backend for a fixed number of steps after warm-up and print median
+//! a CPU backend (Cranelift's or MLIR's loop kernels) for a fixed number of steps after warm-up and print median
 //! ms/step, tokens/s, GFLOP/s, MFU and peak RSS — one JSON line per workload,
 //! the same fields as `bench/torch_bench.py`, so `bench/compare.sh` can put
 //! the two side by side.
 
+use crate::run::BackendKind;
 use gsc_compiler::compile_stage;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::Arch;
-use gsc_runtime::backend::{Backend, Cpu};
 use gsc_runtime::grow::ModelState;
 use gsc_runtime::machine::peak_rss_bytes;
 use gsc_runtime::workloads::{train_config, workload, BATCH, CONTEXT};
@@ -18,6 +18,7 @@ use std::time::Instant;
 pub fn bench_one(
     name: &str,
     arch: Arch,
+    backend: BackendKind,
     steps: usize,
     warmup: usize,
     peak_gflops: f64,
@@ -28,7 +29,8 @@ pub fn bench_one(
     let compiled = compile_stage(&model, &train, BATCH).map_err(|e| e.to_string())?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let mut program = Cpu.load(&compiled.kernels).map_err(|e| e.to_string())?;
+    let backend = backend.backend()?;
+    let mut program = backend.load(&compiled.kernels).map_err(|e| e.to_string())?;
     let jit_ms = t1.elapsed().as_secs_f64() * 1e3;
     let state = ModelState::init(&model, 1);
     for (i, p) in state.params.iter().enumerate() {
@@ -74,7 +76,10 @@ pub fn bench_one(
     let gflops = fpt * tokens_per_s / 1e9;
     Ok(json!({
         "model": name,
-        "system": "gsc",
+        "system": match backend.name() {
+            "cpu" => "gsc".to_string(),
+            other => format!("gsc ({other})"),
+        },
         "arch": format!("{arch:?}").to_lowercase(),
         "layers": model.layers,
         "d_model": model.d_model,
@@ -101,13 +106,14 @@ pub fn bench_one(
 pub fn bench(
     models: &[String],
     arch: Arch,
+    backend: BackendKind,
     steps: usize,
     warmup: usize,
     peak_gflops: f64,
     single: bool,
 ) -> bool {
     if single {
-        return match bench_one(&models[0], arch, steps, warmup, peak_gflops) {
+        return match bench_one(&models[0], arch, backend, steps, warmup, peak_gflops) {
             Ok(line) => {
                 println!("{line}");
                 true
@@ -130,6 +136,8 @@ pub fn bench(
                 "--single",
                 "--arch",
                 &arch_name,
+                "--backend",
+                backend.name(),
                 "--steps",
                 &steps.to_string(),
                 "--warmup",

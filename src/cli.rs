@@ -48,9 +48,10 @@ enum Command {
         /// The device that mlir lowers for (ptx implies cuda).
         #[arg(long, value_enum, default_value_t = Target::Cpu)]
         target: Target,
-        /// The GPU architecture for cuda (sm_80, sm_90, …).
-        #[arg(long, default_value = "sm_90")]
-        chip: String,
+        /// The GPU architectures for cuda (sm_80, sm_90, …; several,
+        /// comma-separated, for --emit=artifact).
+        #[arg(long, default_value = "sm_90", value_delimiter = ',')]
+        chip: Vec<String>,
     },
     /// Train every run of a .gs file (growing between stages), or resume one.
     Run {
@@ -83,6 +84,8 @@ enum Command {
         models: Vec<String>,
         #[arg(long, value_enum, default_value_t = ArchArg::Gpt)]
         arch: ArchArg,
+        #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
+        backend: run::BackendKind,
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -122,6 +125,9 @@ enum Emit {
     Mlir,
     /// One stage's loop kernels as PTX for --chip (the cuda target).
     Ptx,
+    /// The compiled artifact of every stage as JSON (what `gsc run` caches);
+    /// with --target cuda, with PTX of every program for each --chip.
+    Artifact,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -180,6 +186,7 @@ pub fn main() -> ExitCode {
         Command::Bench {
             models,
             arch,
+            backend,
             steps,
             warmup,
             peak_gflops,
@@ -189,7 +196,15 @@ pub fn main() -> ExitCode {
                 ArchArg::Gpt => gsc_compiler::plan::Arch::Gpt,
                 ArchArg::Ngpt => gsc_compiler::plan::Arch::Ngpt,
             };
-            bench::bench(&models, arch, steps.max(1), warmup, peak_gflops, single)
+            bench::bench(
+                &models,
+                arch,
+                backend,
+                steps.max(1),
+                warmup,
+                peak_gflops,
+                single,
+            )
         }
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
     };
@@ -241,7 +256,7 @@ fn compile(
     format: Format,
     set: &[String],
     stage: Option<&str>,
-    (target, chip): (Target, &str),
+    (target, chips): (Target, &[String]),
 ) -> bool {
     let Some(c) = checked(path, set) else {
         return false;
@@ -252,6 +267,27 @@ fn compile(
             (Some(ast), Format::Text) => println!("{ast:#?}"),
             (None, _) => return false,
         },
+        Emit::Artifact => {
+            let Some(plan) = &c.plan else { return false };
+            let Some(source) = read(path) else {
+                return false;
+            };
+            let hash = run::artifact_hash(&source, set);
+            let mut artifact = match gsc_runtime::run::artifact::Artifact::compile(plan, &hash) {
+                Ok(a) => a,
+                Err((stage, e)) => {
+                    eprintln!(
+                        "error: compiling stage `{stage}` of {}: {e}",
+                        path.display()
+                    );
+                    return false;
+                }
+            };
+            if target == Target::Cuda && !crate::mlir::add_ptx(&mut artifact, chips) {
+                return false;
+            }
+            println!("{}", to_json(&artifact));
+        }
         Emit::Plan => match (&c.plan, format) {
             (Some(plan), Format::Json) => println!("{}", to_json(plan)),
             (Some(plan), Format::Text) => print!("{}", render::plan_text(plan)),
@@ -276,6 +312,10 @@ fn compile(
             };
             if matches!(emit, Emit::Mlir | Emit::Ptx) {
                 let header = format!("stage {}.{} of {}", run.name, st.name, path.display());
+                let Some(chip) = chips.first() else {
+                    eprintln!("error: --chip names no GPU architecture");
+                    return false;
+                };
                 return crate::mlir::print(
                     &compiled.kernels,
                     emit == Emit::Ptx,

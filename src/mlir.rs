@@ -1,8 +1,10 @@
-//! `gsc compile --emit=mlir|ptx`: a stage's loop kernels through MLIR.
+//! `gsc compile --emit=mlir|ptx` (a stage's loop kernels through MLIR) and
+//! the PTX of `--emit=artifact --target cuda`.
 //! Without the `mlir` feature, a clear error says how to get it.
 
 use crate::cli::Target;
 use gsc_compiler::kernel::KernelProgram;
+use gsc_runtime::run::artifact::Artifact;
 
 /// Prints the MLIR (or PTX) of `program`; false after printing an error.
 #[cfg(feature = "mlir")]
@@ -44,11 +46,33 @@ pub fn print(program: &KernelProgram, ptx: bool, target: Target, chip: &str, hea
     }
 }
 
+/// Adds PTX for `chips` to every stage of `artifact`; false after printing an error.
+#[cfg(feature = "mlir")]
+pub fn add_ptx(artifact: &mut Artifact, chips: &[String]) -> bool {
+    match artifact.add_ptx(chips) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
 #[cfg(not(feature = "mlir"))]
-pub fn print(_: &KernelProgram, _: bool, _: Target, _: &str, _: &str) -> bool {
+pub fn add_ptx(_: &mut Artifact, _: &[String]) -> bool {
+    without_mlir()
+}
+
+#[cfg(not(feature = "mlir"))]
+fn without_mlir() -> bool {
     eprintln!(
         "error: this gsc was built without MLIR; build it with `cargo build --release --features mlir` \
          (needs LLVM/MLIR 22: see the README's set-up)"
     );
     false
+}
+
+#[cfg(not(feature = "mlir"))]
+pub fn print(_: &KernelProgram, _: bool, _: Target, _: &str, _: &str) -> bool {
+    without_mlir()
 }

@@ -25,6 +25,28 @@ pub enum BackendKind {
     Mlir,
 }
 
+impl BackendKind {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Interp => "interp",
+            BackendKind::Interp64 => "interp64",
+            BackendKind::Mlir => "mlir",
+        }
+    }
+
+    /// The backend itself; an error if this build lacks it.
+    pub fn backend(self) -> Result<Box<dyn Backend>, String> {
+        Ok(match self {
+            BackendKind::Cpu => Box::new(Cpu),
+            BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
+            BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
+            BackendKind::Mlir => mlir_backend()?,
+        })
+    }
+}
+
 pub struct RunArgs {
     pub file: Option<PathBuf>,
     pub set: Vec<String>,
@@ -33,6 +55,13 @@ pub struct RunArgs {
     pub runs_dir: PathBuf,
     pub only: Option<String>,
     pub peak_gflops: f64,
+}
+
+/// The artifact key of a source with its overrides, for this compiler.
+pub fn artifact_hash(source: &str, overrides: &[String]) -> String {
+    let mut parts = vec![source, COMPILER_VERSION];
+    parts.extend(overrides.iter().map(String::as_str));
+    content_hash(&parts)
 }
 
 /// Returns false after printing what went wrong.
@@ -99,9 +128,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     let (artifact, hash, from) = match &resumed {
         Some((d, hash)) => resumed_artifact(d, hash.clone(), &plan, &args.runs_dir)?,
         None => {
-            let mut hash_parts = vec![source.as_str(), COMPILER_VERSION];
-            hash_parts.extend(overrides.iter().map(String::as_str));
-            let hash = content_hash(&hash_parts);
+            let hash = artifact_hash(&source, &overrides);
             let (artifact, cached) =
                 Artifact::load_or_compile(&args.runs_dir.join(".cache"), &plan, &hash)
                     .map_err(|(stage, e)| format!("compiling stage `{stage}`: {e}"))?;
@@ -115,12 +142,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         started.elapsed().as_secs_f64() * 1e3,
     );
 
-    let backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Cpu => Box::new(Cpu),
-        BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
-        BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
-        BackendKind::Mlir => mlir_backend()?,
-    };
+    let backend = args.backend.backend()?;
     let resuming = resumed.is_some();
     let dir = match resumed {
         Some((d, _)) => d,

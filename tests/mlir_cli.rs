@@ -123,3 +123,36 @@ fn the_smoke_schedule_trains_and_grows_on_the_mlir_backend() {
         losses[1]
     );
 }
+
+#[test]
+fn the_cuda_artifact_carries_ptx_for_every_program_and_chip() {
+    let out = ok(
+        &gsc(&[
+            "compile",
+            "examples/smoke.gs",
+            "--target=cuda",
+            "--emit=artifact",
+            "--chip=sm_80,sm_90",
+        ]),
+        "artifact",
+    );
+    let a: gsc_runtime::run::artifact::Artifact = serde_json::from_str(&out).expect("an artifact");
+    assert_eq!(a.stages.len(), 2);
+    for st in &a.stages {
+        for (name, p) in [("step", &st.step), ("forward", &st.forward)] {
+            let hash = gsc_runtime::run::artifact::program_hash(p);
+            for chip in ["sm_80", "sm_90"] {
+                let x = st
+                    .ptx
+                    .iter()
+                    .find(|x| x.program == name && x.chip == chip)
+                    .unwrap_or_else(|| panic!("{}.{} {name} {chip}: no PTX", st.run, st.stage));
+                assert_eq!(x.program_hash, hash, "keyed by the program it came from");
+                assert!(x.llvm.starts_with("22."), "{}", x.llvm);
+                for e in &x.entries {
+                    assert!(x.ptx.contains(&format!(".entry {}(", e.symbol)));
+                }
+            }
+        }
+    }
+}

@@ -20,6 +20,7 @@
 
 use crate::math::{self, f32_literal, Helper};
 use gsc_kernel_ir::*;
+pub use gsc_kernel_ir::{Entry, BLOCK};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
@@ -30,27 +31,6 @@ pub enum Target {
     Cpu,
     /// A `gpu.module` of kernels for NVVM.
     Cuda,
-}
-
-/// Threads per block of every GPU launch of a parallel kernel.
-pub const BLOCK: usize = 256;
-
-/// How the runtime calls one emitted kernel.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    /// The kernel's index in its program.
-    pub kernel: usize,
-    /// The function's symbol.
-    pub symbol: String,
-    /// On the GPU: the buffers passed as arguments, in order (device
-    /// addresses).
-    pub args: Vec<BufId>,
-    /// The parallel outer loop's extent (on the GPU, one thread each, in
-    /// blocks of [`BLOCK`]); `None`: one call (one thread) runs it all.
-    pub parallel: Option<usize>,
-    /// Innermost iterations of one run (the executor's estimate of whether
-    /// splitting it across threads pays).
-    pub work: u64,
 }
 
 /// A module's text and its entry points.

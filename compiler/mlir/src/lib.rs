@@ -21,6 +21,9 @@ pub use ptx::{compile_ptx, CudaOptions, PtxModule};
 
 use gsc_kernel_ir::KernelProgram;
 
+/// The LLVM/MLIR this crate links, e.g. `22.1.3`: stored PTX is keyed by it.
+pub const LLVM_VERSION: &str = env!("GSC_LLVM_VERSION");
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MlirError {
     #[error("the kernel program is rejected: {0}")]

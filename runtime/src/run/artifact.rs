@@ -17,6 +17,35 @@ pub struct StagePrograms {
     pub step: KernelProgram,
     /// The forward pass alone: evaluation.
     pub forward: KernelProgram,
+    /// PTX of the loop kernels of both programs, for the GPU architectures
+    /// it was made for (`gsc compile --target cuda --emit=artifact`), so
+    /// that a GPU run needs no LLVM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ptx: Vec<PtxProgram>,
+}
+
+/// One program's loop kernels as PTX for one GPU architecture. A backend
+/// uses it only for the program whose hash it carries, so PTX never runs
+/// against kernels it was not made from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PtxProgram {
+    /// `step` or `forward`.
+    pub program: String,
+    /// [`program_hash`] of the kernel program it was lowered from.
+    pub program_hash: String,
+    /// `sm_80`, `sm_90`, …
+    pub chip: String,
+    /// The LLVM that lowered it.
+    pub llvm: String,
+    pub ptx: String,
+    /// How to launch each loop kernel.
+    pub entries: Vec<gsc_compiler::kernel::Entry>,
+}
+
+/// The key of a kernel program's generated code: FNV-1a of its JSON.
+pub fn program_hash(p: &KernelProgram) -> String {
+    let json = serde_json::to_vec(p).unwrap_or_default();
+    gsc_compiler::fnv::hash_parts([json.as_slice()])
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +79,7 @@ impl Artifact {
                     stage: s.name.clone(),
                     step: c.kernels,
                     forward: c.forward_kernels,
+                    ptx: vec![],
                 });
             }
         }
@@ -90,6 +120,40 @@ impl Artifact {
     /// Writes the artifact to `path` atomically.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         write_atomic(path, &serde_json::to_vec(self)?)
+    }
+
+    /// Lowers every stage's programs to PTX for each of `chips` (keeping
+    /// PTX already there for the same program, chip and LLVM).
+    #[cfg(feature = "mlir")]
+    pub fn add_ptx(&mut self, chips: &[String]) -> Result<(), String> {
+        for st in &mut self.stages {
+            for chip in chips {
+                let options = gsc_mlir::CudaOptions::for_chip(chip).map_err(|e| e.to_string())?;
+                for (name, p) in [("step", &st.step), ("forward", &st.forward)] {
+                    let hash = program_hash(p);
+                    let have = st.ptx.iter().any(|x| {
+                        x.program_hash == hash
+                            && x.chip == *chip
+                            && x.llvm == gsc_mlir::LLVM_VERSION
+                    });
+                    if have {
+                        continue;
+                    }
+                    let m = gsc_mlir::compile_ptx(p, &options).map_err(|e| {
+                        format!("stage `{}.{}` ({name}) for {chip}: {e}", st.run, st.stage)
+                    })?;
+                    st.ptx.push(PtxProgram {
+                        program: name.to_string(),
+                        program_hash: hash,
+                        chip: chip.clone(),
+                        llvm: gsc_mlir::LLVM_VERSION.to_string(),
+                        ptx: m.ptx,
+                        entries: m.entries,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn stage(&self, run: &str, stage: &str) -> Option<&StagePrograms> {
