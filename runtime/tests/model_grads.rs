@@ -116,6 +116,7 @@ fn kernels_match_graph(cfg: &ModelConfig) {
         let storage = match *o {
             Output::Loss => Storage::Loss,
             Output::Logits => Storage::Logits,
+            Output::GradNorm => Storage::GradNorm,
             Output::Grad(i) => Storage::Grad(i),
             Output::Param(i) => Storage::Param(i),
             Output::AdamM(i) => Storage::AdamM(i),
@@ -175,5 +176,30 @@ fn odd_shapes_match_graph() {
             };
             kernels_match_graph(&cfg);
         }
+    }
+}
+
+/// The step's `GradNorm` output is the norm of its gradients (before
+/// clipping), with clipping on and off.
+#[test]
+fn grad_norm_is_the_norm_of_the_gradients() {
+    let cfg = tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true);
+    let params = init_params(&cfg, 5);
+    let (tokens, targets) = batch(&cfg, 2);
+    for clip in [None, Some(0.5)] {
+        let st = stage(&cfg, &train_config(1e-2, 0.1, clip));
+        let mut mem = memory::<f64>(&st.kernels, &params, &tokens, &targets);
+        mem.write(Storage::Lr, &[0.01]).unwrap();
+        mem.write(Storage::Step, &[1.0]).unwrap();
+        run(&st.kernels, &mut mem).expect("kernels run");
+        let squares: f64 = (0..params.len())
+            .flat_map(|i| mem.read(Storage::Grad(i)).unwrap())
+            .map(|g| g * g)
+            .sum();
+        let (got, want) = (mem.read(Storage::GradNorm).unwrap()[0], squares.sqrt());
+        assert!(
+            (got - want).abs() <= 1e-12 * want && want > 0.0,
+            "clip {clip:?}: grad_norm {got}, want {want}"
+        );
     }
 }

@@ -62,7 +62,11 @@ pub enum Storage {
     Step,
     Loss,
     Logits,
-    Arena { offset: usize },
+    /// The global gradient norm of the step, before clipping (a scalar).
+    GradNorm,
+    Arena {
+        offset: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

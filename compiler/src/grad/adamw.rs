@@ -23,11 +23,45 @@ fn un(g: &mut Graph, op: UnaryOp, x: TensorId) -> Result<TensorId, GradError> {
     Ok(g.add1(Op::Unary(op), vec![x])?)
 }
 
+/// `√(Σᵢ ‖gradᵢ‖²)`, the per-tensor sums added pairwise: a balanced tree
+/// keeps the fused expression shallow however many parameters there are.
+fn global_norm(g: &mut Graph, grads: &[TensorId]) -> Result<TensorId, GradError> {
+    let mut partial = vec![];
+    for &d in grads {
+        let sq = bin(g, BinaryOp::Mul, d, d)?;
+        let s = g.add1(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                shape: vec![],
+            },
+            vec![sq],
+        )?;
+        partial.push(s);
+    }
+    while partial.len() > 1 {
+        let mut next = vec![];
+        for pair in partial.chunks(2) {
+            next.push(match pair {
+                [a, b] => bin(g, BinaryOp::Add, *a, *b)?,
+                _ => pair[0],
+            });
+        }
+        partial = next;
+    }
+    let total = match partial.pop() {
+        Some(t) => t,
+        None => g.constant(0.0),
+    };
+    un(g, UnaryOp::Sqrt, total)
+}
+
 /// Appends one AdamW step to a graph that has `Grad` outputs. New inputs:
 /// `Lr` (this step's learning rate, peak × schedule multiplier, computed by
 /// the runtime so schedules and re-warms stay a runtime concern), `Step`
 /// (1-based), and the moments `AdamM(i)`, `AdamV(i)`. New outputs: the updated
-/// `Param(i)`, `AdamM(i)`, `AdamV(i)`.
+/// `Param(i)`, `AdamM(i)`, `AdamV(i)`, and the global gradient norm `GradNorm`
+/// (computed with clipping off too, so that logging it reads one scalar
+/// instead of every gradient).
 pub fn append_adamw(
     g: &mut Graph,
     specs: &[ParamSpec],
@@ -51,35 +85,12 @@ pub fn append_adamw(
     let step = g.add_input(Input::Step, vec![], DType::F32);
     let one = g.constant(1.0);
 
+    let norm = global_norm(g, &grads)?;
+    g.set_label(norm, "grad_norm");
+    g.outputs.push((Output::GradNorm, norm));
+
     let clip_factor = match train.clip {
         Some(clip) => {
-            let mut partial = vec![];
-            for &d in &grads {
-                let sq = bin(g, BinaryOp::Mul, d, d)?;
-                let s = g.add1(
-                    Op::Reduce {
-                        op: ReduceOp::Sum,
-                        shape: vec![],
-                    },
-                    vec![sq],
-                )?;
-                partial.push(s);
-            }
-            // Summed pairwise: a balanced tree keeps the fused expression
-            // shallow however many parameters there are.
-            while partial.len() > 1 {
-                let mut next = vec![];
-                for pair in partial.chunks(2) {
-                    next.push(match pair {
-                        [a, b] => bin(g, BinaryOp::Add, *a, *b)?,
-                        _ => pair[0],
-                    });
-                }
-                partial = next;
-            }
-            let total = partial.pop();
-            let total = total.unwrap_or(one);
-            let norm = un(g, UnaryOp::Sqrt, total)?;
             let eps = g.constant(CLIP_EPS);
             let den = bin(g, BinaryOp::Add, norm, eps)?;
             let c = g.constant(clip);

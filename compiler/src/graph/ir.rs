@@ -54,6 +54,8 @@ pub enum Input {
 pub enum Output {
     Loss,
     Logits,
+    /// `‖(grad₀, grad₁, …)‖₂`, before clipping: what the runtime logs.
+    GradNorm,
     Grad(usize),
     Param(usize),
     AdamM(usize),

@@ -94,6 +94,7 @@ pub fn render_graph(g: &Graph) -> String {
             let key = match o {
                 Output::Loss => "loss".to_string(),
                 Output::Logits => "logits".to_string(),
+                Output::GradNorm => "grad_norm".to_string(),
                 Output::Grad(i) => format!("grad[{}]", name(i)),
                 Output::Param(i) => format!("param[{}]", name(i)),
                 Output::AdamM(i) => format!("adam_m[{}]", name(i)),

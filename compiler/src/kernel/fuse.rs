@@ -442,6 +442,7 @@ fn assign_buffers(g: &Graph, kind: &[Kind]) -> R<(Vec<Buffer>, HashMap<TensorId,
                 (_, Some(o)) => match *o {
                     Output::Loss => (Storage::Loss, "loss".into()),
                     Output::Logits => (Storage::Logits, "logits".into()),
+                    Output::GradNorm => (Storage::GradNorm, "grad_norm".into()),
                     Output::Grad(i) => (Storage::Grad(i), format!("grad[{}]", pname(i))),
                     Output::Param(i) => (Storage::Param(i), String::new()),
                     Output::AdamM(i) => (Storage::AdamM(i), String::new()),

@@ -323,7 +323,7 @@ fn train_stage(
             let secs = window.elapsed().as_secs_f64() / window_steps as f64;
             let tok_s = tokens_per_step / secs;
             let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
-            let gnorm = grad_norm(loaded)?;
+            let gnorm = f64::from(loaded.step.read(Storage::GradNorm)?[0]);
             let line = format!(
                 "{:<8} {:<8} step {:>6}  loss {:.4}  lr {:.2e}  gnorm {:.3}  {:>7.1} ms/step  {:>8.0} tok/s  MFU {:>5.1}%",
                 run.name,
@@ -392,19 +392,6 @@ fn train_stage(
         b.finish_and_clear();
     }
     Ok(last_val)
-}
-
-fn grad_norm(l: &Loaded) -> Result<f64, TrainError> {
-    let mut sum = 0.0f64;
-    for i in 0..l.specs.len() {
-        sum += l
-            .step
-            .read(Storage::Grad(i))?
-            .iter()
-            .map(|&g| f64::from(g) * f64::from(g))
-            .sum::<f64>();
-    }
-    Ok(sum.sqrt())
 }
 
 fn progress_bar(
