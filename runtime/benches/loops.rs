@@ -21,12 +21,12 @@ fn buffers(p: &KernelProgram, vocab: usize) -> ProgramBuffers {
     for (i, b) in p.buffers.iter().enumerate() {
         match (b.storage, b.dtype) {
             (Storage::Param(_), DType::F32) => {
-                for x in bufs.f32_mut(BufId(i)).expect("f32") {
+                for x in bufs.f32_mut(BufId(i)).expect("f32").iter_mut() {
                     *x = rng.symmetric_f32() * 0.05;
                 }
             }
             (Storage::Tokens | Storage::Targets, DType::I32) => {
-                for x in bufs.i32_mut(BufId(i)).expect("i32") {
+                for x in bufs.i32_mut(BufId(i)).expect("i32").iter_mut() {
                     *x = rng.below(vocab as u64) as i32;
                 }
             }

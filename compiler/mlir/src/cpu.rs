@@ -11,8 +11,8 @@ use gsc_kernel_ir::KernelProgram;
 use std::time::Instant;
 
 const LOWER_TO_LLVM: &str = "builtin.module(inline, symbol-dce, convert-scf-to-cf, \
-     convert-math-to-llvm, convert-arith-to-llvm, finalize-memref-to-llvm, convert-cf-to-llvm, \
-     convert-func-to-llvm, reconcile-unrealized-casts, canonicalize, cse)";
+     convert-vector-to-llvm, convert-math-to-llvm, convert-arith-to-llvm, finalize-memref-to-llvm, \
+     convert-cf-to-llvm, convert-func-to-llvm, reconcile-unrealized-casts, canonicalize, cse)";
 
 /// LLVM's optimisation level for the host code.
 const OPT_LEVEL: i32 = 3;
@@ -72,8 +72,9 @@ pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
     };
     if engine.ptr.is_null() {
         return Err(MlirError::Engine(format!(
-            "could not compile the module for the host{}",
-            module_hint(&module)
+            "could not compile the module for the host{}\n{}",
+            module_hint(&module),
+            session.take_diagnostics().join("\n")
         )));
     }
     let mut kernels = CpuKernels {

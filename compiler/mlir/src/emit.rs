@@ -91,6 +91,7 @@ pub fn emit(
             depth: 2,
             vars: vec![None; k.num_vars as usize],
             locals: vec![None; k.num_locals as usize],
+            vector: None,
             consts: HashMap::new(),
             helpers: &mut helpers,
             bufs: HashMap::new(),
@@ -109,8 +110,8 @@ pub fn emit(
         });
     }
     let mut lib = String::new();
-    for h in &helpers {
-        lib.push_str(&math::definition(*h));
+    for &(h, width) in &helpers {
+        lib.push_str(&math::definition(h, width));
     }
     let text = match target {
         Target::Cpu => format!("module {{\n{lib}{funcs}}}\n"),
@@ -144,11 +145,15 @@ struct FuncEmitter<'a> {
     depth: usize,
     /// SSA `index` value of each loop index in scope.
     vars: Vec<Option<String>>,
-    /// SSA `f32` value of each local in scope.
+    /// SSA value of each local in scope (`f32`, or a vector of [`WIDTH`]
+    /// in a vectorised outer loop).
     locals: Vec<Option<String>>,
+    /// In a vectorised outer loop, its index: values are vectors of its
+    /// [`WIDTH`] consecutive iterations, and the index holds the first.
+    vector: Option<Var>,
     /// Index constants of the function's entry block.
     consts: HashMap<i64, String>,
-    helpers: &'a mut BTreeSet<Helper>,
+    helpers: &'a mut BTreeSet<(Helper, Option<usize>)>,
     /// The memref value of each buffer the kernel touches.
     bufs: HashMap<BufId, String>,
 }
@@ -319,7 +324,11 @@ impl FuncEmitter<'_> {
                 Outer::Range => {
                     let i = format!("%i{}", var.0);
                     let one = self.index_const(1);
-                    self.line(&format!("scf.for {i} = %lo to %hi step {one} {{"));
+                    let mut lo = "%lo".to_string();
+                    if vectorise_pays(*var, body) {
+                        lo = self.vector_loop(*var, body)?;
+                    }
+                    self.line(&format!("scf.for {i} = {lo} to %hi step {one} {{"));
                     self.scoped(*var, i, body)?;
                     self.line("}");
                 }
@@ -339,6 +348,51 @@ impl FuncEmitter<'_> {
             _ => self.stmts(body)?,
         }
         Ok(())
+    }
+
+    /// Iterations `[lo, mid)` of the parallel outer loop `var` as vectors of
+    /// [`WIDTH`] consecutive iterations: where the inner loop is strided
+    /// (column sums), its loads of `WIDTH` adjacent columns become one
+    /// vector load, which LLVM cannot find by itself. Returns `mid`, where
+    /// the one-iteration-at-a-time loop takes over.
+    fn vector_loop(&mut self, var: Var, body: &[Stmt]) -> Result<String, EmitError> {
+        let width = self.index_const(WIDTH as i64);
+        let n = self.op("arith.subi %hi, %lo : index");
+        let q = self.op(&format!("arith.divui {n}, {width} : index"));
+        let whole = self.op(&format!("arith.muli {q}, {width} : index"));
+        let mid = self.op(&format!("arith.addi %lo, {whole} : index"));
+        let i = format!("%v{}", var.0);
+        self.line(&format!("scf.for {i} = %lo to {mid} step {width} {{"));
+        self.vector = Some(var);
+        let r = self.scoped(var, i, body);
+        self.vector = None;
+        r?;
+        self.line("}");
+        Ok(mid)
+    }
+
+    /// The float type of values: `f32`, or a vector in a vectorised loop.
+    fn fty(&self) -> String {
+        match self.vector {
+            Some(_) => format!("vector<{WIDTH}xf32>"),
+            None => "f32".into(),
+        }
+    }
+
+    fn fconst(&mut self, x: f64) -> String {
+        let lit = f32_literal(x as f32);
+        match self.vector {
+            Some(_) => self.op(&format!("arith.constant dense<{lit}> : {}", self.fty())),
+            None => self.op(&format!("arith.constant {lit} : f32")),
+        }
+    }
+
+    /// A scalar `f32` as the current value type (broadcast when vectorised).
+    fn widen(&mut self, x: String) -> String {
+        match self.vector {
+            Some(_) => self.op(&format!("vector.broadcast {x} : f32 to {}", self.fty())),
+            None => x,
+        }
     }
 
     /// `body` with loop index `var` bound to `value`, one level deeper.
@@ -388,10 +442,11 @@ impl FuncEmitter<'_> {
                 value,
             } => {
                 let (init, combine) = match op {
-                    ReduceFn::Sum => (0.0f32, "arith.addf"),
-                    ReduceFn::Max => (f32::NEG_INFINITY, "arith.maximumf"),
+                    ReduceFn::Sum => (0.0, "arith.addf"),
+                    ReduceFn::Max => (f64::NEG_INFINITY, "arith.maximumf"),
                 };
-                let init = self.op(&format!("arith.constant {} : f32", f32_literal(init)));
+                let ty = self.fty();
+                let init = self.fconst(init);
                 let i = format!("%i{}", var.0);
                 let zero = self.index_const(0);
                 let e = self.index_const(*extent as i64);
@@ -399,7 +454,7 @@ impl FuncEmitter<'_> {
                 let acc = self.fresh();
                 let result = self.fresh();
                 self.line(&format!(
-                    "{result} = scf.for {i} = {zero} to {e} step {one} iter_args({acc} = {init}) -> (f32) {{"
+                    "{result} = scf.for {i} = {zero} to {e} step {one} iter_args({acc} = {init}) -> ({ty}) {{"
                 ));
                 let slot = var.0 as usize;
                 if slot >= self.vars.len() {
@@ -412,8 +467,8 @@ impl FuncEmitter<'_> {
                 let v = self.expr(value)?;
                 // Reassociation lets LLVM vectorise the reduction (several
                 // partial sums), as the Cranelift backend does.
-                let next = self.op(&format!("{combine} {acc}, {v} fastmath<reassoc> : f32"));
-                self.line(&format!("scf.yield {next} : f32"));
+                let next = self.op(&format!("{combine} {acc}, {v} fastmath<reassoc> : {ty}"));
+                self.line(&format!("scf.yield {next} : {ty}"));
                 self.depth -= 1;
                 self.locals = saved;
                 self.vars[slot] = None;
@@ -425,7 +480,12 @@ impl FuncEmitter<'_> {
                 let i = self.index(index)?;
                 let m = self.buf(*buf)?;
                 let t = self.buffer_type(*buf);
-                self.line(&format!("memref.store {v}, {m}[{i}] : {t}"));
+                // Vectorised, every store moves with the outer index (jam_pays).
+                let op = match self.vector {
+                    Some(_) => format!("vector.store {v}, {m}[{i}] : {t}, {}", self.fty()),
+                    None => format!("memref.store {v}, {m}[{i}] : {t}"),
+                };
+                self.line(&op);
             }
         }
         Ok(())
@@ -499,12 +559,21 @@ impl FuncEmitter<'_> {
 
     fn expr(&mut self, e: &Expr) -> Result<String, EmitError> {
         Ok(match e {
-            Expr::Const(c) => self.op(&format!("arith.constant {} : f32", f32_literal(*c as f32))),
+            Expr::Const(c) => self.fconst(*c),
             Expr::Load { buf, index } => {
                 let i = self.index(index)?;
                 let m = self.buf(*buf)?;
                 let t = self.buffer_type(*buf);
-                self.op(&format!("memref.load {m}[{i}] : {t}"))
+                match self.vector {
+                    // `WIDTH` consecutive elements, or one for all lanes.
+                    Some(v) if outer_coeff(index, v) == 1 => {
+                        self.op(&format!("vector.load {m}[{i}] : {t}, {}", self.fty()))
+                    }
+                    _ => {
+                        let x = self.op(&format!("memref.load {m}[{i}] : {t}"));
+                        self.widen(x)
+                    }
+                }
             }
             Expr::Local(l) => self
                 .locals
@@ -515,17 +584,33 @@ impl FuncEmitter<'_> {
             Expr::Var(v) => {
                 let x = self.var(*v)?;
                 let i = self.op(&format!("arith.index_cast {x} : index to i64"));
-                self.op(&format!("arith.sitofp {i} : i64 to f32"))
+                let f = self.op(&format!("arith.sitofp {i} : i64 to f32"));
+                let f = self.widen(f);
+                if self.vector == Some(*v) {
+                    // Lane l holds iteration first + l.
+                    let lanes: Vec<String> = (0..WIDTH).map(|l| format!("{l}.0")).collect();
+                    let iota = self.op(&format!(
+                        "arith.constant dense<[{}]> : {}",
+                        lanes.join(", "),
+                        self.fty()
+                    ));
+                    self.op(&format!("arith.addf {f}, {iota} : {}", self.fty()))
+                } else {
+                    f
+                }
             }
             Expr::Unary(f, a) => {
                 let a = self.expr(a)?;
+                let ty = self.fty();
+                let width = self.vector.map(|_| WIDTH);
                 let helper = |h: Helper, me: &mut Self| {
-                    me.helpers.insert(h);
-                    me.op(&format!("func.call @{}({a}) : (f32) -> f32", h.symbol()))
+                    me.helpers.insert((h, width));
+                    let sym = h.symbol(width);
+                    me.op(&format!("func.call @{sym}({a}) : ({ty}) -> {ty}"))
                 };
                 match f {
-                    UnaryFn::Neg => self.op(&format!("arith.negf {a} : f32")),
-                    UnaryFn::Sqrt => self.op(&format!("math.sqrt {a} : f32")),
+                    UnaryFn::Neg => self.op(&format!("arith.negf {a} : {ty}")),
+                    UnaryFn::Sqrt => self.op(&format!("math.sqrt {a} : {ty}")),
                     UnaryFn::Exp => helper(Helper::Exp, self),
                     UnaryFn::Log => helper(Helper::Log, self),
                     UnaryFn::Tanh => helper(Helper::Tanh, self),
@@ -545,7 +630,7 @@ impl FuncEmitter<'_> {
                     BinaryFn::Max => "maximumf",
                     BinaryFn::Min => "minimumf",
                 };
-                self.op(&format!("arith.{op} {a}, {b} : f32"))
+                self.op(&format!("arith.{op} {a}, {b} : {}", self.fty()))
             }
             Expr::SelectEq {
                 a,
@@ -557,11 +642,76 @@ impl FuncEmitter<'_> {
                 let b = self.index(b)?;
                 let t = self.expr(then)?;
                 let o = self.expr(otherwise)?;
+                // Vectorised, neither index moves with the outer one
+                // (vectorise_pays): one condition for every lane.
                 let eq = self.op(&format!("arith.cmpi eq, {a}, {b} : index"));
-                self.op(&format!("arith.select {eq}, {t}, {o} : f32"))
+                self.op(&format!("arith.select {eq}, {t}, {o} : {}", self.fty()))
             }
         })
     }
+}
+
+/// Lanes of a vectorised outer loop: 16 f32, one AVX-512 vector or two
+/// AVX2 ones, and one 64-byte line of each strided row.
+const WIDTH: usize = 16;
+
+/// The coefficient of `var` in an index (its stride per outer iteration).
+fn outer_coeff(ix: &Index, var: Var) -> i64 {
+    ix.affine
+        .terms
+        .iter()
+        .filter(|t| t.0 == var)
+        .map(|t| t.1)
+        .sum()
+}
+
+/// Whether computing `WIDTH` iterations of the parallel outer loop `var`
+/// at once pays, and is possible: its body has an inner loop (a reduction
+/// or a `for`) with no loop inside it, every store moves one element per
+/// outer iteration, every load one or none, and no gather position or
+/// compared index depends on `var`.
+fn vectorise_pays(var: Var, body: &[Stmt]) -> bool {
+    let flat = |b: &[Stmt]| {
+        b.iter()
+            .all(|s| matches!(s, Stmt::Let { .. } | Stmt::Store { .. }))
+    };
+    let inner = body.iter().any(|s| match s {
+        Stmt::For { body, .. } | Stmt::Reduce { body, .. } => flat(body),
+        _ => false,
+    });
+    let nested = body.iter().any(|s| match s {
+        Stmt::For { body, .. } | Stmt::Reduce { body, .. } => !flat(body),
+        _ => false,
+    });
+    let moves = |ix: &Index| {
+        ix.gather
+            .as_ref()
+            .is_some_and(|g| g.at.terms.iter().any(|t| t.0 == var))
+    };
+    let mut ok = true;
+    visit_stmts(body, &mut |s| {
+        let value = match s {
+            Stmt::Store { index, value, .. } => {
+                ok &= outer_coeff(index, var) == 1 && !moves(index);
+                Some(value)
+            }
+            Stmt::Let { value, .. } | Stmt::Reduce { value, .. } => Some(value),
+            Stmt::For { .. } => None,
+        };
+        if let Some(v) = value {
+            visit_expr(v, &mut |e| match e {
+                Expr::Load { index, .. } => {
+                    ok &= matches!(outer_coeff(index, var), 0 | 1) && !moves(index);
+                }
+                Expr::SelectEq { a, b, .. } => {
+                    ok &= outer_coeff(a, var) == 0 && outer_coeff(b, var) == 0;
+                    ok &= !moves(a) && !moves(b);
+                }
+                _ => {}
+            });
+        }
+    });
+    inner && !nested && ok
 }
 
 #[derive(Clone, Copy)]

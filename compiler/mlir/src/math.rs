@@ -18,13 +18,18 @@ pub enum Helper {
 }
 
 impl Helper {
-    pub fn symbol(self) -> &'static str {
-        match self {
+    /// `gsc_exp`, or `gsc_exp_v16` for vectors of 16.
+    pub fn symbol(self, width: Option<usize>) -> String {
+        let name = match self {
             Helper::Exp => "gsc_exp",
             Helper::Log => "gsc_log",
             Helper::Tanh => "gsc_tanh",
             Helper::Sin => "gsc_sin",
             Helper::Cos => "gsc_cos",
+        };
+        match width {
+            Some(n) => format!("{name}_v{n}"),
+            None => name.to_string(),
         }
     }
 }
@@ -45,18 +50,92 @@ pub fn f32_literal(x: f32) -> String {
     }
 }
 
-/// Builds one helper's body in SSA form.
+/// Builds one helper's body in SSA form, over scalars or vectors.
 struct Body {
     text: String,
     next: usize,
+    /// The float, integer and condition types: `f32`, `i32`, `i1`, or
+    /// `vector<NxT>` of each.
+    f: String,
+    i: String,
+    c: String,
+    /// Lanes, for vector constants.
+    width: Option<usize>,
 }
 
 impl Body {
-    fn new() -> Self {
+    fn new(width: Option<usize>) -> Self {
+        let ty = |t: &str| match width {
+            Some(n) => format!("vector<{n}x{t}>"),
+            None => t.to_string(),
+        };
         Body {
             text: String::new(),
             next: 0,
+            f: ty("f32"),
+            i: ty("i32"),
+            c: ty("i1"),
+            width,
         }
+    }
+
+    fn constant(&mut self, literal: &str, ty: &str) -> String {
+        match self.width {
+            Some(_) => self.op(&format!("arith.constant dense<{literal}> : {ty}")),
+            None => self.op(&format!("arith.constant {literal} : {ty}")),
+        }
+    }
+
+    fn cmpf(&mut self, pred: &str, a: &str, b: &str) -> String {
+        let f = self.f.clone();
+        self.op(&format!("arith.cmpf {pred}, {a}, {b} : {f}"))
+    }
+
+    fn select(&mut self, cond: &str, a: &str, b: &str, ty: &str) -> String {
+        let rhs = match self.width {
+            Some(_) => format!("arith.select {cond}, {a}, {b} : {}, {ty}", self.c),
+            None => format!("arith.select {cond}, {a}, {b} : {ty}"),
+        };
+        self.op(&rhs)
+    }
+
+    fn selectf(&mut self, cond: &str, a: &str, b: &str) -> String {
+        let f = self.f.clone();
+        self.select(cond, a, b, &f)
+    }
+
+    fn unary(&mut self, op: &str, x: &str) -> String {
+        let f = self.f.clone();
+        self.op(&format!("{op} {x} : {f}"))
+    }
+
+    fn convert(&mut self, op: &str, x: &str, from_float: bool) -> String {
+        let (a, b) = if from_float {
+            (self.f.clone(), self.i.clone())
+        } else {
+            (self.i.clone(), self.f.clone())
+        };
+        self.op(&format!("{op} {x} : {a} to {b}"))
+    }
+
+    fn fbin(&mut self, op: &str, a: &str, b: &str) -> String {
+        let f = self.f.clone();
+        self.bin(op, a, b, &f)
+    }
+
+    fn ibin(&mut self, op: &str, a: &str, b: &str) -> String {
+        let i = self.i.clone();
+        self.bin(op, a, b, &i)
+    }
+
+    fn to_int(&mut self, x: &str) -> String {
+        let (f, i) = (self.f.clone(), self.i.clone());
+        self.bitcast(x, &f, &i)
+    }
+
+    fn to_float(&mut self, x: &str) -> String {
+        let (f, i) = (self.f.clone(), self.i.clone());
+        self.bitcast(x, &i, &f)
     }
 
     fn op(&mut self, rhs: &str) -> String {
@@ -66,12 +145,14 @@ impl Body {
         name
     }
 
-    fn f(&mut self, x: f32) -> String {
-        self.op(&format!("arith.constant {} : f32", f32_literal(x)))
+    fn fc(&mut self, x: f32) -> String {
+        let f = self.f.clone();
+        self.constant(&f32_literal(x), &f)
     }
 
-    fn i(&mut self, x: i32) -> String {
-        self.op(&format!("arith.constant {x} : i32"))
+    fn ic(&mut self, x: i32) -> String {
+        let i = self.i.clone();
+        self.constant(&x.to_string(), &i)
     }
 
     fn bin(&mut self, op: &str, a: &str, b: &str, ty: &str) -> String {
@@ -79,14 +160,15 @@ impl Body {
     }
 
     fn fma(&mut self, a: &str, b: &str, c: &str) -> String {
-        self.op(&format!("math.fma {a}, {b}, {c} : f32"))
+        let f = self.f.clone();
+        self.op(&format!("math.fma {a}, {b}, {c} : {f}"))
     }
 
     /// Horner: `coeffs[0]·x^(n-1) + … + coeffs[n-1]`, fused.
     fn poly(&mut self, x: &str, coeffs: &[f32]) -> String {
-        let mut acc = self.f(coeffs[0]);
+        let mut acc = self.fc(coeffs[0]);
         for &c in &coeffs[1..] {
-            let k = self.f(c);
+            let k = self.fc(c);
             acc = self.fma(&acc, x, &k);
         }
         acc
@@ -94,15 +176,15 @@ impl Body {
 
     /// `p < q ? a : b` (an ordered compare, so a NaN in `p` or `q` picks `b`).
     fn select_less(&mut self, p: &str, q: &str, a: &str, b: &str) -> String {
-        let lt = self.op(&format!("arith.cmpf olt, {p}, {q} : f32"));
-        self.op(&format!("arith.select {lt}, {a}, {b} : f32"))
+        let lt = self.cmpf("olt", p, q);
+        self.selectf(&lt, a, b)
     }
 
     /// Clamps `x` to `[lo, hi]`, letting a NaN through (compare and select,
     /// which x86 does in one `minps`/`maxps` each).
     fn clamp(&mut self, x: &str, lo: f32, hi: f32) -> String {
-        let hi = self.f(hi);
-        let lo = self.f(lo);
+        let hi = self.fc(hi);
+        let lo = self.fc(lo);
         let x = self.select_less(&hi, x, &hi, x);
         self.select_less(&x, &lo, &lo, &x)
     }
@@ -112,27 +194,28 @@ impl Body {
     }
 
     fn finish(self, name: &str, result: &str) -> String {
+        let f = &self.f;
         format!(
-            "  func.func private @{name}(%x: f32) -> f32 {{\n{}    return {result} : f32\n  }}\n",
+            "  func.func private @{name}(%x: {f}) -> {f} {{\n{}    return {result} : {f}\n  }}\n",
             self.text
         )
     }
 }
 
-fn exp() -> String {
-    let mut b = Body::new();
+fn exp(width: Option<usize>) -> String {
+    let mut b = Body::new(width);
     let x = b.clamp("%x", -87.3, 88.0);
-    let log2e = b.f(std::f32::consts::LOG2_E);
-    let magic = b.f(12_582_912.0);
+    let log2e = b.fc(std::f32::consts::LOG2_E);
+    let magic = b.fc(12_582_912.0);
     // n = round(x·log2 e), by adding 1.5·2²³: its low mantissa bits hold n.
     let shifted = b.fma(&x, &log2e, &magic);
-    let n = b.bin("subf", &shifted, &magic, "f32");
-    let c1 = b.f(0.693_359_4);
-    let c2 = b.f(-2.121_944_4e-4);
-    let nc1 = b.bin("mulf", &n, &c1, "f32");
-    let r = b.bin("subf", &x, &nc1, "f32");
-    let nc2 = b.bin("mulf", &n, &c2, "f32");
-    let r = b.bin("subf", &r, &nc2, "f32");
+    let n = b.fbin("subf", &shifted, &magic);
+    let c1 = b.fc(0.693_359_4);
+    let c2 = b.fc(-2.121_944_4e-4);
+    let nc1 = b.fbin("mulf", &n, &c1);
+    let r = b.fbin("subf", &x, &nc1);
+    let nc2 = b.fbin("mulf", &n, &c2);
+    let r = b.fbin("subf", &r, &nc2);
     let p = b.poly(
         &r,
         &[
@@ -144,26 +227,26 @@ fn exp() -> String {
             0.5,
         ],
     );
-    let r2 = b.bin("mulf", &r, &r, "f32");
-    let y = b.bin("mulf", &p, &r2, "f32");
-    let y = b.bin("addf", &y, &r, "f32");
-    let one = b.f(1.0);
-    let y = b.bin("addf", &y, &one, "f32");
+    let r2 = b.fbin("mulf", &r, &r);
+    let y = b.fbin("mulf", &p, &r2);
+    let y = b.fbin("addf", &y, &r);
+    let one = b.fc(1.0);
+    let y = b.fbin("addf", &y, &one);
     // 2ⁿ from n's bits: (n + 127) << 23.
-    let ni = b.bitcast(&shifted, "f32", "i32");
-    let bias = b.i(127);
-    let biased = b.bin("addi", &ni, &bias, "i32");
-    let shift = b.i(23);
-    let bits = b.bin("shli", &biased, &shift, "i32");
-    let scale = b.bitcast(&bits, "i32", "f32");
-    let out = b.bin("mulf", &y, &scale, "f32");
-    b.finish(Helper::Exp.symbol(), &out)
+    let ni = b.to_int(&shifted);
+    let bias = b.ic(127);
+    let biased = b.ibin("addi", &ni, &bias);
+    let shift = b.ic(23);
+    let bits = b.ibin("shli", &biased, &shift);
+    let scale = b.to_float(&bits);
+    let out = b.fbin("mulf", &y, &scale);
+    b.finish(&Helper::Exp.symbol(width), &out)
 }
 
-fn tanh() -> String {
-    let mut b = Body::new();
+fn tanh(width: Option<usize>) -> String {
+    let mut b = Body::new(width);
     let x = b.clamp("%x", -7.905_311, 7.905_311);
-    let x2 = b.bin("mulf", &x, &x, "f32");
+    let x2 = b.fbin("mulf", &x, &x);
     let p = b.poly(
         &x2,
         &[
@@ -176,104 +259,101 @@ fn tanh() -> String {
             4.893_524_6e-3,
         ],
     );
-    let p = b.bin("mulf", &p, &x, "f32");
+    let p = b.fbin("mulf", &p, &x);
     let q = b.poly(
         &x2,
         &[1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3],
     );
-    let out = b.bin("divf", &p, &q, "f32");
-    b.finish(Helper::Tanh.symbol(), &out)
+    let out = b.fbin("divf", &p, &q);
+    b.finish(&Helper::Tanh.symbol(width), &out)
 }
 
-fn sin_cos(cos: bool) -> String {
-    let mut b = Body::new();
-    let ax = b.op("math.absf %x : f32");
-    let fopi = b.f(std::f32::consts::FRAC_2_PI * 2.0);
-    let t = b.bin("mulf", &ax, &fopi, "f32");
+fn sin_cos(cos: bool, width: Option<usize>) -> String {
+    let mut b = Body::new(width);
+    let ax = b.unary("math.absf", "%x");
+    let fopi = b.fc(std::f32::consts::FRAC_2_PI * 2.0);
+    let t = b.fbin("mulf", &ax, &fopi);
     // j = the even octant at or above |x|·4/π.
-    let j = b.op(&format!("arith.fptosi {t} : f32 to i32"));
-    let one = b.i(1);
-    let j = b.bin("addi", &j, &one, "i32");
-    let not_one = b.i(!1);
-    let j = b.bin("andi", &j, &not_one, "i32");
-    let y = b.op(&format!("arith.sitofp {j} : i32 to f32"));
+    let j = b.convert("arith.fptosi", &t, true);
+    let one = b.ic(1);
+    let j = b.ibin("addi", &j, &one);
+    let not_one = b.ic(!1);
+    let j = b.ibin("andi", &j, &not_one);
+    let y = b.convert("arith.sitofp", &j, false);
     let mut r = ax;
     for dp in [0.785_156_25f32, 2.418_756_5e-4, 3.774_895e-8] {
-        let c = b.f(dp);
-        let yc = b.bin("mulf", &y, &c, "f32");
-        r = b.bin("subf", &r, &yc, "f32");
+        let c = b.fc(dp);
+        let yc = b.fbin("mulf", &y, &c);
+        r = b.fbin("subf", &r, &yc);
     }
-    let z = b.bin("mulf", &r, &r, "f32");
+    let z = b.fbin("mulf", &r, &r);
     let p = b.poly(&z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
-    let pz = b.bin("mulf", &p, &z, "f32");
-    let pzr = b.bin("mulf", &pz, &r, "f32");
-    let ps = b.bin("addf", &pzr, &r, "f32");
+    let pz = b.fbin("mulf", &p, &z);
+    let pzr = b.fbin("mulf", &pz, &r);
+    let ps = b.fbin("addf", &pzr, &r);
     let q = b.poly(&z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
-    let qz = b.bin("mulf", &q, &z, "f32");
-    let qzz = b.bin("mulf", &qz, &z, "f32");
-    let half = b.f(0.5);
-    let hz = b.bin("mulf", &half, &z, "f32");
-    let pc = b.bin("subf", &qzz, &hz, "f32");
-    let onef = b.f(1.0);
-    let pc = b.bin("addf", &pc, &onef, "f32");
-    let m = b.bin("shrsi", &j, &one, "i32");
-    let m = if cos {
-        b.bin("addi", &m, &one, "i32")
-    } else {
-        m
-    };
-    let odd = b.bin("andi", &m, &one, "i32");
-    let zero = b.i(0);
-    let swap = b.op(&format!("arith.cmpi ne, {odd}, {zero} : i32"));
-    let v = b.op(&format!("arith.select {swap}, {pc}, {ps} : f32"));
+    let qz = b.fbin("mulf", &q, &z);
+    let qzz = b.fbin("mulf", &qz, &z);
+    let half = b.fc(0.5);
+    let hz = b.fbin("mulf", &half, &z);
+    let pc = b.fbin("subf", &qzz, &hz);
+    let onef = b.fc(1.0);
+    let pc = b.fbin("addf", &pc, &onef);
+    let m = b.ibin("shrsi", &j, &one);
+    let m = if cos { b.ibin("addi", &m, &one) } else { m };
+    let odd = b.ibin("andi", &m, &one);
+    let zero = b.ic(0);
+    let i = b.i.clone();
+    let swap = b.op(&format!("arith.cmpi ne, {odd}, {zero} : {i}"));
+    let v = b.selectf(&swap, &pc, &ps);
     // The quadrant's sign, then (for sin) the argument's.
-    let two = b.i(2);
-    let neg = b.bin("andi", &m, &two, "i32");
-    let thirty = b.i(30);
-    let neg = b.bin("shli", &neg, &thirty, "i32");
-    let vi = b.bitcast(&v, "f32", "i32");
-    let vi = b.bin("xori", &vi, &neg, "i32");
+    let two = b.ic(2);
+    let neg = b.ibin("andi", &m, &two);
+    let thirty = b.ic(30);
+    let neg = b.ibin("shli", &neg, &thirty);
+    let vi = b.to_int(&v);
+    let vi = b.ibin("xori", &vi, &neg);
     let vi = if cos {
         vi
     } else {
-        let xi = b.bitcast("%x", "f32", "i32");
-        let sign_bit = b.i(i32::MIN);
-        let sign = b.bin("andi", &xi, &sign_bit, "i32");
-        b.bin("xori", &vi, &sign, "i32")
+        let xi = b.to_int("%x");
+        let sign_bit = b.ic(i32::MIN);
+        let sign = b.ibin("andi", &xi, &sign_bit);
+        b.ibin("xori", &vi, &sign)
     };
-    let out = b.bitcast(&vi, "i32", "f32");
+    let out = b.to_float(&vi);
     let name = if cos { Helper::Cos } else { Helper::Sin };
-    b.finish(name.symbol(), &out)
+    b.finish(&name.symbol(width), &out)
 }
 
 /// Cephes' `logf`: x = m·2ᵉ with m in [√½, √2), log x = log m + e·log 2.
 /// Zero gives −∞, negative arguments and NaN give NaN, +∞ gives +∞
 /// (subnormal arguments are read as if normal).
-fn log() -> String {
-    let mut b = Body::new();
-    let bits = b.bitcast("%x", "f32", "i32");
-    let c23 = b.i(23);
-    let exp_bits = b.bin("shrui", &bits, &c23, "i32");
-    let c255 = b.i(255);
-    let exp_bits = b.bin("andi", &exp_bits, &c255, "i32");
-    let c126 = b.i(126);
-    let e = b.bin("subi", &exp_bits, &c126, "i32");
-    let mant_mask = b.i(0x807f_ffff_u32 as i32);
-    let half_bits = b.i(0x3f00_0000);
-    let mb = b.bin("andi", &bits, &mant_mask, "i32");
-    let mb = b.bin("ori", &mb, &half_bits, "i32");
-    let m = b.bitcast(&mb, "i32", "f32");
-    let ef = b.op(&format!("arith.sitofp {e} : i32 to f32"));
+fn log(width: Option<usize>) -> String {
+    let mut b = Body::new(width);
+    let bits = b.to_int("%x");
+    let c23 = b.ic(23);
+    let exp_bits = b.ibin("shrui", &bits, &c23);
+    let c255 = b.ic(255);
+    let exp_bits = b.ibin("andi", &exp_bits, &c255);
+    let c126 = b.ic(126);
+    let e = b.ibin("subi", &exp_bits, &c126);
+    let mant_mask = b.ic(0x807f_ffff_u32 as i32);
+    let half_bits = b.ic(0x3f00_0000);
+    let mb = b.ibin("andi", &bits, &mant_mask);
+    let mb = b.ibin("ori", &mb, &half_bits);
+    let m = b.to_float(&mb);
+    let ef = b.convert("arith.sitofp", &e, false);
     // m in [0.5, 1): below √½ take 2m − 1 and e − 1, else m − 1.
-    let sqrt_half = b.f(std::f32::consts::FRAC_1_SQRT_2);
-    let small = b.op(&format!("arith.cmpf olt, {m}, {sqrt_half} : f32"));
-    let onef = b.f(1.0);
-    let ef1 = b.bin("subf", &ef, &onef, "f32");
-    let ef = b.op(&format!("arith.select {small}, {ef1}, {ef} : f32"));
-    let m2 = b.bin("addf", &m, &m, "f32");
-    let m = b.op(&format!("arith.select {small}, {m2}, {m} : f32"));
-    let m = b.bin("subf", &m, &onef, "f32");
-    let z = b.bin("mulf", &m, &m, "f32");
+    let sqrt_half = b.fc(std::f32::consts::FRAC_1_SQRT_2);
+    let small = b.cmpf("olt", &m, &sqrt_half);
+    let onef = b.fc(1.0);
+    let ef1 = b.fbin("subf", &ef, &onef);
+    let ef = b.selectf(&small, &ef1, &ef);
+    let m2 = b.fbin("addf", &m, &m);
+    let m = b.selectf(&small, &m2, &m);
+    let m = b.fbin("subf", &m, &onef);
+    let z = b.fbin("mulf", &m, &m);
     let p = b.poly(
         &m,
         &[
@@ -288,37 +368,38 @@ fn log() -> String {
             3.333_333e-1,
         ],
     );
-    let mz = b.bin("mulf", &m, &z, "f32");
-    let y = b.bin("mulf", &mz, &p, "f32");
-    let q1 = b.f(-2.121_944_4e-4);
+    let mz = b.fbin("mulf", &m, &z);
+    let y = b.fbin("mulf", &mz, &p);
+    let q1 = b.fc(-2.121_944_4e-4);
     let y = b.fma(&ef, &q1, &y);
-    let mhalf = b.f(-0.5);
+    let mhalf = b.fc(-0.5);
     let y = b.fma(&z, &mhalf, &y);
-    let r = b.bin("addf", &m, &y, "f32");
-    let q2 = b.f(0.693_359_4);
+    let r = b.fbin("addf", &m, &y);
+    let q2 = b.fc(0.693_359_4);
     let r = b.fma(&ef, &q2, &r);
     // Edges: 0 → −∞, x < 0 or NaN → NaN, +∞ → +∞.
-    let zero = b.f(0.0);
-    let ninf = b.f(f32::NEG_INFINITY);
-    let pinf = b.f(f32::INFINITY);
-    let nan = b.f(f32::NAN);
-    let pos = b.op(&format!("arith.cmpf ogt, %x, {zero} : f32"));
-    let is_zero = b.op(&format!("arith.cmpf oeq, %x, {zero} : f32"));
-    let is_inf = b.op(&format!("arith.cmpf oeq, %x, {pinf} : f32"));
-    let bad = b.op(&format!("arith.select {is_zero}, {ninf}, {nan} : f32"));
-    let r = b.op(&format!("arith.select {pos}, {r}, {bad} : f32"));
-    let out = b.op(&format!("arith.select {is_inf}, {pinf}, {r} : f32"));
-    b.finish(Helper::Log.symbol(), &out)
+    let zero = b.fc(0.0);
+    let ninf = b.fc(f32::NEG_INFINITY);
+    let pinf = b.fc(f32::INFINITY);
+    let nan = b.fc(f32::NAN);
+    let pos = b.cmpf("ogt", "%x", &zero);
+    let is_zero = b.cmpf("oeq", "%x", &zero);
+    let is_inf = b.cmpf("oeq", "%x", &pinf);
+    let bad = b.selectf(&is_zero, &ninf, &nan);
+    let r = b.selectf(&pos, &r, &bad);
+    let out = b.selectf(&is_inf, &pinf, &r);
+    b.finish(&Helper::Log.symbol(width), &out)
 }
 
-/// The MLIR text of `helper`, a private function `(f32) -> f32`.
-pub fn definition(helper: Helper) -> String {
+/// The MLIR text of `helper`, a private function `(f32) -> f32`, or
+/// `(vector<Nxf32>) -> vector<Nxf32>` lane by lane for `width` N.
+pub fn definition(helper: Helper, width: Option<usize>) -> String {
     match helper {
-        Helper::Exp => exp(),
-        Helper::Log => log(),
-        Helper::Tanh => tanh(),
-        Helper::Sin => sin_cos(false),
-        Helper::Cos => sin_cos(true),
+        Helper::Exp => exp(width),
+        Helper::Log => log(width),
+        Helper::Tanh => tanh(width),
+        Helper::Sin => sin_cos(false, width),
+        Helper::Cos => sin_cos(true, width),
     }
 }
 

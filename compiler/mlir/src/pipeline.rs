@@ -87,7 +87,7 @@ impl Session {
         }
     }
 
-    fn take_diagnostics(&self) -> Vec<String> {
+    pub(crate) fn take_diagnostics(&self) -> Vec<String> {
         self.diagnostics
             .lock()
             .map(|mut d| std::mem::take(&mut *d))
