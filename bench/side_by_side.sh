@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gsc and PyTorch on the reference workloads, in one run, with the ratios:
-# gsc (CPU backend), PyTorch as installed, and PyTorch with MKL's AVX-512
-# path forced (LD_PRELOAD of mkl_shim.c) — PyTorch at its best on AMD CPUs.
+# gsc (CPU backend: Cranelift loop kernels), gsc with its loop kernels
+# through MLIR (--backend mlir, when MLIR 22 is installed: scripts/setup-mlir),
+# PyTorch as installed, and PyTorch with MKL's AVX-512 path forced
+# (LD_PRELOAD of mkl_shim.c) — PyTorch at its best on AMD CPUs.
 #   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [S M]
 # The three systems take turns, R rounds of each (default 3), and the table
 # gives each one's median over its rounds: on a shared VM whose speed drifts
@@ -22,10 +24,18 @@ done
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 gcc -shared -fPIC -O2 -o "$out/libmkl_shim.so" "$here/mkl_shim.c"
-cargo build --release --quiet
+mlir=no
+if [ -x /usr/lib/llvm-22/bin/mlir-opt ]; then
+  cargo build --release --quiet --features mlir && mlir=yes
+else
+  cargo build --release --quiet
+fi
 for r in $(seq "$rounds"); do
   echo "round $r of $rounds" >&2
   ./target/release/gsc bench --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
+  if [ $mlir = yes ]; then
+    ./target/release/gsc bench --backend mlir --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc_mlir.jsonl"
+  fi
   python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch.jsonl"
   LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch_mkl.jsonl"
 done
@@ -41,14 +51,16 @@ def load(name):
     # Per model, the round with the median throughput (all its fields).
     return {m: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] | {"all": [r["tokens_per_s"] for r in rs]} for m, rs in rows.items()}
 gsc, torch, best = load("gsc.jsonl"), load("torch.jsonl"), load("torch_mkl.jsonl")
-print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}   tokens/s per round")
+mlir = load("gsc_mlir.jsonl") if os.path.exists(os.path.join(out, "gsc_mlir.jsonl")) else {}
+print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}{'mlir ×':>8}   tokens/s per round")
 for m in gsc:
     g = gsc[m]
-    for label, r in (("gsc (cpu backend)", g), ("PyTorch as installed", torch.get(m)), ("PyTorch + MKL shim", best.get(m))):
+    for label, r in (("gsc (cpu backend)", g), ("gsc (mlir backend)", mlir.get(m)), ("PyTorch as installed", torch.get(m)), ("PyTorch + MKL shim", best.get(m))):
         if r is None:
             continue
         rss = r.get("peak_rss_mb") or r.get("peak_rss_mib", 0)
         ratio = g["tokens_per_s"] / r["tokens_per_s"]
+        ml = f"{mlir[m]['tokens_per_s'] / r['tokens_per_s']:>8.2f}" if m in mlir else f"{'-':>8}"
         rounds = " ".join(f"{t:.0f}" for t in r["all"])
-        print(f"{m:<6}{label:<26}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}{r['mfu']*100:>6.1f}%{rss:>8}{ratio:>8.2f}   {rounds}")
+        print(f"{m:<6}{label:<26}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11.0f}{r['mfu']*100:>6.1f}%{rss:>8}{ratio:>8.2f}{ml}   {rounds}")
 PY
