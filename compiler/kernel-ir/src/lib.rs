@@ -5,6 +5,7 @@
 //! none of the front end.
 
 pub mod analysis;
+pub mod approx;
 pub mod entry;
 pub mod ir;
 pub mod plan;

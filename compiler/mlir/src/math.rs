@@ -1,10 +1,11 @@
 //! The transcendental functions of the kernel IR as MLIR functions of
-//! `arith` and `math.fma` alone: the same range reductions and polynomials
-//! as the Cranelift backend (Cephes' `expf`, `sinf`, `cosf`, `logf`; Eigen's
-//! rational `tanh`), so that both CPU backends round alike, LLVM can
+//! `arith` and `math.fma` alone, on scalars or vectors: the range
+//! reductions and polynomials of `gsc_kernel_ir::approx`, which the
+//! Cranelift backend uses too, so that both CPU backends round alike, LLVM can
 //! vectorise the loops that call them once they are inlined, and the GPU
 //! code needs no vendor math library for them.
 
+use gsc_kernel_ir::approx::*;
 use std::fmt::Write;
 
 /// A helper the emitted kernels call, by its MLIR symbol.
@@ -204,29 +205,19 @@ impl Body {
 
 fn exp(width: Option<usize>) -> String {
     let mut b = Body::new(width);
-    let x = b.clamp("%x", -87.3, 88.0);
+    let x = b.clamp("%x", EXP_CLAMP.0, EXP_CLAMP.1);
     let log2e = b.fc(std::f32::consts::LOG2_E);
-    let magic = b.fc(12_582_912.0);
+    let magic = b.fc(ROUND_MAGIC);
     // n = round(x·log2 e), by adding 1.5·2²³: its low mantissa bits hold n.
     let shifted = b.fma(&x, &log2e, &magic);
     let n = b.fbin("subf", &shifted, &magic);
-    let c1 = b.fc(0.693_359_4);
-    let c2 = b.fc(-2.121_944_4e-4);
+    let c1 = b.fc(LN2_HI);
+    let c2 = b.fc(LN2_LO);
     let nc1 = b.fbin("mulf", &n, &c1);
     let r = b.fbin("subf", &x, &nc1);
     let nc2 = b.fbin("mulf", &n, &c2);
     let r = b.fbin("subf", &r, &nc2);
-    let p = b.poly(
-        &r,
-        &[
-            1.987_569_1e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ],
-    );
+    let p = b.poly(&r, &EXP_POLY);
     let r2 = b.fbin("mulf", &r, &r);
     let y = b.fbin("mulf", &p, &r2);
     let y = b.fbin("addf", &y, &r);
@@ -245,25 +236,11 @@ fn exp(width: Option<usize>) -> String {
 
 fn tanh(width: Option<usize>) -> String {
     let mut b = Body::new(width);
-    let x = b.clamp("%x", -7.905_311, 7.905_311);
+    let x = b.clamp("%x", -TANH_CLAMP, TANH_CLAMP);
     let x2 = b.fbin("mulf", &x, &x);
-    let p = b.poly(
-        &x2,
-        &[
-            -2.760_768_5e-16,
-            2.000_188e-13,
-            -8.604_672e-11,
-            5.122_297e-8,
-            1.485_722_4e-5,
-            6.372_619_3e-4,
-            4.893_524_6e-3,
-        ],
-    );
+    let p = b.poly(&x2, &TANH_P);
     let p = b.fbin("mulf", &p, &x);
-    let q = b.poly(
-        &x2,
-        &[1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3],
-    );
+    let q = b.poly(&x2, &TANH_Q);
     let out = b.fbin("divf", &p, &q);
     b.finish(&Helper::Tanh.symbol(width), &out)
 }
@@ -281,17 +258,17 @@ fn sin_cos(cos: bool, width: Option<usize>) -> String {
     let j = b.ibin("andi", &j, &not_one);
     let y = b.convert("arith.sitofp", &j, false);
     let mut r = ax;
-    for dp in [0.785_156_25f32, 2.418_756_5e-4, 3.774_895e-8] {
+    for dp in PI_4_PARTS {
         let c = b.fc(dp);
         let yc = b.fbin("mulf", &y, &c);
         r = b.fbin("subf", &r, &yc);
     }
     let z = b.fbin("mulf", &r, &r);
-    let p = b.poly(&z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
+    let p = b.poly(&z, &SIN_POLY);
     let pz = b.fbin("mulf", &p, &z);
     let pzr = b.fbin("mulf", &pz, &r);
     let ps = b.fbin("addf", &pzr, &r);
-    let q = b.poly(&z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
+    let q = b.poly(&z, &COS_POLY);
     let qz = b.fbin("mulf", &q, &z);
     let qzz = b.fbin("mulf", &qz, &z);
     let half = b.fc(0.5);
@@ -354,28 +331,15 @@ fn log(width: Option<usize>) -> String {
     let m = b.selectf(&small, &m2, &m);
     let m = b.fbin("subf", &m, &onef);
     let z = b.fbin("mulf", &m, &m);
-    let p = b.poly(
-        &m,
-        &[
-            7.037_683_6e-2,
-            -1.151_461e-1,
-            1.167_699_9e-1,
-            -1.242_014_1e-1,
-            1.424_932_3e-1,
-            -1.666_805_8e-1,
-            2.000_071_4e-1,
-            -2.499_999_4e-1,
-            3.333_333e-1,
-        ],
-    );
+    let p = b.poly(&m, &LOG_POLY);
     let mz = b.fbin("mulf", &m, &z);
     let y = b.fbin("mulf", &mz, &p);
-    let q1 = b.fc(-2.121_944_4e-4);
+    let q1 = b.fc(LN2_LO);
     let y = b.fma(&ef, &q1, &y);
     let mhalf = b.fc(-0.5);
     let y = b.fma(&z, &mhalf, &y);
     let r = b.fbin("addf", &m, &y);
-    let q2 = b.fc(0.693_359_4);
+    let q2 = b.fc(LN2_HI);
     let r = b.fma(&ef, &q2, &r);
     // Edges: 0 → −∞, x < 0 or NaN → NaN, +∞ → +∞.
     let zero = b.fc(0.0);

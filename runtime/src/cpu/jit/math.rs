@@ -11,6 +11,7 @@ use cranelift_codegen::ir::{
     condcodes::FloatCC, types, Endianness, FuncRef, InstBuilder, MemFlags, Type, Value,
 };
 use cranelift_frontend::FunctionBuilder;
+use gsc_compiler::kernel::approx::*;
 
 /// The imported libm entry points, as references inside one function.
 pub(super) struct MathFns {
@@ -102,29 +103,18 @@ fn clamp(b: &mut FunctionBuilder, x: Value, lo: f32, hi: f32) -> Value {
 /// conversion, which Cranelift spells in seven instructions per vector.
 pub(super) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = b.func.dfg.value_type(x);
-    let x = clamp(b, x, -87.3, 88.0);
+    let x = clamp(b, x, EXP_CLAMP.0, EXP_CLAMP.1);
     let log2e = konst(b, ty, std::f32::consts::LOG2_E);
-    let magic = konst(b, ty, 12_582_912.0);
+    let magic = konst(b, ty, ROUND_MAGIC);
     let shifted = mul_add(b, x, log2e, magic);
     let n = b.ins().fsub(shifted, magic);
-    let c1 = konst(b, ty, 0.693_359_4);
-    let c2 = konst(b, ty, -2.121_944_4e-4);
+    let c1 = konst(b, ty, LN2_HI);
+    let c2 = konst(b, ty, LN2_LO);
     let nc1 = b.ins().fmul(n, c1);
     let r = b.ins().fsub(x, nc1);
     let nc2 = b.ins().fmul(n, c2);
     let r = b.ins().fsub(r, nc2);
-    let p = poly(
-        b,
-        r,
-        &[
-            1.987_569_1e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ],
-    );
+    let p = poly(b, r, &EXP_POLY);
     let r2 = b.ins().fmul(r, r);
     let y = b.ins().fmul(p, r2);
     let y = b.ins().fadd(y, r);
@@ -155,27 +145,11 @@ pub(super) fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
 /// which tanh is ±1 in f32; below 4e-7 relative error everywhere, one
 /// division and no exponential (GELU and σ run it once per element).
 pub(super) fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
-    let x = clamp(b, x, -7.905_311, 7.905_311);
+    let x = clamp(b, x, -TANH_CLAMP, TANH_CLAMP);
     let x2 = b.ins().fmul(x, x);
-    let p = poly(
-        b,
-        x2,
-        &[
-            -2.760_768_5e-16,
-            2.000_188e-13,
-            -8.604_672e-11,
-            5.122_297e-8,
-            1.485_722_4e-5,
-            6.372_619_3e-4,
-            4.893_524_6e-3,
-        ],
-    );
+    let p = poly(b, x2, &TANH_P);
     let p = b.ins().fmul(p, x);
-    let q = poly(
-        b,
-        x2,
-        &[1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3],
-    );
+    let q = poly(b, x2, &TANH_Q);
     b.ins().fdiv(p, q)
 }
 
@@ -208,18 +182,18 @@ pub(super) fn sin_cos(b: &mut FunctionBuilder, x: Value, cos: bool) -> Value {
     let j = b.ins().band(j, not_one);
     let y = b.ins().fcvt_from_sint(ty, j);
     let mut r = ax;
-    for dp in [0.785_156_25f32, 2.418_756_5e-4, 3.774_895e-8] {
+    for dp in PI_4_PARTS {
         let c = konst(b, ty, dp);
         let yc = b.ins().fmul(y, c);
         r = b.ins().fsub(r, yc);
     }
     let z = b.ins().fmul(r, r);
     // sin r = r + r·z·P(z); cos r = 1 − z/2 + z²·Q(z).
-    let p = poly(b, z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
+    let p = poly(b, z, &SIN_POLY);
     let pz = b.ins().fmul(p, z);
     let pzr = b.ins().fmul(pz, r);
     let ps = b.ins().fadd(pzr, r);
-    let q = poly(b, z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
+    let q = poly(b, z, &COS_POLY);
     let qz = b.ins().fmul(q, z);
     let qzz = b.ins().fmul(qz, z);
     let half = konst(b, ty, 0.5);
