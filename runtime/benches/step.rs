@@ -107,7 +107,7 @@ fn main() {
     for (i, b) in p.buffers.iter().enumerate() {
         match (b.storage, b.dtype) {
             (Storage::Param(_), DType::F32) => {
-                for x in bufs.f32_mut(BufId(i)).expect("f32") {
+                for x in bufs.f32_mut(BufId(i)).expect("f32").iter_mut() {
                     *x = rng.symmetric_f32() * 0.05;
                 }
             }

@@ -2,7 +2,10 @@
 //! its buffers, which it can fill, run, and read back. The reference
 //! interpreter and the CPU backend both implement it; so will CUDA.
 
+use crate::buffers::ProgramBuffers;
+use crate::cpu::CpuBackend;
 use gsc_compiler::kernel::{KernelProgram, Storage};
+use std::any::Any;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{backend} backend: {message}")]
@@ -11,8 +14,10 @@ pub struct BackendError {
     pub message: String,
 }
 
-/// One compiled program (a training step, or a forward pass) with its buffers.
-pub trait Program {
+/// One compiled program (a training step, or a forward pass) with its
+/// buffers. `Any`, so that its backend can find its buffers again
+/// ([`Backend::load_sharing`]).
+pub trait Program: Any {
     /// Fills a persistent f32 buffer (a parameter, a moment, `Lr`, `Step`).
     fn write(&mut self, s: Storage, data: &[f32]) -> Result<(), BackendError>;
     /// Fills an i32 buffer (`Tokens`, `Targets`).
@@ -26,6 +31,16 @@ pub trait Program {
 pub trait Backend {
     fn name(&self) -> &'static str;
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError>;
+    /// As [`Backend::load`], but the program's parameters (`Storage::Param`)
+    /// are `owner`'s own buffers: it reads them where `owner` updates them,
+    /// so evaluation beside training copies nothing (on a GPU, nothing
+    /// crosses the bus). `owner` must be a program of this backend holding
+    /// every parameter `program` has, at the same length.
+    fn load_sharing(
+        &self,
+        program: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError>;
 }
 
 /// The CPU backend: loop kernels JIT-compiled by Cranelift, matmuls by gemm,
@@ -34,8 +49,31 @@ pub trait Backend {
 pub struct Cpu;
 
 struct CpuProgram {
-    exec: crate::cpu::CpuBackend,
-    bufs: crate::buffers::ProgramBuffers,
+    exec: CpuBackend,
+    bufs: ProgramBuffers,
+}
+
+impl CpuProgram {
+    /// `program` compiled into `exec`, with fresh buffers or ones sharing
+    /// `owner`'s parameters (which must be a program of the CPU executor).
+    fn new(
+        exec: CpuBackend,
+        program: &KernelProgram,
+        owner: Option<&dyn Program>,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        let bufs = match owner {
+            None => ProgramBuffers::new(program),
+            Some(o) => {
+                let o: &dyn Any = o;
+                let o = o.downcast_ref::<CpuProgram>().ok_or_else(|| {
+                    cpu_err("the program to share parameters with is not the CPU executor's")
+                })?;
+                ProgramBuffers::sharing(program, &o.bufs)
+            }
+        }
+        .map_err(cpu_err)?;
+        Ok(Box::new(CpuProgram { exec, bufs }))
+    }
 }
 
 fn cpu_err(e: impl std::fmt::Display) -> BackendError {
@@ -51,9 +89,19 @@ impl Backend for Cpu {
     }
 
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
-        let exec = crate::cpu::CpuBackend::new(program).map_err(cpu_err)?;
-        let bufs = crate::buffers::ProgramBuffers::new(program).map_err(cpu_err)?;
-        Ok(Box::new(CpuProgram { exec, bufs }))
+        CpuProgram::new(CpuBackend::new(program).map_err(cpu_err)?, program, None)
+    }
+
+    fn load_sharing(
+        &self,
+        program: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        CpuProgram::new(
+            CpuBackend::new(program).map_err(cpu_err)?,
+            program,
+            Some(owner),
+        )
     }
 }
 
@@ -74,7 +122,7 @@ impl Program for CpuProgram {
     fn read(&self, s: Storage) -> Result<Vec<f32>, BackendError> {
         self.bufs
             .storage(s)
-            .map(<[f32]>::to_vec)
+            .map(|v| v.to_vec())
             .ok_or_else(|| cpu_err(format!("the program has no {s:?} buffer")))
     }
 
@@ -96,14 +144,26 @@ impl Backend for Mlir {
     }
 
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
-        let exec = crate::cpu::CpuBackend::with_code(program, |p| {
-            crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _)
-        })
-        .map_err(|e| BackendError {
-            backend: "mlir",
-            message: e.to_string(),
-        })?;
-        let bufs = crate::buffers::ProgramBuffers::new(program).map_err(cpu_err)?;
-        Ok(Box::new(CpuProgram { exec, bufs }))
+        CpuProgram::new(mlir_exec(program)?, program, None)
     }
+
+    fn load_sharing(
+        &self,
+        program: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        CpuProgram::new(mlir_exec(program)?, program, Some(owner))
+    }
+}
+
+/// The CPU executor of `program` with its loop kernels compiled by MLIR.
+#[cfg(feature = "mlir")]
+fn mlir_exec(program: &KernelProgram) -> Result<CpuBackend, BackendError> {
+    CpuBackend::with_code(program, |p| {
+        crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _)
+    })
+    .map_err(|e| BackendError {
+        backend: "mlir",
+        message: e.to_string(),
+    })
 }

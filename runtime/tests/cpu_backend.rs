@@ -143,7 +143,7 @@ fn assert_all_close(p: &KernelProgram, got: &ProgramBuffers, want: &ProgramBuffe
             continue;
         }
         let id = BufId(i);
-        let (e, at) = max_rel_err(got.f32(id).unwrap(), want.f32(id).unwrap(), 1e-30);
+        let (e, at) = max_rel_err(&got.f32(id).unwrap(), &want.f32(id).unwrap(), 1e-30);
         assert!(
             e <= tol,
             "b{i} ({}): error {e:.2e} at {at}: got {}, want {}",
@@ -889,7 +889,7 @@ fn check_step(model: &ModelConfig, seed: u64, options: JitOptions) {
             } else {
                 1e-30
             };
-            let (e, at) = max_rel_err(g, w, floor);
+            let (e, at) = max_rel_err(&g, &w, floor);
             assert!(
                 e <= tol,
                 "{what} of {:?}: b{i} ({}) error {e:.2e} at {at}: got {}, want {}",
@@ -920,13 +920,20 @@ fn interpret(p: &KernelProgram, state: &ProgramBuffers) -> ProgramBuffers {
         }
     }
     interp::run(p, &mut mem).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = state.clone();
+    let mut out = ProgramBuffers::new(p).unwrap();
     for (i, b) in p.buffers.iter().enumerate() {
-        if b.dtype == DType::F32 {
-            let v = mem.read_buf(BufId(i)).unwrap();
-            for (o, x) in out.f32_mut(BufId(i)).unwrap().iter_mut().zip(v) {
-                *o = x as f32;
+        let id = BufId(i);
+        match b.dtype {
+            DType::F32 => {
+                let v = mem.read_buf(id).unwrap();
+                for (o, x) in out.f32_mut(id).unwrap().iter_mut().zip(v) {
+                    *o = x as f32;
+                }
             }
+            DType::I32 => out
+                .i32_mut(id)
+                .unwrap()
+                .copy_from_slice(state.i32(id).unwrap()),
         }
     }
     out
@@ -1020,7 +1027,7 @@ pub fn randomize(p: &KernelProgram, b: &mut ProgramBuffers, seed: u64, scale: f3
         let id = BufId(i);
         match buf.dtype {
             DType::F32 => {
-                for x in b.f32_mut(id).expect("F32") {
+                for x in b.f32_mut(id).expect("F32").iter_mut() {
                     *x = r.symmetric_f32() * scale;
                 }
             }

@@ -15,7 +15,7 @@ pub mod matmul;
 #[cfg(feature = "mlir")]
 pub mod mlir;
 
-use crate::buffers::{ProgramBuffers, Slot};
+use crate::buffers::{BufferError, ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};
 use gsc_compiler::kernel::{
     render_kernel, AttnShape, BufId, DType, IntRange, Kernel, KernelProgram, Storage,
@@ -73,6 +73,8 @@ impl KernelKind {
 pub enum ExecError {
     #[error("the buffers do not have this program's layout: {0}")]
     Layout(String),
+    #[error(transparent)]
+    Buffers(#[from] BufferError),
     #[error("{buffer} holds {value} at position {position}, outside [{lo}, {hi}] (kernel k{kernel} would index outside a buffer with it)")]
     OutOfRange {
         buffer: String,
@@ -249,9 +251,10 @@ impl CpuBackend {
                 (Some(Slot::Arena { offset, len }), Storage::Arena { offset: o }) => {
                     offset == o && len == b.len
                 }
-                (Some(Slot::F32(_)), _) => {
-                    b.dtype == DType::F32 && bufs.f32(id).map(<[f32]>::len) == Some(b.len)
-                }
+                (Some(Slot::F32(_)), _) if b.dtype == DType::F32 => match bufs.f32(id) {
+                    Some(v) => v.len() == b.len,
+                    None => return Err(BufferError::Busy(b.name.clone()).into()),
+                },
                 (Some(Slot::I32(_)), _) => {
                     b.dtype == DType::I32 && bufs.i32(id).map(<[i32]>::len) == Some(b.len)
                 }
@@ -294,7 +297,8 @@ impl CpuBackend {
     pub fn execute(&mut self, bufs: &mut ProgramBuffers) -> Result<(), ExecError> {
         self.check_layout(bufs)?;
         self.check_ints(bufs)?;
-        let mut table = bufs.base_pointers();
+        let bound = bufs.bind()?;
+        let mut table = bound.pointers().to_vec();
         // The JIT's constant tables follow the program's buffers; kernels
         // only read them.
         table.extend(self.jit.tables().iter().map(|t| t.as_ptr() as *mut u8));
@@ -303,7 +307,8 @@ impl CpuBackend {
             let start = Instant::now();
             // SAFETY: `table` holds the base of every buffer of `bufs`, whose
             // layout was just checked against the program the kernels were
-            // checked against, and `bufs` stays mutably borrowed throughout.
+            // checked against, and `bound` keeps them all (shared ones too)
+            // borrowed for us alone throughout.
             unsafe { self.run_kernel(i, t) };
             self.profile.per_kernel[i] += start.elapsed();
         }

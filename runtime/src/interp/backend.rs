@@ -4,6 +4,7 @@
 use super::{run, Float, InterpError, Memory};
 use crate::backend::{Backend, BackendError, Program};
 use gsc_compiler::kernel::{KernelProgram, Storage};
+use std::any::Any;
 use std::marker::PhantomData;
 
 pub struct InterpBackend<F>(PhantomData<F>);
@@ -35,6 +36,24 @@ impl<F: Float + 'static> Backend for InterpBackend<F> {
         Ok(Box::new(Loaded {
             program: program.clone(),
             memory: Memory::<F>::new(program),
+        }))
+    }
+
+    fn load_sharing(
+        &self,
+        program: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        let owner: &dyn Any = owner;
+        let owner = owner
+            .downcast_ref::<Loaded<F>>()
+            .ok_or_else(|| BackendError {
+                backend: "interp",
+                message: "the program to share parameters with is not this interpreter's".into(),
+            })?;
+        Ok(Box::new(Loaded {
+            program: program.clone(),
+            memory: Memory::sharing(program, &owner.memory).map_err(err)?,
         }))
     }
 }

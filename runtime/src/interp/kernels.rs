@@ -6,6 +6,8 @@ use super::float::Float;
 use super::library;
 use super::InterpError;
 use gsc_compiler::kernel::*;
+use std::cell::Cell;
+use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug)]
 enum Loc {
@@ -15,12 +17,14 @@ enum Loc {
 }
 
 /// Every buffer of one program: persistent ones (params, grads, moments,
-/// inputs, outputs) and the arena.
+/// inputs, outputs) and the arena. Persistent floats are reference-counted
+/// cells, so that another program's memory can hold the same parameters
+/// ([`Memory::sharing`]).
 pub struct Memory<F> {
     locs: Vec<Loc>,
     lens: Vec<usize>,
     storage: Vec<Storage>,
-    floats: Vec<Vec<F>>,
+    floats: Vec<Rc<[Cell<F>]>>,
     ints: Vec<Vec<i32>>,
     arena: Vec<F>,
 }
@@ -44,7 +48,8 @@ impl<F: Float> Memory<F> {
                     Loc::Int(m.ints.len() - 1)
                 }
                 (_, DType::F32) => {
-                    m.floats.push(vec![F::default(); b.len]);
+                    m.floats
+                        .push((0..b.len).map(|_| Cell::new(F::default())).collect());
                     Loc::Float(m.floats.len() - 1)
                 }
             };
@@ -53,6 +58,28 @@ impl<F: Float> Memory<F> {
             m.storage.push(b.storage);
         }
         m
+    }
+
+    /// Memory for `prog` whose parameters (`Storage::Param`) are `owner`'s:
+    /// what one program writes there, the other reads.
+    pub fn sharing(prog: &KernelProgram, owner: &Memory<F>) -> Result<Self, InterpError> {
+        let mut m = Memory::new(prog);
+        for (b, s) in m.storage.iter().enumerate() {
+            let (Storage::Param(_), Loc::Float(i)) = (s, m.locs[b]) else {
+                continue;
+            };
+            let theirs = match owner.find(*s).map(|o| owner.locs[o]) {
+                Ok(Loc::Float(k)) if owner.floats[k].len() == m.lens[b] => &owner.floats[k],
+                _ => {
+                    return Err(InterpError::NoBuffer(format!(
+                        "{s:?} of {} values to share",
+                        m.lens[b]
+                    )))
+                }
+            };
+            m.floats[i] = Rc::clone(theirs);
+        }
+        Ok(m)
     }
 
     fn find(&self, s: Storage) -> Result<usize, InterpError> {
@@ -70,7 +97,7 @@ impl<F: Float> Memory<F> {
         let b = self.find(s)?;
         match self.locs[b] {
             Loc::Float(i) if self.floats[i].len() == data.len() => {
-                self.floats[i].copy_from_slice(data);
+                set_all(&self.floats[i], data);
                 Ok(())
             }
             _ => Err(InterpError::BadWrite(format!(
@@ -103,17 +130,9 @@ impl<F: Float> Memory<F> {
     /// comparing every buffer of a program, temporaries included, with
     /// another backend's.
     pub fn write_buf(&mut self, b: BufId, data: &[F]) -> Result<(), InterpError> {
-        let len = self.lens.get(b.0).copied();
-        let dst = match self.locs.get(b.0) {
-            Some(Loc::Float(i)) => Some(&mut self.floats[*i][..]),
-            Some(Loc::Arena(o)) => len.and_then(|len| self.arena.get_mut(*o..*o + len)),
-            _ => None,
-        };
-        match dst {
-            Some(dst) if dst.len() == data.len() => {
-                dst.copy_from_slice(data);
-                Ok(())
-            }
+        let fits = self.lens.get(b.0) == Some(&data.len());
+        match self.locs.get(b.0) {
+            Some(Loc::Float(_) | Loc::Arena(_)) if fits => self.put(b, data),
             _ => Err(InterpError::BadWrite(format!(
                 "b{} with {} values",
                 b.0,
@@ -148,7 +167,7 @@ impl<F: Float> Memory<F> {
     fn floats_of(&self, b: BufId) -> Result<Vec<F>, InterpError> {
         let len = self.lens[b.0];
         match self.locs[b.0] {
-            Loc::Float(i) => Ok(self.floats[i].clone()),
+            Loc::Float(i) => Ok(self.floats[i].iter().map(Cell::get).collect()),
             Loc::Arena(o) => self
                 .arena
                 .get(o..o + len)
@@ -173,20 +192,27 @@ impl<F: Float> Memory<F> {
 
     fn put(&mut self, b: BufId, data: &[F]) -> Result<(), InterpError> {
         let len = self.lens[b.0];
-        let dst = match self.locs[b.0] {
-            Loc::Float(i) => &mut self.floats[i][..],
+        if data.len() != len {
+            return Err(InterpError::BadWrite(format!(
+                "b{} of {len} values with {}",
+                b.0,
+                data.len()
+            )));
+        }
+        match self.locs[b.0] {
+            Loc::Float(i) => set_all(&self.floats[i], data),
             Loc::Arena(o) => self
                 .arena
                 .get_mut(o..o + len)
-                .ok_or(InterpError::OutOfBounds(b.0, o + len))?,
+                .ok_or(InterpError::OutOfBounds(b.0, o + len))?
+                .copy_from_slice(data),
             Loc::Int(_) => {
                 return Err(InterpError::BadWrite(format!(
                     "b{} is an integer buffer",
                     b.0
                 )))
             }
-        };
-        dst.copy_from_slice(data);
+        }
         Ok(())
     }
 
@@ -195,7 +221,7 @@ impl<F: Float> Memory<F> {
             return Err(InterpError::OutOfBounds(b.0, i));
         }
         Ok(match self.locs[b.0] {
-            Loc::Float(k) => self.floats[k][i],
+            Loc::Float(k) => self.floats[k][i].get(),
             Loc::Arena(o) => self.arena[o + i],
             Loc::Int(k) => F::from_f64(self.ints[k][i] as f64),
         })
@@ -206,7 +232,7 @@ impl<F: Float> Memory<F> {
             return Err(InterpError::OutOfBounds(b.0, i));
         }
         match self.locs[b.0] {
-            Loc::Float(k) => self.floats[k][i] = v,
+            Loc::Float(k) => self.floats[k][i].set(v),
             Loc::Arena(o) => self.arena[o + i] = v,
             Loc::Int(_) => {
                 return Err(InterpError::BadWrite(format!(
@@ -230,6 +256,11 @@ impl<F: Float> Memory<F> {
             ))),
         }
     }
+}
+
+/// Sets every cell of `dst` from `src`, which is as long.
+fn set_all<F: Copy>(dst: &[Cell<F>], src: &[F]) {
+    dst.iter().zip(src).for_each(|(d, &s)| d.set(s));
 }
 
 /// Runs every kernel of `prog` once, in order.

@@ -121,7 +121,8 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-/// A stage's programs, loaded on the backend.
+/// A stage's programs, loaded on the backend; `forward` reads `step`'s
+/// parameters.
 struct Loaded {
     step: Box<dyn Program>,
     forward: Box<dyn Program>,
@@ -195,7 +196,9 @@ fn load_stage(
     })?;
     let started = Instant::now();
     let mut step = opts.backend.load(&programs.step)?;
-    let forward = opts.backend.load(&programs.forward)?;
+    let forward = opts
+        .backend
+        .load_sharing(&programs.forward, step.as_ref())?;
     println!(
         "{run:<8} {:<8} {} kernels loaded on {} in {:.0} ms",
         stage.name,
@@ -260,13 +263,8 @@ pub fn learning_rate(stage: &StagePlan, step: u64) -> f64 {
     lr
 }
 
-/// Mean loss of the forward program over `batches`, with the program's params
-/// copied from the training step's.
+/// Mean loss of the forward program (on the training step's parameters) over `batches`.
 fn evaluate(l: &mut Loaded, batches: &[Batch]) -> Result<f64, TrainError> {
-    for i in 0..l.specs.len() {
-        let p = l.step.read(Storage::Param(i))?;
-        l.forward.write(Storage::Param(i), &p)?;
-    }
     let mut total = 0.0;
     for b in batches {
         l.forward.write_ints(Storage::Tokens, &ints(&b.inputs))?;

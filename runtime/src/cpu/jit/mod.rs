@@ -3,7 +3,7 @@
 //! Every `Kernel::Loop` of a program becomes one function
 //! `unsafe extern "C" fn(bufs: *const *mut u8, lo: i64, hi: i64)`: `bufs` is
 //! the table of buffer base addresses indexed by `BufId`
-//! ([`crate::buffers::ProgramBuffers::base_pointers`]), and `[lo, hi)` the
+//! ([`crate::buffers::Bound::pointers`]), and `[lo, hi)` the
 //! range of the outermost loop this call runs.
 //!
 //! What makes running a kernel sound (indices in bounds, the parallel outer
