@@ -4,10 +4,11 @@
 //! `extern "C" fn(table: *const *mut u8, lo: i64, hi: i64)`, the ABI of the
 //! Cranelift backend's kernels, so the CPU executor runs either.
 
-use crate::emit::{self, Entry, Target};
+use crate::emit::{Entry, Target};
 use crate::pipeline::{Session, Timings};
 use crate::MlirError;
 use gsc_kernel_ir::KernelProgram;
+use melior::ir::Module;
 use std::time::Instant;
 
 const LOWER_TO_LLVM: &str = "builtin.module(inline, symbol-dce, convert-scf-to-cf, \
@@ -49,14 +50,15 @@ impl std::fmt::Debug for CpuKernels {
 
 /// Lowers and JIT-compiles every loop kernel of `program` for the host.
 pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
-    let start = Instant::now();
-    let facts = gsc_kernel_ir::analyse(program)?;
-    let emitted = emit::emit(program, &facts, Target::Cpu)?;
-    let session = Session::new(emitted.text);
-    session.time("emit", start.elapsed());
-    let mut module = session.parse()?;
-    session.phase("canonicalize", crate::TIDY, &mut module)?;
-    session.phase("lower-to-llvm", LOWER_TO_LLVM, &mut module)?;
+    crate::lower(program, Target::Cpu, |session, module, entries| {
+        session.phase("lower-to-llvm", LOWER_TO_LLVM, module)?;
+        jit(session, module, &entries)
+    })
+}
+
+/// LLVM code for the host from a module in the LLVM dialect, and the
+/// address of every entry.
+fn jit(session: &Session, module: &Module, entries: &[Entry]) -> Result<CpuKernels, MlirError> {
     let start = Instant::now();
     // SAFETY: the module is valid LLVM-dialect IR (verified above); the
     // engine is checked for null before use.
@@ -73,7 +75,7 @@ pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
     if engine.ptr.is_null() {
         return Err(MlirError::Engine(format!(
             "could not compile the module for the host{}\n{}",
-            module_hint(&module),
+            module_hint(module),
             session.take_diagnostics().join("\n")
         )));
     }
@@ -82,7 +84,7 @@ pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
         entries: vec![],
         timings: Timings::default(),
     };
-    for e in &emitted.entries {
+    for e in entries {
         let name = std::ffi::CString::new(e.symbol.as_str())
             .map_err(|_| MlirError::Engine(format!("bad symbol {}", e.symbol)))?;
         // SAFETY: a lookup by name in a live engine.

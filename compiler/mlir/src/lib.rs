@@ -41,13 +41,28 @@ pub enum MlirError {
 /// The canonical kernel-level pipeline every target starts with.
 const TIDY: &str = "builtin.module(canonicalize, cse)";
 
-/// The loop kernels of `program` as MLIR for `target`, parsed, verified
-/// and canonicalised: what `gsc compile --emit=mlir` prints.
-pub fn kernel_mlir(program: &KernelProgram, target: Target) -> Result<String, MlirError> {
+/// The first phases of every target: analyse `program`, emit its loop
+/// kernels for `target`, parse, verify and canonicalise them; then `rest`
+/// runs the target's own phases on the module.
+fn lower<T>(
+    program: &KernelProgram,
+    target: Target,
+    rest: impl FnOnce(&pipeline::Session, &mut melior::ir::Module, Vec<Entry>) -> Result<T, MlirError>,
+) -> Result<T, MlirError> {
+    let start = std::time::Instant::now();
     let facts = gsc_kernel_ir::analyse(program)?;
     let emitted = emit::emit(program, &facts, target)?;
     let session = pipeline::Session::new(emitted.text);
+    session.time("emit", start.elapsed());
     let mut module = session.parse()?;
     session.phase("canonicalize", TIDY, &mut module)?;
-    Ok(module.as_operation().to_string())
+    rest(&session, &mut module, emitted.entries)
+}
+
+/// The loop kernels of `program` as MLIR for `target`, parsed, verified
+/// and canonicalised: what `gsc compile --emit=mlir` prints.
+pub fn kernel_mlir(program: &KernelProgram, target: Target) -> Result<String, MlirError> {
+    lower(program, target, |_, module, _| {
+        Ok(module.as_operation().to_string())
+    })
 }

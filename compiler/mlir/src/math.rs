@@ -129,12 +129,12 @@ impl Body {
         self.bin(op, a, b, &i)
     }
 
-    fn to_int(&mut self, x: &str) -> String {
+    fn bits_of(&mut self, x: &str) -> String {
         let (f, i) = (self.f.clone(), self.i.clone());
         self.bitcast(x, &f, &i)
     }
 
-    fn to_float(&mut self, x: &str) -> String {
+    fn float_of(&mut self, x: &str) -> String {
         let (f, i) = (self.f.clone(), self.i.clone());
         self.bitcast(x, &i, &f)
     }
@@ -224,12 +224,12 @@ fn exp(width: Option<usize>) -> String {
     let one = b.fc(1.0);
     let y = b.fbin("addf", &y, &one);
     // 2ⁿ from n's bits: (n + 127) << 23.
-    let ni = b.to_int(&shifted);
+    let ni = b.bits_of(&shifted);
     let bias = b.ic(127);
     let biased = b.ibin("addi", &ni, &bias);
     let shift = b.ic(23);
     let bits = b.ibin("shli", &biased, &shift);
-    let scale = b.to_float(&bits);
+    let scale = b.float_of(&bits);
     let out = b.fbin("mulf", &y, &scale);
     b.finish(&Helper::Exp.symbol(width), &out)
 }
@@ -288,17 +288,17 @@ fn sin_cos(cos: bool, width: Option<usize>) -> String {
     let neg = b.ibin("andi", &m, &two);
     let thirty = b.ic(30);
     let neg = b.ibin("shli", &neg, &thirty);
-    let vi = b.to_int(&v);
+    let vi = b.bits_of(&v);
     let vi = b.ibin("xori", &vi, &neg);
     let vi = if cos {
         vi
     } else {
-        let xi = b.to_int("%x");
+        let xi = b.bits_of("%x");
         let sign_bit = b.ic(i32::MIN);
         let sign = b.ibin("andi", &xi, &sign_bit);
         b.ibin("xori", &vi, &sign)
     };
-    let out = b.to_float(&vi);
+    let out = b.float_of(&vi);
     let name = if cos { Helper::Cos } else { Helper::Sin };
     b.finish(&name.symbol(width), &out)
 }
@@ -308,7 +308,7 @@ fn sin_cos(cos: bool, width: Option<usize>) -> String {
 /// (subnormal arguments are read as if normal).
 fn log(width: Option<usize>) -> String {
     let mut b = Body::new(width);
-    let bits = b.to_int("%x");
+    let bits = b.bits_of("%x");
     let c23 = b.ic(23);
     let exp_bits = b.ibin("shrui", &bits, &c23);
     let c255 = b.ic(255);
@@ -319,7 +319,7 @@ fn log(width: Option<usize>) -> String {
     let half_bits = b.ic(0x3f00_0000);
     let mb = b.ibin("andi", &bits, &mant_mask);
     let mb = b.ibin("ori", &mb, &half_bits);
-    let m = b.to_float(&mb);
+    let m = b.float_of(&mb);
     let ef = b.convert("arith.sitofp", &e, false);
     // m in [0.5, 1): below √½ take 2m − 1 and e − 1, else m − 1.
     let sqrt_half = b.fc(std::f32::consts::FRAC_1_SQRT_2);

@@ -4,13 +4,14 @@
 //! it) comes from a CUDA toolkit, or from the `nvidia-cuda-nvcc-cu12`
 //! wheel, found as [`CudaOptions::toolkit`] says.
 
-use crate::emit::{self, Entry, Target};
+use crate::emit::{Entry, Target};
 use crate::pipeline::{PhaseError, Session, Timings};
 use crate::MlirError;
 use gsc_kernel_ir::KernelProgram;
 use melior::ir::attribute::AttributeLike;
 use melior::ir::operation::OperationLike;
 use melior::ir::BlockLike;
+use melior::ir::Module;
 use std::path::{Path, PathBuf};
 
 /// Code generation choices for NVIDIA GPUs.
@@ -98,20 +99,25 @@ fn lower_to_nvvm(o: &CudaOptions) -> String {
 
 /// Lowers every loop kernel of `program` to PTX for `options.chip`.
 pub fn compile_ptx(program: &KernelProgram, options: &CudaOptions) -> Result<PtxModule, MlirError> {
-    let start = std::time::Instant::now();
-    let facts = gsc_kernel_ir::analyse(program)?;
-    let emitted = emit::emit(program, &facts, Target::Cuda)?;
-    let session = Session::new(emitted.text);
-    session.time("emit", start.elapsed());
-    let mut module = session.parse()?;
-    session.phase("canonicalize", crate::TIDY, &mut module)?;
-    session.phase("lower-to-nvvm", &lower_to_nvvm(options), &mut module)?;
+    crate::lower(program, Target::Cuda, |session, module, entries| {
+        serialize(session, module, entries, options)
+    })
+}
+
+/// The NVVM lowering and the PTX of the canonical module.
+fn serialize(
+    session: &Session,
+    module: &mut Module,
+    entries: Vec<Entry>,
+    options: &CudaOptions,
+) -> Result<PtxModule, MlirError> {
+    session.phase("lower-to-nvvm", &lower_to_nvvm(options), module)?;
     let serialize = format!(
         "builtin.module(gpu-module-to-binary{{format=isa toolkit={}}})",
         options.toolkit.display()
     );
-    session.phase("serialize", &serialize, &mut module)?;
-    let ptx = read_ptx(&module).ok_or_else(|| PhaseError {
+    session.phase("serialize", &serialize, module)?;
+    let ptx = read_ptx(module).ok_or_else(|| PhaseError {
         phase: "serialize".into(),
         kernel: None,
         diagnostics: vec!["the module holds no gpu.binary with a PTX object".into()],
@@ -119,7 +125,7 @@ pub fn compile_ptx(program: &KernelProgram, options: &CudaOptions) -> Result<Ptx
     Ok(PtxModule {
         chip: options.chip.clone(),
         ptx,
-        entries: emitted.entries,
+        entries,
         timings: session.timings(),
     })
 }

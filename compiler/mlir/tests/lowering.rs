@@ -165,10 +165,9 @@ fn ptxas_accepts_every_program_for_sm80_and_sm90() {
 fn a_parse_failure_names_the_phase_the_kernel_and_the_diagnostic() {
     let text = "module {\n  func.func @k7_gelu(%x: f32) -> f32 {\n    %y = arith.addf %x, %nope : f32\n    return %y : f32\n  }\n}\n";
     let session = Session::new(text.to_string());
-    let err = session
-        .parse()
-        .err()
-        .expect("an undefined value is an error");
+    let Err(err) = session.parse() else {
+        panic!("an undefined value is an error");
+    };
     assert_eq!(err.phase, "parse");
     assert_eq!(err.kernel.as_deref(), Some("k7_gelu"));
     let all = err.diagnostics.join("\n");
@@ -182,8 +181,7 @@ fn a_bad_pipeline_is_reported_with_its_phase() {
     let mut m = session.parse().expect("parses");
     let err = session
         .phase("lower", "builtin.module(no-such-pass)", &mut m)
-        .err()
-        .expect("an unknown pass is an error");
+        .expect_err("an unknown pass is an error");
     assert_eq!(err.phase, "lower");
     assert!(err.diagnostics.join("\n").contains("no-such-pass"));
 }
