@@ -3,6 +3,7 @@
 //! interpreter and the CPU backend both implement it; so will CUDA.
 
 use crate::buffers::ProgramBuffers;
+use crate::cpu::jit::JitOptions;
 use crate::cpu::CpuBackend;
 use gsc_compiler::kernel::{KernelProgram, Storage};
 use std::any::Any;
@@ -53,27 +54,25 @@ struct CpuProgram {
     bufs: ProgramBuffers,
 }
 
-impl CpuProgram {
-    /// `program` compiled into `exec`, with fresh buffers or ones sharing
-    /// `owner`'s parameters (which must be a program of the CPU executor).
-    fn new(
-        exec: CpuBackend,
-        program: &KernelProgram,
-        owner: Option<&dyn Program>,
-    ) -> Result<Box<dyn Program>, BackendError> {
-        let bufs = match owner {
-            None => ProgramBuffers::new(program),
-            Some(o) => {
-                let o: &dyn Any = o;
-                let o = o.downcast_ref::<CpuProgram>().ok_or_else(|| {
-                    cpu_err("the program to share parameters with is not the CPU executor's")
-                })?;
-                ProgramBuffers::sharing(program, &o.bufs)
-            }
+/// `program` compiled into `exec`, with fresh buffers or ones sharing
+/// `owner`'s parameters (which must be a program of the CPU executor).
+fn cpu_program(
+    exec: CpuBackend,
+    program: &KernelProgram,
+    owner: Option<&dyn Program>,
+) -> Result<Box<dyn Program>, BackendError> {
+    let bufs = match owner {
+        None => ProgramBuffers::new(program),
+        Some(o) => {
+            let o: &dyn Any = o;
+            let o = o.downcast_ref::<CpuProgram>().ok_or_else(|| {
+                cpu_err("the program to share parameters with is not the CPU executor's")
+            })?;
+            ProgramBuffers::sharing(program, &o.bufs)
         }
-        .map_err(cpu_err)?;
-        Ok(Box::new(CpuProgram { exec, bufs }))
     }
+    .map_err(cpu_err)?;
+    Ok(Box::new(CpuProgram { exec, bufs }))
 }
 
 fn cpu_err(e: impl std::fmt::Display) -> BackendError {
@@ -83,13 +82,25 @@ fn cpu_err(e: impl std::fmt::Display) -> BackendError {
     }
 }
 
+impl Cpu {
+    /// [`Backend::load`] with explicit code generation options.
+    pub fn load_with(
+        &self,
+        program: &KernelProgram,
+        options: JitOptions,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        let exec = CpuBackend::with_options(program, options).map_err(cpu_err)?;
+        cpu_program(exec, program, None)
+    }
+}
+
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
     }
 
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
-        CpuProgram::new(CpuBackend::new(program).map_err(cpu_err)?, program, None)
+        self.load_with(program, JitOptions::default())
     }
 
     fn load_sharing(
@@ -97,11 +108,8 @@ impl Backend for Cpu {
         program: &KernelProgram,
         owner: &dyn Program,
     ) -> Result<Box<dyn Program>, BackendError> {
-        CpuProgram::new(
-            CpuBackend::new(program).map_err(cpu_err)?,
-            program,
-            Some(owner),
-        )
+        let exec = CpuBackend::new(program).map_err(cpu_err)?;
+        cpu_program(exec, program, Some(owner))
     }
 }
 
@@ -144,7 +152,7 @@ impl Backend for Mlir {
     }
 
     fn load(&self, program: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
-        CpuProgram::new(mlir_exec(program)?, program, None)
+        cpu_program(mlir_exec(program)?, program, None)
     }
 
     fn load_sharing(
@@ -152,7 +160,7 @@ impl Backend for Mlir {
         program: &KernelProgram,
         owner: &dyn Program,
     ) -> Result<Box<dyn Program>, BackendError> {
-        CpuProgram::new(mlir_exec(program)?, program, Some(owner))
+        cpu_program(mlir_exec(program)?, program, Some(owner))
     }
 }
 

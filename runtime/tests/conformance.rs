@@ -1,6 +1,10 @@
-//! The CPU backend against the reference interpreter in f64: every kernel kind on
+//! The conformance suite: every backend against the reference interpreter
+//! in f64, through the `Backend` and `Program` traits alone (programs loaded,
+//! fed, run and read back as the training loop does): every kernel kind on
 //! random inputs (odd extents, extents below and around the thread count),
-//! then whole training steps of small gpt and nGPT models.
+//! whole training steps of small gpt and nGPT models, and programs sharing
+//! parameters. A backend joins with one line, `conformance!(name, backend)`
+//! (below the suite); tests of the CPU backend's own machinery follow.
 //!
 //! Tolerances: each test states its own, as the largest error relative to
 //! the largest magnitude in the buffer (so cancellation near zero does not
@@ -12,10 +16,8 @@
 
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
-use gsc_runtime::buffers::ProgramBuffers;
-use gsc_runtime::cpu::jit::{compile_program, compile_program_with, JitOptions};
-use gsc_runtime::cpu::{CpuBackend, ExecError};
-use gsc_runtime::interp::{self, Memory};
+use gsc_runtime::backend::{Backend, BackendError, Program};
+use gsc_runtime::interp::InterpBackend;
 use gsc_runtime::rng::SplitMix64;
 
 fn f32buf(name: &str, len: usize, storage: Storage) -> Buffer {
@@ -120,39 +122,103 @@ fn loop_kernel(name: &str, body: Vec<Stmt>, num_vars: u32, num_locals: u32) -> K
     })
 }
 
+/// The distinct persistent buffers of `p` (the ones a `Program` exposes),
+/// in buffer order.
+fn persistent(p: &KernelProgram) -> Vec<&Buffer> {
+    let mut seen = vec![];
+    p.buffers
+        .iter()
+        .filter(|b| !matches!(b.storage, Storage::Arena { .. }))
+        .filter(|b| {
+            let new = !seen.contains(&b.storage);
+            seen.push(b.storage);
+            new
+        })
+        .collect()
+}
+
+/// Fills every persistent buffer of `p`, the same in each of `programs`:
+/// F32 values uniform in [-scale, scale), I32 values below `int_below`.
+fn randomize(
+    p: &KernelProgram,
+    programs: &mut [&mut Box<dyn Program>],
+    seed: u64,
+    scale: f32,
+    int_below: u64,
+) {
+    let mut r = SplitMix64::new(seed);
+    for b in persistent(p) {
+        match b.dtype {
+            DType::F32 => {
+                let v: Vec<f32> = (0..b.len).map(|_| r.symmetric_f32() * scale).collect();
+                programs
+                    .iter_mut()
+                    .for_each(|x| x.write(b.storage, &v).unwrap());
+            }
+            DType::I32 => {
+                let v: Vec<i32> = (0..b.len).map(|_| r.below(int_below) as i32).collect();
+                programs
+                    .iter_mut()
+                    .for_each(|x| x.write_ints(b.storage, &v).unwrap());
+            }
+        }
+    }
+}
+
+/// The reference: `p` on the interpreter in f64.
+fn oracle(p: &KernelProgram) -> Box<dyn Program> {
+    InterpBackend::<f64>::default()
+        .load(p)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs `p` on the backend and on the interpreter from the same random
-/// state; returns (backend, interpreter) buffers.
+/// state; returns (backend, interpreter) programs.
 fn run_both(
+    backend: &dyn Backend,
     p: &KernelProgram,
     seed: u64,
     scale: f32,
     int_below: u64,
-) -> (ProgramBuffers, ProgramBuffers) {
-    let mut got = ProgramBuffers::new(p).expect("buffers");
-    randomize(p, &mut got, seed, scale, int_below);
-    let want = interpret(p, &got);
-    let mut backend = CpuBackend::new(p).unwrap_or_else(|e| panic!("{e}"));
-    backend.execute(&mut got).expect("execute");
+) -> (Box<dyn Program>, Box<dyn Program>) {
+    let mut got = backend.load(p).unwrap_or_else(|e| panic!("{e}"));
+    let mut want = oracle(p);
+    randomize(p, &mut [&mut got, &mut want], seed, scale, int_below);
+    want.run().unwrap_or_else(|e| panic!("{e}"));
+    got.run().unwrap_or_else(|e| panic!("{e}"));
     (got, want)
 }
 
-/// Every F32 buffer within `tol` (relative to the buffer's largest value).
-fn assert_all_close(p: &KernelProgram, got: &ProgramBuffers, want: &ProgramBuffers, tol: f64) {
-    for (i, b) in p.buffers.iter().enumerate() {
-        if b.dtype != DType::F32 {
-            continue;
-        }
-        let id = BufId(i);
-        let (e, at) = max_rel_err(&got.f32(id).unwrap(), &want.f32(id).unwrap(), 1e-30);
+/// Every persistent F32 buffer within `tol(storage)`, relative to the
+/// larger of `floor(storage)` and the buffer's largest value.
+fn assert_close(
+    p: &KernelProgram,
+    got: &dyn Program,
+    want: &dyn Program,
+    what: &str,
+    tol: impl Fn(Storage) -> (f64, f64),
+) {
+    for b in persistent(p).into_iter().filter(|b| b.dtype == DType::F32) {
+        let (g, w) = (got.read(b.storage).unwrap(), want.read(b.storage).unwrap());
+        let (tol, floor) = tol(b.storage);
+        let (e, at) = max_rel_err(&g, &w, floor);
         assert!(
             e <= tol,
-            "b{i} ({}): error {e:.2e} at {at}: got {}, want {}",
+            "{what}{} ({:?}): error {e:.2e} at {at}: got {}, want {}",
             b.name,
-            got.f32(id).unwrap()[at],
-            want.f32(id).unwrap()[at]
+            b.storage,
+            g[at],
+            w[at]
         );
     }
 }
+
+/// Every persistent F32 buffer within `tol` (relative to the buffer's largest value).
+fn assert_all_close(p: &KernelProgram, got: &dyn Program, want: &dyn Program, tol: f64) {
+    assert_close(p, got, want, "", |_| (tol, 1e-30));
+}
+
+// The suite: each check runs on any backend.
 
 /// `out[i, j] = f(x[i, j], y[i, j], i, j)` exercising every unary and
 /// binary function and indices as floats, over `rows × cols`.
@@ -203,8 +269,8 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
     KernelProgram {
         buffers: vec![
             f32buf("x", n, Storage::Param(0)),
-            f32buf("y", n, Storage::Arena { offset: 0 }),
-            f32buf("out", n, Storage::Arena { offset: n }),
+            f32buf("y", n, Storage::AdamM(0)),
+            f32buf("out", n, Storage::AdamV(0)),
             f32buf("out_t", n, Storage::Grad(0)),
         ],
         kernels: vec![loop_kernel(
@@ -213,12 +279,11 @@ fn elementwise_program(rows: usize, cols: usize) -> KernelProgram {
             2,
             l + 1,
         )],
-        arena_len: 2 * n,
+        arena_len: 0,
     }
 }
 
-#[test]
-fn elementwise_functions_match_over_odd_and_tiny_extents() {
+fn elementwise_functions_match_over_odd_and_tiny_extents(b: &dyn Backend) {
     // (1, 1), extents below the thread count, odd ones, and ones large
     // enough that the outer loop is split across threads.
     for (seed, (rows, cols)) in [
@@ -235,16 +300,16 @@ fn elementwise_functions_match_over_odd_and_tiny_extents() {
     .enumerate()
     {
         let p = elementwise_program(rows, cols);
-        let (got, want) = run_both(&p, seed as u64, 1.0, 1);
-        assert_all_close(&p, &got, &want, 1e-5);
+        let (got, want) = run_both(b, &p, seed as u64, 1.0, 1);
+        assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
     }
 }
 
-/// exp, tanh, sin and cos are inline polynomials: check them pointwise over
-/// their whole useful range, exp and tanh relative to each value (1e-6),
-/// sin and cos absolutely (1e-6; angles up to 8192 as RoPE makes them).
-#[test]
-fn inline_transcendentals_are_accurate_pointwise() {
+/// Backends evaluate exp, tanh, sin and cos as inline polynomials: check
+/// them pointwise over their whole useful range, exp and tanh relative to
+/// each value (1e-6), sin and cos absolutely (1e-6; angles up to 8192 as
+/// RoPE makes them).
+fn inline_transcendentals_are_accurate_pointwise(b: &dyn Backend) {
     let n = 20001;
     let p = KernelProgram {
         buffers: vec![
@@ -287,7 +352,7 @@ fn inline_transcendentals_are_accurate_pointwise() {
         )],
         arena_len: 0,
     };
-    let mut b = ProgramBuffers::new(&p).unwrap();
+    let mut prog = b.load(&p).unwrap_or_else(|e| panic!("{e}"));
     let xs: Vec<f32> = (0..n)
         .map(|i| -87.0 + 175.0 * i as f32 / (n - 1) as f32)
         .collect();
@@ -298,13 +363,19 @@ fn inline_transcendentals_are_accurate_pointwise() {
     let xs_angles: Vec<f32> = (0..n)
         .map(|i| -8192.0 + 16384.0 * i as f32 / (n - 1) as f32)
         .collect();
-    let mut backend = CpuBackend::new(&p).unwrap();
     for (set, xs) in [xs, xs_small, xs_angles].into_iter().enumerate() {
-        b.load(Storage::Param(0), &xs).unwrap();
-        backend.execute(&mut b).unwrap();
+        prog.write(Storage::Param(0), &xs).unwrap();
+        prog.run().unwrap();
+        let [exp, tanh, sin, cos] = [
+            Storage::Grad(0),
+            Storage::AdamM(0),
+            Storage::AdamV(0),
+            Storage::Grad(1),
+        ]
+        .map(|s| prog.read(s).unwrap());
         for (i, &x) in xs.iter().enumerate() {
-            let e = b.storage(Storage::Grad(0)).unwrap()[i] as f64;
-            let t = b.storage(Storage::AdamM(0)).unwrap()[i] as f64;
+            let e = exp[i] as f64;
+            let t = tanh[i] as f64;
             let (we, wt) = ((x as f64).exp(), (x as f64).tanh());
             if set < 2 {
                 assert!(((e - we) / we).abs() < 1e-6, "exp({x}) = {e}, want {we}");
@@ -313,8 +384,7 @@ fn inline_transcendentals_are_accurate_pointwise() {
                     "tanh({x}) = {t}, want {wt}"
                 );
             }
-            let sn = b.storage(Storage::AdamV(0)).unwrap()[i] as f64;
-            let cs = b.storage(Storage::Grad(1)).unwrap()[i] as f64;
+            let (sn, cs) = (sin[i] as f64, cos[i] as f64);
             assert!((sn - (x as f64).sin()).abs() < 1e-6, "sin({x}) = {sn}");
             assert!((cs - (x as f64).cos()).abs() < 1e-6, "cos({x}) = {cs}");
         }
@@ -325,9 +395,9 @@ fn inline_transcendentals_are_accurate_pointwise() {
     for (i, x) in special.iter_mut().enumerate() {
         *x = [f32::NAN, 1e4, -1e4, f32::INFINITY, f32::NEG_INFINITY][i % 5];
     }
-    b.load(Storage::Param(0), &special).unwrap();
-    backend.execute(&mut b).unwrap();
-    let e = b.storage(Storage::Grad(0)).unwrap();
+    prog.write(Storage::Param(0), &special).unwrap();
+    prog.run().unwrap();
+    let e = prog.read(Storage::Grad(0)).unwrap();
     for i in [0, 1, 2, 3, 4, n - 5, n - 4, n - 3, n - 2, n - 1] {
         let (x, e) = (special[i], e[i]);
         if x.is_nan() {
@@ -404,7 +474,7 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
     KernelProgram {
         buffers: vec![
             f32buf("x", rows * cols, Storage::Param(0)),
-            f32buf("softmax", rows * cols, Storage::Arena { offset: 0 }),
+            f32buf("softmax", rows * cols, Storage::Grad(1)),
             f32buf("colsum", cols, Storage::Grad(0)),
             f32buf("mean_max", 1, Storage::Loss),
         ],
@@ -413,12 +483,11 @@ fn reductions_program(rows: usize, cols: usize) -> KernelProgram {
             loop_kernel("colsum", colsum, 2, 3),
             loop_kernel("mean_max", total, 2, 2),
         ],
-        arena_len: rows * cols,
+        arena_len: 0,
     }
 }
 
-#[test]
-fn reductions_match() {
+fn reductions_match(b: &dyn Backend) {
     // 39 columns: two jammed groups of 16, one vector of 4, 3 scalar.
     for (seed, (rows, cols)) in [
         (1, 1),
@@ -433,15 +502,14 @@ fn reductions_match() {
     .enumerate()
     {
         let p = reductions_program(rows, cols);
-        let (got, want) = run_both(&p, 10 + seed as u64, 4.0, 1);
-        assert_all_close(&p, &got, &want, 1e-5);
+        let (got, want) = run_both(b, &p, 10 + seed as u64, 4.0, 1);
+        assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
     }
 }
 
 /// nGPT's column normalisation after an in-place update: per column, a
 /// strided sum of squares, then a strided in-place read-modify-write.
-#[test]
-fn column_normalisation_in_place_matches() {
+fn column_normalisation_in_place_matches(b: &dyn Backend) {
     for (seed, (rows, cols)) in [(5, 1), (3, 8), (7, 37), (4, 1024), (33, 1025)]
         .into_iter()
         .enumerate()
@@ -484,8 +552,8 @@ fn column_normalisation_in_place_matches() {
             kernels: vec![loop_kernel("column_norm", body, 3, 4)],
             arena_len: 0,
         };
-        let (got, want) = run_both(&p, 50 + seed as u64, 1.0, 1);
-        assert_all_close(&p, &got, &want, 1e-5);
+        let (got, want) = run_both(b, &p, 50 + seed as u64, 1.0, 1);
+        assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
     }
 }
 
@@ -518,9 +586,9 @@ fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {
         buffers: vec![
             f32buf("emb", vocab * dim, Storage::Param(0)),
             i32buf("tokens", n, Storage::Tokens),
-            f32buf("x", n * dim, Storage::Arena { offset: 0 }),
+            f32buf("x", n * dim, Storage::Grad(0)),
             f32buf("probs", n * vocab, Storage::Logits),
-            f32buf("dlogits", n * vocab, Storage::Arena { offset: n * dim }),
+            f32buf("dlogits", n * vocab, Storage::Grad(1)),
         ],
         kernels: vec![
             loop_kernel(
@@ -552,42 +620,41 @@ fn gather_program(n: usize, vocab: usize, dim: usize) -> KernelProgram {
                 0,
             ),
         ],
-        arena_len: n * dim + n * vocab,
+        arena_len: 0,
     }
 }
 
-#[test]
-fn gathers_and_select_match() {
+fn gathers_and_select_match(b: &dyn Backend) {
     for (seed, (n, vocab, dim)) in [(1, 1, 1), (3, 5, 7), (4097, 11, 9), (33, 256, 64)]
         .into_iter()
         .enumerate()
     {
         let p = gather_program(n, vocab, dim);
-        let (got, want) = run_both(&p, 20 + seed as u64, 1.0, vocab as u64);
-        assert_all_close(&p, &got, &want, 0.0);
+        let (got, want) = run_both(b, &p, 20 + seed as u64, 1.0, vocab as u64);
+        assert_all_close(&p, got.as_ref(), want.as_ref(), 0.0);
     }
 }
 
-#[test]
-fn out_of_range_token_is_refused_before_running() {
+/// A token outside the vocabulary fails the run before any kernel writes.
+fn out_of_range_token_is_refused_before_running(b: &dyn Backend) {
     let p = gather_program(4, 5, 3);
-    let mut b = ProgramBuffers::new(&p).unwrap();
-    b.set_tokens(&[0, 4, 5, 1]).unwrap();
-    let mut backend = CpuBackend::new(&p).unwrap();
-    match backend.execute(&mut b) {
-        Err(ExecError::OutOfRange {
-            position, value, ..
-        }) => assert_eq!((position, value), (2, 5)),
-        other => panic!("want OutOfRange, got {other:?}"),
-    }
-    b.set_tokens(&[0, 4, -1, 1]).unwrap();
-    assert!(backend.execute(&mut b).is_err());
-    b.set_tokens(&[0, 4, 3, 1]).unwrap();
-    backend.execute(&mut b).unwrap();
+    let mut prog = b.load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let untouched = vec![7.0; 4 * 3];
+    prog.write(Storage::Grad(0), &untouched).unwrap();
+    prog.write_ints(Storage::Tokens, &[0, 4, 5, 1]).unwrap();
+    let e = prog.run().expect_err("token 5 of a vocabulary of 5");
+    assert!(
+        e.message.contains("tokens") && e.message.contains("position 2"),
+        "the error names the buffer and the position: {e}"
+    );
+    assert_eq!(prog.read(Storage::Grad(0)).unwrap(), untouched);
+    prog.write_ints(Storage::Tokens, &[0, 4, -1, 1]).unwrap();
+    assert!(prog.run().is_err());
+    prog.write_ints(Storage::Tokens, &[0, 4, 3, 1]).unwrap();
+    prog.run().unwrap();
 }
 
-#[test]
-fn an_index_past_the_end_names_the_kernel_and_prints_it() {
+fn an_index_past_the_end_names_the_kernel_and_prints_it(b: &dyn Backend) {
     let p = KernelProgram {
         buffers: vec![
             f32buf("x", 8, Storage::Param(0)),
@@ -605,75 +672,13 @@ fn an_index_past_the_end_names_the_kernel_and_prints_it() {
         )],
         arena_len: 0,
     };
-    let e = CpuBackend::new(&p).expect_err("out of bounds").to_string();
+    let e = match b.load(&p) {
+        Ok(_) => panic!("a program indexing past a buffer's end was loaded"),
+        Err(e) => e.to_string(),
+    };
     assert!(e.contains("k0") && e.contains("shifted_copy"), "{e}");
     assert!(e.contains("b0[1..=8] outside its 8 elements"), "{e}");
     assert!(e.contains("b1[i0] = b0[i0 + 1]"), "the IR is printed: {e}");
-}
-
-#[test]
-fn only_provably_disjoint_outer_loops_are_parallel() {
-    let par = |body: Vec<Stmt>| {
-        let p = KernelProgram {
-            buffers: vec![
-                f32buf("x", 64, Storage::Param(0)),
-                f32buf("y", 64, Storage::Grad(0)),
-            ],
-            kernels: vec![loop_kernel("k", body, 2, 0)],
-            arena_len: 0,
-        };
-        compile_program(&p).unwrap().loops[0].unwrap().parallel
-    };
-    let x = |o, t: &[(u32, i64)]| load(0, ix(o, t));
-    // Row-wise: parallel.
-    assert_eq!(
-        par(vec![for_(
-            0,
-            8,
-            vec![for_(
-                1,
-                8,
-                vec![store(1, ix(0, &[(0, 8), (1, 1)]), x(0, &[(0, 8), (1, 1)]))]
-            )]
-        )]),
-        Some(8)
-    );
-    // Every iteration writes element 0: serial.
-    assert_eq!(
-        par(vec![for_(
-            0,
-            8,
-            vec![store(1, ix(0, &[]), x(0, &[(0, 1)]))]
-        )]),
-        None
-    );
-    // Rows overlap (stride 4, width 8): serial.
-    assert_eq!(
-        par(vec![for_(
-            0,
-            8,
-            vec![for_(1, 8, vec![store(1, ix(0, &[(0, 4), (1, 1)]), c(1.0))])]
-        )]),
-        None
-    );
-    // In place, reading the element it writes: parallel; reading the
-    // neighbour another iteration writes: serial.
-    assert_eq!(
-        par(vec![for_(
-            0,
-            64,
-            vec![store(0, ix(0, &[(0, 1)]), x(0, &[(0, 1)]))]
-        )]),
-        Some(64)
-    );
-    assert_eq!(
-        par(vec![for_(
-            0,
-            63,
-            vec![store(0, ix(0, &[(0, 1)]), x(1, &[(0, 1)]))]
-        )]),
-        None
-    );
 }
 
 fn library_program() -> KernelProgram {
@@ -692,22 +697,19 @@ fn library_program() -> KernelProgram {
     let kvl = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
     let (vocab, dim) = (13, 7);
     let ntok = shape.batch * shape.seq;
+    // Every buffer persistent, so that a `Program` can fill and read it.
     let mut buffers = vec![];
-    let mut arena = 0;
     let mut add = |name: &str, len: usize, dtype: DType| {
+        let storage = match dtype {
+            DType::I32 => Storage::Tokens,
+            DType::F32 => Storage::Param(buffers.len()),
+        };
         buffers.push(Buffer {
             name: name.into(),
             dtype,
             len,
-            storage: if dtype == DType::I32 {
-                Storage::Tokens
-            } else {
-                Storage::Arena { offset: arena }
-            },
+            storage,
         });
-        if dtype == DType::F32 {
-            arena += len;
-        }
         BufId(buffers.len() - 1)
     };
     let a = add("a", m * k, DType::F32);
@@ -789,15 +791,14 @@ fn library_program() -> KernelProgram {
     KernelProgram {
         buffers,
         kernels,
-        arena_len: arena,
+        arena_len: 0,
     }
 }
 
-#[test]
-fn library_kernels_match() {
+fn library_kernels_match(b: &dyn Backend) {
     let p = library_program();
-    let (got, want) = run_both(&p, 7, 1.0, 13);
-    assert_all_close(&p, &got, &want, 1e-5);
+    let (got, want) = run_both(b, &p, 7, 1.0, 13);
+    assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
 }
 
 fn tiny(arch: Arch, activation: Activation, tied: bool) -> ModelConfig {
@@ -845,10 +846,38 @@ fn train() -> TrainConfig {
     }
 }
 
+/// The source of the programs a training-step check runs.
+type Load<'a> = &'a dyn Fn(&KernelProgram) -> Result<Box<dyn Program>, BackendError>;
+
+/// Random parameters, moments (second moments non-negative) and tokens for
+/// `p`, in each of `programs`, with lr 1e-2 at step 3 where `p` has them.
+fn training_state(
+    p: &KernelProgram,
+    programs: &mut [&mut Box<dyn Program>],
+    seed: u64,
+    vocab: usize,
+) {
+    randomize(p, programs, seed, 0.5, vocab as u64);
+    for b in persistent(p) {
+        let v: Vec<f32> = match b.storage {
+            Storage::AdamV(_) => {
+                let v = programs[0].read(b.storage).unwrap();
+                v.iter().map(|x| x.abs() * 1e-3).collect()
+            }
+            Storage::Lr => vec![1e-2],
+            Storage::Step => vec![3.0],
+            _ => continue,
+        };
+        programs
+            .iter_mut()
+            .for_each(|x| x.write(b.storage, &v).unwrap());
+    }
+}
+
 /// One training step (and the forward program) of `model` on the backend
 /// and on the interpreter, from the same random parameters, moments and
 /// tokens.
-fn check_step(model: &ModelConfig, seed: u64, options: JitOptions) {
+fn check_step(load: Load, model: &ModelConfig, seed: u64) {
     let train = train();
     let stage =
         gsc_compiler::compile_stage(model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
@@ -856,140 +885,30 @@ fn check_step(model: &ModelConfig, seed: u64, options: JitOptions) {
         ("forward", &stage.forward_kernels),
         ("step", &stage.kernels),
     ] {
-        let mut got = ProgramBuffers::new(p).unwrap();
-        randomize(p, &mut got, seed, 0.5, model.vocab as u64);
-        // Second moments are non-negative.
-        for (i, b) in p.buffers.iter().enumerate() {
-            if let Storage::AdamV(_) = b.storage {
-                got.f32_mut(BufId(i))
-                    .unwrap()
-                    .iter_mut()
-                    .for_each(|x| *x = x.abs() * 1e-3);
-            }
-        }
-        let _ = got.set_lr(1e-2);
-        let _ = got.set_step(3.0);
-        let want = interpret(p, &got);
-        let mut backend = CpuBackend::with_options(p, options).unwrap_or_else(|e| panic!("{e}"));
-        backend.execute(&mut got).unwrap();
-        for (i, b) in p.buffers.iter().enumerate() {
-            if b.dtype != DType::F32 || matches!(b.storage, Storage::Arena { .. }) {
-                continue;
-            }
-            let id = BufId(i);
-            let (g, w) = (got.f32(id).unwrap(), want.f32(id).unwrap());
-            let tol = match b.storage {
-                // An update moves a parameter by about lr; compare the
-                // moved amount to lr.
-                Storage::Param(_) => 1e-2 * 1e-2,
-                _ => 1e-3,
-            };
-            let floor = if matches!(b.storage, Storage::Param(_)) {
-                1.0
-            } else {
-                1e-30
-            };
-            let (e, at) = max_rel_err(&g, &w, floor);
-            assert!(
-                e <= tol,
-                "{what} of {:?}: b{i} ({}) error {e:.2e} at {at}: got {}, want {}",
-                model.arch,
-                b.name,
-                g[at],
-                w[at]
-            );
-        }
-        assert!(got.loss().is_some_and(f32::is_finite), "{what}: loss");
+        let mut got = load(p).unwrap_or_else(|e| panic!("{e}"));
+        let mut want = oracle(p);
+        training_state(p, &mut [&mut got, &mut want], seed, model.vocab);
+        want.run().unwrap_or_else(|e| panic!("{e}"));
+        got.run().unwrap_or_else(|e| panic!("{e}"));
+        let what = format!("{what} of {:?}: ", model.arch);
+        assert_close(p, got.as_ref(), want.as_ref(), &what, |s| match s {
+            // An update moves a parameter by about lr; compare the moved
+            // amount to lr.
+            Storage::Param(_) => (1e-2 * 1e-2, 1.0),
+            _ => (1e-3, 1e-30),
+        });
+        let loss = got.read(Storage::Loss).unwrap()[0];
+        assert!(loss.is_finite(), "{what}loss {loss}");
     }
 }
 
-/// The reference interpreter in f64 run from `state` (every buffer,
-/// temporaries included, written in id order so that overlapping arena
-/// buffers end up as the backend's do), rounded back to f32 in the backend's
-/// layout.
-fn interpret(p: &KernelProgram, state: &ProgramBuffers) -> ProgramBuffers {
-    let mut mem = Memory::<f64>::new(p);
-    for (i, b) in p.buffers.iter().enumerate() {
-        let id = BufId(i);
-        match b.dtype {
-            DType::F32 => {
-                let v: Vec<f64> = state.f32(id).unwrap().iter().map(|&x| x as f64).collect();
-                mem.write_buf(id, &v).unwrap();
-            }
-            DType::I32 => mem.write_buf_ints(id, state.i32(id).unwrap()).unwrap(),
-        }
-    }
-    interp::run(p, &mut mem).unwrap_or_else(|e| panic!("{e}"));
-    let mut out = ProgramBuffers::new(p).unwrap();
-    for (i, b) in p.buffers.iter().enumerate() {
-        let id = BufId(i);
-        match b.dtype {
-            DType::F32 => {
-                let v = mem.read_buf(id).unwrap();
-                for (o, x) in out.f32_mut(id).unwrap().iter_mut().zip(v) {
-                    *o = x as f32;
-                }
-            }
-            DType::I32 => out
-                .i32_mut(id)
-                .unwrap()
-                .copy_from_slice(state.i32(id).unwrap()),
-        }
-    }
-    out
-}
-
-#[test]
-fn gpt_training_step_matches() {
-    check_step(
-        &tiny(Arch::Gpt, Activation::Gelu, true),
-        31,
-        JitOptions {
-            simd: true,
-            tabulate: true,
-        },
-    );
-}
-
-/// RoPE's cos/sin of (position, frequency) become constant tables.
-#[test]
-fn rope_angles_are_tabulated() {
-    let stage =
-        gsc_compiler::compile_stage(&tiny(Arch::Gpt, Activation::Gelu, true), &train(), 3).unwrap();
-    let on = JitOptions {
-        simd: true,
-        tabulate: true,
-    };
-    let off = JitOptions {
-        simd: true,
-        tabulate: false,
-    };
-    assert!(!compile_program_with(&stage.kernels, on)
-        .unwrap()
-        .tables
-        .is_empty());
-    assert!(compile_program_with(&stage.kernels, off)
-        .unwrap()
-        .tables
-        .is_empty());
-}
-
-#[test]
-fn gpt_training_step_matches_without_simd() {
-    check_step(
-        &tiny(Arch::Gpt, Activation::Gelu, true),
-        33,
-        JitOptions {
-            simd: false,
-            tabulate: false,
-        },
-    );
+fn gpt_training_step_matches(b: &dyn Backend) {
+    check_step(&|p| b.load(p), &tiny(Arch::Gpt, Activation::Gelu, true), 31);
 }
 
 /// LayerNorm (the GPT-2-style peer's norm) with a GELU MLP, and widths that
 /// are not multiples of four lanes (d_model 30, ffn 26, RoPE half 5).
-#[test]
-fn gpt_layernorm_training_step_matches() {
+fn gpt_layernorm_training_step_matches(b: &dyn Backend) {
     let mut m = tiny(Arch::Gpt, Activation::Gelu, true);
     m.norm = NormKind::LayerNorm;
     m.d_model = 30;
@@ -997,52 +916,91 @@ fn gpt_layernorm_training_step_matches() {
     m.kv_heads = 3;
     m.head_dim = 10;
     m.ffn = 26;
-    check_step(
-        &m,
-        34,
-        JitOptions {
-            simd: true,
-            tabulate: true,
-        },
-    );
+    check_step(&|p| b.load(p), &m, 34);
 }
 
-#[test]
-fn ngpt_training_step_matches() {
+fn ngpt_training_step_matches(b: &dyn Backend) {
     check_step(
+        &|p| b.load(p),
         &tiny(Arch::Ngpt, Activation::Swiglu, false),
         32,
-        JitOptions {
-            simd: true,
-            tabulate: true,
-        },
     );
 }
 
-/// Fills every F32 buffer with values uniform in [-scale, scale) and every
-/// I32 buffer with values below `int_below`.
-pub fn randomize(p: &KernelProgram, b: &mut ProgramBuffers, seed: u64, scale: f32, int_below: u64) {
-    let mut r = SplitMix64::new(seed);
-    for (i, buf) in p.buffers.iter().enumerate() {
-        let id = BufId(i);
-        match buf.dtype {
-            DType::F32 => {
-                for x in b.f32_mut(id).expect("F32").iter_mut() {
-                    *x = r.symmetric_f32() * scale;
+/// A forward program loaded sharing a training step's parameters reads them
+/// where the step updates them, and writes through to them; a program of no
+/// backend is refused as an owner.
+fn parameters_are_shared_in_place(b: &dyn Backend) {
+    let model = tiny(Arch::Gpt, Activation::Gelu, true);
+    let train = train();
+    let stage =
+        gsc_compiler::compile_stage(&model, &train, train.batch).unwrap_or_else(|e| panic!("{e}"));
+    let (step_p, fwd_p) = (&stage.kernels, &stage.forward_kernels);
+    let mut step = b.load(step_p).unwrap_or_else(|e| panic!("{e}"));
+    let mut fwd = b
+        .load_sharing(fwd_p, step.as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    training_state(step_p, &mut [&mut step], 41, model.vocab);
+    step.run().unwrap();
+    // The same forward program, fed a copy of the updated parameters, and
+    // both the same batch.
+    let mut copied = b.load(fwd_p).unwrap();
+    let mut r = SplitMix64::new(42);
+    for buf in persistent(fwd_p) {
+        match buf.storage {
+            Storage::Param(_) => {
+                let values = step.read(buf.storage).unwrap();
+                copied.write(buf.storage, &values).unwrap();
+            }
+            Storage::Tokens | Storage::Targets => {
+                let ids: Vec<i32> = (0..buf.len)
+                    .map(|_| r.below(model.vocab as u64) as i32)
+                    .collect();
+                for x in [&mut fwd, &mut copied] {
+                    x.write_ints(buf.storage, &ids).unwrap();
                 }
             }
-            DType::I32 => {
-                for x in b.i32_mut(id).expect("I32") {
-                    *x = r.below(int_below) as i32;
-                }
-            }
+            _ => {}
         }
+    }
+    fwd.run().unwrap();
+    copied.run().unwrap();
+    // Equal but for the rounding of parameters to f32 in the copy (an f64
+    // interpreter holds them wider); the step moved them by about lr.
+    for s in [Storage::Loss, Storage::Logits] {
+        let (e, at) = max_rel_err(&fwd.read(s).unwrap(), &copied.read(s).unwrap(), 1e-30);
+        assert!(e <= 1e-5, "{s:?}: error {e:.2e} at {at}");
+    }
+    let zeros = vec![0.0; step.read(Storage::Param(0)).unwrap().len()];
+    fwd.write(Storage::Param(0), &zeros).unwrap();
+    assert_eq!(step.read(Storage::Param(0)).unwrap(), zeros);
+    assert!(b.load_sharing(fwd_p, &Stranger).is_err());
+}
+
+/// A program of no backend.
+struct Stranger;
+
+impl Program for Stranger {
+    fn write(&mut self, _: Storage, _: &[f32]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn write_ints(&mut self, _: Storage, _: &[i32]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn read(&self, _: Storage) -> Result<Vec<f32>, BackendError> {
+        Ok(vec![])
+    }
+
+    fn run(&mut self) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 
 /// Largest |got − want| over the buffer, relative to the larger of `floor`
 /// and the buffer's largest |want|; with the position of the worst element.
-pub fn max_rel_err(got: &[f32], want: &[f32], floor: f64) -> (f64, usize) {
+fn max_rel_err(got: &[f32], want: &[f32], floor: f64) -> (f64, usize) {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(floor, |m, &w| m.max((w as f64).abs()));
     let mut worst = (0.0, 0);
@@ -1054,4 +1012,154 @@ pub fn max_rel_err(got: &[f32], want: &[f32], floor: f64) -> (f64, usize) {
         }
     }
     worst
+}
+
+/// Every check of the suite as a test of `backend`, in module `name`:
+/// `conformance!(cpu, Cpu)` makes `cpu::reductions_match` and
+/// the rest.
+macro_rules! conformance {
+    (@tests $backend:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                super::$check(&$backend);
+            }
+        )*
+    };
+    ($name:ident, $backend:expr) => {
+        mod $name {
+            conformance!(@tests $backend;
+                elementwise_functions_match_over_odd_and_tiny_extents,
+                inline_transcendentals_are_accurate_pointwise,
+                reductions_match,
+                column_normalisation_in_place_matches,
+                gathers_and_select_match,
+                out_of_range_token_is_refused_before_running,
+                an_index_past_the_end_names_the_kernel_and_prints_it,
+                library_kernels_match,
+                gpt_training_step_matches,
+                gpt_layernorm_training_step_matches,
+                ngpt_training_step_matches,
+                parameters_are_shared_in_place,
+            );
+        }
+    };
+}
+
+conformance!(cpu, gsc_runtime::backend::Cpu);
+
+/// The oracle shares parameters the same way (the training loop relies on it).
+#[test]
+fn the_interpreter_shares_parameters_in_place() {
+    parameters_are_shared_in_place(&InterpBackend::<f64>::default());
+}
+
+/// The CPU backend's own machinery: what its JIT proves and generates, and
+/// a training step without SIMD.
+mod cpu_jit {
+    use super::*;
+    use gsc_runtime::backend::Cpu;
+    use gsc_runtime::cpu::jit::{compile_program, compile_program_with, JitOptions};
+
+    #[test]
+    fn only_provably_disjoint_outer_loops_are_parallel() {
+        let par = |body: Vec<Stmt>| {
+            let p = KernelProgram {
+                buffers: vec![
+                    f32buf("x", 64, Storage::Param(0)),
+                    f32buf("y", 64, Storage::Grad(0)),
+                ],
+                kernels: vec![loop_kernel("k", body, 2, 0)],
+                arena_len: 0,
+            };
+            compile_program(&p).unwrap().loops[0].unwrap().parallel
+        };
+        let x = |o, t: &[(u32, i64)]| load(0, ix(o, t));
+        // Row-wise: parallel.
+        assert_eq!(
+            par(vec![for_(
+                0,
+                8,
+                vec![for_(
+                    1,
+                    8,
+                    vec![store(1, ix(0, &[(0, 8), (1, 1)]), x(0, &[(0, 8), (1, 1)]))]
+                )]
+            )]),
+            Some(8)
+        );
+        // Every iteration writes element 0: serial.
+        assert_eq!(
+            par(vec![for_(
+                0,
+                8,
+                vec![store(1, ix(0, &[]), x(0, &[(0, 1)]))]
+            )]),
+            None
+        );
+        // Rows overlap (stride 4, width 8): serial.
+        assert_eq!(
+            par(vec![for_(
+                0,
+                8,
+                vec![for_(1, 8, vec![store(1, ix(0, &[(0, 4), (1, 1)]), c(1.0))])]
+            )]),
+            None
+        );
+        // In place, reading the element it writes: parallel; reading the
+        // neighbour another iteration writes: serial.
+        assert_eq!(
+            par(vec![for_(
+                0,
+                64,
+                vec![store(0, ix(0, &[(0, 1)]), x(0, &[(0, 1)]))]
+            )]),
+            Some(64)
+        );
+        assert_eq!(
+            par(vec![for_(
+                0,
+                63,
+                vec![store(0, ix(0, &[(0, 1)]), x(1, &[(0, 1)]))]
+            )]),
+            None
+        );
+    }
+
+    /// RoPE's cos/sin of (position, frequency) become constant tables.
+    #[test]
+    fn rope_angles_are_tabulated() {
+        let stage =
+            gsc_compiler::compile_stage(&tiny(Arch::Gpt, Activation::Gelu, true), &train(), 3)
+                .unwrap();
+        let on = JitOptions {
+            simd: true,
+            tabulate: true,
+        };
+        let off = JitOptions {
+            simd: true,
+            tabulate: false,
+        };
+        assert!(!compile_program_with(&stage.kernels, on)
+            .unwrap()
+            .tables
+            .is_empty());
+        assert!(compile_program_with(&stage.kernels, off)
+            .unwrap()
+            .tables
+            .is_empty());
+    }
+
+    #[test]
+    fn gpt_training_step_matches_without_simd() {
+        let scalar = JitOptions {
+            simd: false,
+            tabulate: false,
+        };
+        check_step(
+            &|p| Cpu.load_with(p, scalar),
+            &tiny(Arch::Gpt, Activation::Gelu, true),
+            33,
+        );
+    }
 }
