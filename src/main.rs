@@ -8,5 +8,13 @@ mod run;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A closed pipe (`gsc compile … | head`) ends gsc quietly, as it does
+    // any Unix filter, instead of panicking in the middle of a print.
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition, before any thread
+    // or handler exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     cli::main()
 }
