@@ -1047,6 +1047,8 @@ macro_rules! conformance {
 }
 
 conformance!(cpu, gsc_runtime::backend::Cpu);
+#[cfg(feature = "mlir")]
+conformance!(mlir, gsc_runtime::backend::Mlir);
 
 /// The oracle shares parameters the same way (the training loop relies on it).
 #[test]
