@@ -87,9 +87,9 @@ fn every_stage_of_every_example_lowers_to_mlir_and_ptx() {
 /// The last `val_loss` line of a run's output.
 fn final_val_loss(out: &str) -> f64 {
     out.lines()
+        .rev()
         .filter_map(|l| l.split("val_loss ").nth(1))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-        .last()
+        .find_map(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no val_loss in:\n{out}"))
 }
 
