@@ -6,36 +6,14 @@
 //! both and are left out. `cargo bench -p gsc-runtime --features mlir
 //! --bench loops`; `GSC_BENCH_ARCH=ngpt`, `GSC_BENCH_STEPS` (default 8).
 
-use gsc_compiler::kernel::{BufId, DType, Kernel, KernelProgram, Storage};
+mod common;
+
+use gsc_compiler::kernel::Kernel;
 use gsc_compiler::plan::*;
-use gsc_runtime::buffers::ProgramBuffers;
 use gsc_runtime::cpu::mlir::MlirLoops;
 use gsc_runtime::cpu::{CpuBackend, LoopCode};
-use gsc_runtime::rng::SplitMix64;
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-fn buffers(p: &KernelProgram, vocab: usize) -> ProgramBuffers {
-    let mut bufs = ProgramBuffers::new(p).expect("buffers");
-    let mut rng = SplitMix64::new(1);
-    for (i, b) in p.buffers.iter().enumerate() {
-        match (b.storage, b.dtype) {
-            (Storage::Param(_), DType::F32) => {
-                for x in bufs.f32_mut(BufId(i)).expect("f32").iter_mut() {
-                    *x = rng.symmetric_f32() * 0.05;
-                }
-            }
-            (Storage::Tokens | Storage::Targets, DType::I32) => {
-                for x in bufs.i32_mut(BufId(i)).expect("i32").iter_mut() {
-                    *x = rng.below(vocab as u64) as i32;
-                }
-            }
-            _ => {}
-        }
-    }
-    bufs.set_lr(1e-3).expect("lr");
-    bufs
-}
 
 fn main() {
     let arch = match std::env::var("GSC_BENCH_ARCH").as_deref() {
@@ -60,7 +38,10 @@ fn main() {
         cranelift.compile_time().as_secs_f64() * 1e3,
         mlir.compile_time().as_secs_f64() * 1e3
     );
-    let mut bufs = [buffers(p, model.vocab), buffers(p, model.vocab)];
+    let mut bufs = [
+        common::random_buffers(p, model.vocab),
+        common::random_buffers(p, model.vocab),
+    ];
     let steps: usize = std::env::var("GSC_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -11,11 +11,11 @@
 //! wall times include waits for a core another process holds; `bench/profile.sh`
 //! gives on-CPU shares instead.
 
-use gsc_compiler::kernel::{BufId, DType, Kernel, Storage};
+mod common;
+
+use gsc_compiler::kernel::Kernel;
 use gsc_compiler::plan::*;
-use gsc_runtime::buffers::ProgramBuffers;
 use gsc_runtime::cpu::{CpuBackend, KernelKind};
-use gsc_runtime::rng::SplitMix64;
 use std::time::Instant;
 
 /// Both cores of the reference machine (performance.md).
@@ -102,24 +102,7 @@ fn main() {
         backend.compile_time().as_secs_f64() * 1e3
     );
 
-    let mut bufs = ProgramBuffers::new(p).expect("buffers");
-    let mut rng = SplitMix64::new(1);
-    for (i, b) in p.buffers.iter().enumerate() {
-        match (b.storage, b.dtype) {
-            (Storage::Param(_), DType::F32) => {
-                for x in bufs.f32_mut(BufId(i)).expect("f32").iter_mut() {
-                    *x = rng.symmetric_f32() * 0.05;
-                }
-            }
-            (Storage::Tokens | Storage::Targets, DType::I32) => {
-                for x in bufs.i32_mut(BufId(i)).expect("i32") {
-                    *x = rng.below(model.vocab as u64) as i32;
-                }
-            }
-            _ => {}
-        }
-    }
-    bufs.set_lr(1e-3).expect("lr");
+    let mut bufs = common::random_buffers(p, model.vocab);
     // The machine is shared: a standalone product of the step's largest
     // shape says what GEMM reaches right now, beside the step's numbers.
     {
