@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod approx;
 pub mod entry;
 pub mod ir;
+pub mod library;
 pub mod plan;
 pub mod render;
 pub mod tabulate;

@@ -4,9 +4,10 @@
 //! (`gsc run --backend mlir`) or through the `gpu` and NVVM dialects to PTX
 //! for NVIDIA GPUs (`gsc compile --target cuda --emit=ptx`).
 //!
-//! Library kernels (matrix products, attention, the embedding gradient)
-//! are not lowered here: each backend runs them with its tuned library
-//! (the CPU's GEMM and flash attention; cuBLAS on a GPU).
+//! Matrix products and attention are not lowered here: each backend runs
+//! them with its tuned library (the CPU's GEMM and flash attention; cuBLAS
+//! on a GPU). The embedding gradient, which a GPU has no library for, goes
+//! to PTX as a loop kernel (`gsc_kernel_ir::library`).
 
 pub mod cpu;
 pub mod emit;
@@ -50,6 +51,15 @@ fn lower<T>(
     rest: impl FnOnce(&pipeline::Session, &mut melior::ir::Module, Vec<Entry>) -> Result<T, MlirError>,
 ) -> Result<T, MlirError> {
     let start = std::time::Instant::now();
+    // A GPU has no library for the embedding gradient: it is a loop kernel.
+    let rewritten;
+    let program = match target {
+        Target::Cuda => {
+            rewritten = gsc_kernel_ir::library::embedding_bwd_as_loops(program);
+            &rewritten
+        }
+        Target::Cpu => program,
+    };
     let facts = gsc_kernel_ir::analyse(program)?;
     let emitted = emit::emit(program, &facts, target)?;
     let session = pipeline::Session::new(emitted.text);
