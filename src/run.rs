@@ -76,6 +76,8 @@ pub fn run(args: RunArgs, color: bool) -> bool {
 }
 
 fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
+    // A backend this build lacks is refused before anything is compiled.
+    let backend = args.backend.backend()?;
     // A resumed run: its directory and the artifact it was started with.
     let (resumed, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
@@ -142,7 +144,6 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         started.elapsed().as_secs_f64() * 1e3,
     );
 
-    let backend = args.backend.backend()?;
     let resuming = resumed.is_some();
     let dir = match resumed {
         Some((d, _)) => d,

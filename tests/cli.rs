@@ -172,3 +172,27 @@ fn broken_files_never_crash_the_binary() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A gsc built without MLIR says how to get it, and compiles nothing.
+#[cfg(not(feature = "mlir"))]
+#[test]
+fn mlir_paths_without_the_feature_are_a_clear_error() {
+    for args in [
+        &["compile", "examples/smoke.gs", "--emit=ptx"][..],
+        &["compile", "examples/smoke.gs", "--emit=mlir"],
+        &[
+            "run",
+            "examples/smoke.gs",
+            "--backend",
+            "mlir",
+            "--runs-dir",
+            "/nonexistent/runs",
+        ],
+    ] {
+        let o = gsc(args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--features mlir"), "{args:?}: {err}");
+        assert!(String::from_utf8_lossy(&o.stdout).is_empty(), "{args:?}");
+    }
+}
