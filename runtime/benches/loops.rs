@@ -38,6 +38,15 @@ fn main() {
         cranelift.compile_time().as_secs_f64() * 1e3,
         mlir.compile_time().as_secs_f64() * 1e3
     );
+    // Where MLIR's compile time goes, phase by phase.
+    let code = gsc_mlir::compile_cpu(p).expect("mlir");
+    let phases: Vec<String> = code
+        .timings
+        .0
+        .iter()
+        .map(|(name, t)| format!("{name} {:.0} ms", t.as_secs_f64() * 1e3))
+        .collect();
+    println!("mlir phases: {}", phases.join(", "));
     let mut bufs = [
         common::random_buffers(p, model.vocab),
         common::random_buffers(p, model.vocab),

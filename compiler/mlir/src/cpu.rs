@@ -18,15 +18,19 @@ const LOWER_TO_LLVM: &str = "builtin.module(inline, symbol-dce, convert-scf-to-c
 /// LLVM's optimisation level for the host code.
 const OPT_LEVEL: i32 = 3;
 
+/// At most this many threads compile a program's kernels, each its share
+/// in its own context and engine (LLVM's -O3 is most of the time).
+const MAX_THREADS: usize = 8;
+
 /// Compiled host code for a program's loop kernels.
 pub struct CpuKernels {
-    engine: mlir_sys::MlirExecutionEngine,
+    engines: Vec<mlir_sys::MlirExecutionEngine>,
     /// Every loop kernel's entry, with its address in `func`.
     pub entries: Vec<(Entry, *const u8)>,
     pub timings: Timings,
 }
 
-// SAFETY: the engine owns the compiled code and its own LLVM context; it is
+// SAFETY: each engine owns its compiled code and its own LLVM context; it is
 // touched only at construction and drop, and the function addresses are
 // plain code, callable from any thread.
 unsafe impl Send for CpuKernels {}
@@ -34,8 +38,10 @@ unsafe impl Sync for CpuKernels {}
 
 impl Drop for CpuKernels {
     fn drop(&mut self) {
-        // SAFETY: created by mlirExecutionEngineCreate, destroyed once.
-        unsafe { mlir_sys::mlirExecutionEngineDestroy(self.engine) }
+        for &engine in &self.engines {
+            // SAFETY: created by mlirExecutionEngineCreate, destroyed once.
+            unsafe { mlir_sys::mlirExecutionEngineDestroy(engine) }
+        }
     }
 }
 
@@ -48,12 +54,63 @@ impl std::fmt::Debug for CpuKernels {
     }
 }
 
-/// Lowers and JIT-compiles every loop kernel of `program` for the host.
+/// Lowers and JIT-compiles every loop kernel of `program` for the host,
+/// the kernels dealt out to as many threads as the machine has cores; the
+/// timings are each phase's longest.
 pub fn compile_cpu(program: &KernelProgram) -> Result<CpuKernels, MlirError> {
-    crate::lower(program, Target::Cpu, |session, module, entries| {
-        session.phase("lower-to-llvm", LOWER_TO_LLVM, module)?;
-        jit(session, module, &entries)
-    })
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let parts: Vec<Result<CpuKernels, MlirError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|part| s.spawn(move || compile_part(program, part, threads)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(MlirError::Engine("a compile thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut all = CpuKernels {
+        engines: vec![],
+        entries: vec![],
+        timings: Timings::default(),
+    };
+    for part in parts {
+        let mut part = part?;
+        all.engines.append(&mut part.engines);
+        all.entries.append(&mut part.entries);
+        for (phase, took) in &part.timings.0 {
+            match all.timings.0.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, t)) => *t = (*t).max(*took),
+                None => all.timings.0.push((phase.clone(), *took)),
+            }
+        }
+    }
+    all.entries.sort_by_key(|(e, _)| e.kernel);
+    Ok(all)
+}
+
+/// The loop kernels `i` with `i % parts == part`, in one module.
+fn compile_part(
+    program: &KernelProgram,
+    part: usize,
+    parts: usize,
+) -> Result<CpuKernels, MlirError> {
+    let label = if parts > 1 {
+        format!("part{part}-")
+    } else {
+        String::new()
+    };
+    crate::lower(
+        program,
+        Target::Cpu,
+        (&|i| i % parts == part, &label),
+        |session, module, entries| {
+            session.phase("lower-to-llvm", LOWER_TO_LLVM, module)?;
+            jit(session, module, &entries)
+        },
+    )
 }
 
 /// LLVM code for the host from a module in the LLVM dialect, and the
@@ -80,7 +137,7 @@ fn jit(session: &Session, module: &Module, entries: &[Entry]) -> Result<CpuKerne
         )));
     }
     let mut kernels = CpuKernels {
-        engine,
+        engines: vec![engine],
         entries: vec![],
         timings: Timings::default(),
     };

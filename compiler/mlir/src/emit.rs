@@ -67,12 +67,14 @@ fn memref(b: &Buffer) -> String {
     format!("memref<{}x{elem}>", b.len)
 }
 
-/// Emits every loop kernel of `program` (whose analyses are `facts`) for
-/// `target`. Library kernels are the runtime's to run and are skipped.
+/// Emits the loop kernels of `program` (whose analyses are `facts`) for
+/// `target` whose index `include` accepts. Library kernels are the
+/// runtime's to run and are skipped.
 pub fn emit(
     program: &KernelProgram,
     facts: &ProgramFacts,
     target: Target,
+    include: &dyn Fn(usize) -> bool,
 ) -> Result<Emitted, EmitError> {
     let mut funcs = String::new();
     let mut entries = vec![];
@@ -81,6 +83,9 @@ pub fn emit(
         let (Kernel::Loop(k), Some(f)) = (kernel, &facts.loops[index]) else {
             continue;
         };
+        if !include(index) {
+            continue;
+        }
         let sym = symbol(index, &k.name);
         let mut fe = FuncEmitter {
             program,

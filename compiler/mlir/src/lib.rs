@@ -43,11 +43,13 @@ pub enum MlirError {
 const TIDY: &str = "builtin.module(canonicalize, cse)";
 
 /// The first phases of every target: analyse `program`, emit its loop
-/// kernels for `target`, parse, verify and canonicalise them; then `rest`
-/// runs the target's own phases on the module.
+/// kernels for `target` (those `include` accepts; `label` names its dump
+/// files), parse, verify and
+/// canonicalise them; then `rest` runs the target's own phases on the module.
 fn lower<T>(
     program: &KernelProgram,
     target: Target,
+    (include, label): (&dyn Fn(usize) -> bool, &str),
     rest: impl FnOnce(&pipeline::Session, &mut melior::ir::Module, Vec<Entry>) -> Result<T, MlirError>,
 ) -> Result<T, MlirError> {
     let start = std::time::Instant::now();
@@ -61,8 +63,8 @@ fn lower<T>(
         Target::Cpu => program,
     };
     let facts = gsc_kernel_ir::analyse(program)?;
-    let emitted = emit::emit(program, &facts, target)?;
-    let session = pipeline::Session::new(emitted.text);
+    let emitted = emit::emit(program, &facts, target, include)?;
+    let session = pipeline::Session::new(emitted.text).labelled(label.to_string());
     session.time("emit", start.elapsed());
     let mut module = session.parse()?;
     session.phase("canonicalize", TIDY, &mut module)?;
@@ -72,7 +74,7 @@ fn lower<T>(
 /// The loop kernels of `program` as MLIR for `target`, parsed, verified
 /// and canonicalised: what `gsc compile --emit=mlir` prints.
 pub fn kernel_mlir(program: &KernelProgram, target: Target) -> Result<String, MlirError> {
-    lower(program, target, |_, module, _| {
+    lower(program, target, (&|_| true, ""), |_, module, _| {
         Ok(module.as_operation().to_string())
     })
 }

@@ -5,7 +5,8 @@
 //!
 //! `GSC_MLIR_DUMP=DIR` writes the module before and after every phase to
 //! `DIR/NN-phase.{before,after}.mlir`, the pass pipeline in the first line
-//! of each, so that any phase can be replayed with `mlir-opt`.
+//! of each, so that any phase can be replayed with `mlir-opt`; a program
+//! compiled in parts on several threads writes `partK-NN-phase…` per part.
 
 use melior::dialect::DialectRegistry;
 use melior::ir::operation::OperationLike;
@@ -48,6 +49,8 @@ pub struct Session {
     /// The emitted text, to name the kernel a diagnostic's line falls in.
     source: String,
     dump: Option<PathBuf>,
+    /// Prefixes this session's dump files (one session per compile thread).
+    label: String,
     seq: Cell<usize>,
     timings: RefCell<Timings>,
 }
@@ -82,6 +85,7 @@ impl Session {
             diagnostics,
             source,
             dump: std::env::var_os("GSC_MLIR_DUMP").map(PathBuf::from),
+            label: String::new(),
             seq: Cell::new(0),
             timings: RefCell::new(Timings::default()),
         }
@@ -138,8 +142,18 @@ impl Session {
     fn dump(&self, phase: &str, when: &str, pipeline: &str, text: &str) {
         let Some(dir) = &self.dump else { return };
         let _ = std::fs::create_dir_all(dir);
-        let path = dir.join(format!("{:02}-{phase}.{when}.mlir", self.seq.get()));
+        let path = dir.join(format!(
+            "{}{:02}-{phase}.{when}.mlir",
+            self.label,
+            self.seq.get()
+        ));
         let _ = std::fs::write(path, format!("// pipeline: {pipeline}\n{text}"));
+    }
+
+    /// Names this session's dump files `LABEL` + `NN-phase…`.
+    pub fn labelled(mut self, label: String) -> Self {
+        self.label = label;
+        self
     }
 
     /// Parses and verifies the emitted text (phase `parse`).

@@ -99,9 +99,12 @@ fn lower_to_nvvm(o: &CudaOptions) -> String {
 
 /// Lowers every loop kernel of `program` to PTX for `options.chip`.
 pub fn compile_ptx(program: &KernelProgram, options: &CudaOptions) -> Result<PtxModule, MlirError> {
-    crate::lower(program, Target::Cuda, |session, module, entries| {
-        serialize(session, module, entries, options)
-    })
+    crate::lower(
+        program,
+        Target::Cuda,
+        (&|_| true, ""),
+        |session, module, entries| serialize(session, module, entries, options),
+    )
 }
 
 /// The NVVM lowering and the PTX of the canonical module.
