@@ -1,6 +1,7 @@
 //! `gsc bench`: train the reference workloads of performance.md (S and M) on
-//! a CPU backend (Cranelift's or MLIR's loop kernels) for a fixed number of steps after warm-up and print median
-//! ms/step, tokens/s, GFLOP/s, MFU and peak RSS — one JSON line per workload,
+//! a CPU backend (Cranelift's or MLIR's loop kernels) for a fixed number of
+//! steps after warm-up and print median ms/step, tokens/s, GFLOP/s, MFU and
+//! peak RSS — one JSON line per workload,
 //! the same fields as `bench/torch_bench.py`, so `bench/compare.sh` can put
 //! the two side by side.
 
@@ -137,7 +138,7 @@ pub fn bench(
                 "--arch",
                 &arch_name,
                 "--backend",
-                backend.name(),
+                &backend.name(),
                 "--steps",
                 &steps.to_string(),
                 "--warmup",

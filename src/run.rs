@@ -27,13 +27,10 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// As on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Interp => "interp",
-            BackendKind::Interp64 => "interp64",
-            BackendKind::Mlir => "mlir",
-        }
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 
     /// The backend itself; an error if this build lacks it.

@@ -229,21 +229,28 @@ impl FuncEmitter<'_> {
         memref(&self.program.buffers[b.0])
     }
 
+    /// `%bN: memref<…>` for every buffer the kernel touches, each bound as
+    /// that buffer's value.
+    fn memref_params(&mut self, f: &LoopFacts) -> Vec<String> {
+        f.touched
+            .iter()
+            .map(|&b| {
+                let v = format!("%b{}", b.0);
+                let param = format!("{v}: {}", self.buffer_type(b));
+                self.bufs.insert(b, v);
+                param
+            })
+            .collect()
+    }
+
     /// The CPU entry (table of base addresses, outer range) and its body.
     fn cpu_kernel(&mut self, sym: &str, f: &LoopFacts) -> Result<(), EmitError> {
         // The body: memref arguments, then the outer range.
-        let mut params = vec![];
-        for (n, &b) in f.touched.iter().enumerate() {
-            let v = format!("%b{}", b.0);
-            params.push(format!("{v}: {}", self.buffer_type(b)));
-            self.bufs.insert(b, v);
-            let _ = n;
-        }
+        let mut params = self.memref_params(f);
         params.push("%lo: index".into());
         params.push("%hi: index".into());
-        let mut body = std::mem::take(&mut self.out);
         self.stmts_outer(f, Outer::Range)?;
-        std::mem::swap(&mut body, &mut self.out);
+        let body = std::mem::take(&mut self.out);
         let consts = self.const_block();
         let _ = write!(
             self.out,
@@ -301,16 +308,10 @@ impl FuncEmitter<'_> {
 
     /// The GPU kernel: one outer iteration per thread.
     fn gpu_kernel(&mut self, sym: &str, f: &LoopFacts) -> Result<(), EmitError> {
-        let mut params = vec![];
-        for &b in &f.touched {
-            let v = format!("%b{}", b.0);
-            params.push(format!("{v}: {}", self.buffer_type(b)));
-            self.bufs.insert(b, v);
-        }
+        let params = self.memref_params(f);
         self.depth = 3;
-        let mut body = std::mem::take(&mut self.out);
         self.stmts_outer(f, Outer::Thread)?;
-        std::mem::swap(&mut body, &mut self.out);
+        let body = std::mem::take(&mut self.out);
         let consts = self.const_block();
         let _ = write!(
             self.out,
@@ -402,6 +403,17 @@ impl FuncEmitter<'_> {
 
     /// `body` with loop index `var` bound to `value`, one level deeper.
     fn scoped(&mut self, var: Var, value: String, body: &[Stmt]) -> Result<(), EmitError> {
+        self.in_loop(var, value, |me| me.stmts(body))
+    }
+
+    /// Runs `f` inside a loop region: loop index `var` bound to `value`,
+    /// one level deeper, the locals it defines gone after.
+    fn in_loop<T>(
+        &mut self,
+        var: Var,
+        value: String,
+        f: impl FnOnce(&mut Self) -> Result<T, EmitError>,
+    ) -> Result<T, EmitError> {
         let slot = var.0 as usize;
         if slot >= self.vars.len() {
             return Err(self.err(format!("index i{} beyond num_vars", var.0)));
@@ -409,11 +421,11 @@ impl FuncEmitter<'_> {
         self.vars[slot] = Some(value);
         let saved = self.locals.clone();
         self.depth += 1;
-        self.stmts(body)?;
+        let r = f(self)?;
         self.depth -= 1;
         self.locals = saved;
         self.vars[slot] = None;
-        Ok(())
+        Ok(r)
     }
 
     fn stmts(&mut self, body: &[Stmt]) -> Result<(), EmitError> {
@@ -461,22 +473,15 @@ impl FuncEmitter<'_> {
                 self.line(&format!(
                     "{result} = scf.for {i} = {zero} to {e} step {one} iter_args({acc} = {init}) -> ({ty}) {{"
                 ));
-                let slot = var.0 as usize;
-                if slot >= self.vars.len() {
-                    return Err(self.err(format!("index i{} beyond num_vars", var.0)));
-                }
-                self.vars[slot] = Some(i);
-                let saved = self.locals.clone();
-                self.depth += 1;
-                self.stmts(body)?;
-                let v = self.expr(value)?;
-                // Reassociation lets LLVM vectorise the reduction (several
-                // partial sums), as the Cranelift backend does.
-                let next = self.op(&format!("{combine} {acc}, {v} fastmath<reassoc> : {ty}"));
-                self.line(&format!("scf.yield {next} : {ty}"));
-                self.depth -= 1;
-                self.locals = saved;
-                self.vars[slot] = None;
+                self.in_loop(*var, i, |me| {
+                    me.stmts(body)?;
+                    let v = me.expr(value)?;
+                    // Reassociation lets LLVM vectorise the reduction
+                    // (several partial sums), as the Cranelift backend does.
+                    let next = me.op(&format!("{combine} {acc}, {v} fastmath<reassoc> : {ty}"));
+                    me.line(&format!("scf.yield {next} : {ty}"));
+                    Ok(())
+                })?;
                 self.line("}");
                 self.set_local(*local, result)?;
             }
@@ -485,7 +490,7 @@ impl FuncEmitter<'_> {
                 let i = self.index(index)?;
                 let m = self.buf(*buf)?;
                 let t = self.buffer_type(*buf);
-                // Vectorised, every store moves with the outer index (jam_pays).
+                // Vectorised, every store moves with the outer index (vectorise_pays).
                 let op = match self.vector {
                     Some(_) => format!("vector.store {v}, {m}[{i}] : {t}, {}", self.fty()),
                     None => format!("memref.store {v}, {m}[{i}] : {t}"),
@@ -497,13 +502,13 @@ impl FuncEmitter<'_> {
     }
 
     fn set_local(&mut self, l: Local, v: String) -> Result<(), EmitError> {
-        let slot = self.locals.get_mut(l.0 as usize).ok_or_else(|| EmitError {
-            kernel: self.index,
-            name: self.kernel.name.clone(),
-            what: format!("local l{} beyond num_locals", l.0),
-        })?;
-        *slot = Some(v);
-        Ok(())
+        match self.locals.get_mut(l.0 as usize) {
+            Some(slot) => {
+                *slot = Some(v);
+                Ok(())
+            }
+            None => Err(self.err(format!("local l{} beyond num_locals", l.0))),
+        }
     }
 
     fn var(&self, v: Var) -> Result<String, EmitError> {

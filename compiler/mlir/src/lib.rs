@@ -44,8 +44,8 @@ const TIDY: &str = "builtin.module(canonicalize, cse)";
 
 /// The first phases of every target: analyse `program`, emit its loop
 /// kernels for `target` (those `include` accepts; `label` names its dump
-/// files), parse, verify and
-/// canonicalise them; then `rest` runs the target's own phases on the module.
+/// files), parse, verify and canonicalise them; then `rest` runs the
+/// target's own phases on the module.
 fn lower<T>(
     program: &KernelProgram,
     target: Target,

@@ -126,9 +126,12 @@ impl Artifact {
     /// PTX already there for the same program, chip and LLVM).
     #[cfg(feature = "mlir")]
     pub fn add_ptx(&mut self, chips: &[String]) -> Result<(), String> {
+        let options = chips
+            .iter()
+            .map(|chip| gsc_mlir::CudaOptions::for_chip(chip).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         for st in &mut self.stages {
-            for chip in chips {
-                let options = gsc_mlir::CudaOptions::for_chip(chip).map_err(|e| e.to_string())?;
+            for (chip, options) in chips.iter().zip(&options) {
                 for (name, p) in [("step", &st.step), ("forward", &st.forward)] {
                     let hash = program_hash(p);
                     let have = st.ptx.iter().any(|x| {
@@ -139,7 +142,7 @@ impl Artifact {
                     if have {
                         continue;
                     }
-                    let m = gsc_mlir::compile_ptx(p, &options).map_err(|e| {
+                    let m = gsc_mlir::compile_ptx(p, options).map_err(|e| {
                         format!("stage `{}.{}` ({name}) for {chip}: {e}", st.run, st.stage)
                     })?;
                     st.ptx.push(PtxProgram {
