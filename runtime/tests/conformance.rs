@@ -14,6 +14,8 @@
 //! kernels are held to 1e-5 and whole steps to 1e-3 (grads, loss) / lr·1e-2
 //! (updated parameters).
 
+mod common;
+
 use gsc_compiler::kernel::*;
 use gsc_compiler::plan::*;
 use gsc_runtime::backend::{Backend, BackendError, Program};
@@ -801,48 +803,23 @@ fn library_kernels_match(b: &dyn Backend) {
     assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
 }
 
+/// Wider than `common::tiny`, with grouped queries.
 fn tiny(arch: Arch, activation: Activation, tied: bool) -> ModelConfig {
     ModelConfig {
-        arch,
-        vocab: 11,
         context: 9,
         d_model: 16,
         heads: 4,
         kv_heads: 2,
-        head_dim: 4,
-        layers: 2,
         ffn: 24,
-        activation,
-        norm: NormKind::RmsNorm,
-        tied,
-        rope_base: 10000.0,
         init_std: 0.2,
-        norm_eps: 1e-5,
+        ..common::tiny(arch, NormKind::RmsNorm, activation, tied)
     }
 }
 
 fn train() -> TrainConfig {
     TrainConfig {
-        optimizer: AdamW {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        },
-        schedule: LrSchedule {
-            decay: Decay::Constant,
-            warmup_steps: 0,
-            min_ratio: 1.0,
-            total_steps: 100,
-        },
         batch: 3,
-        seed: 1,
-        clip: Some(1.0),
-        eval_every: 10,
-        eval_batches: 1,
-        checkpoint_every: 100,
-        log_every: 1,
+        ..common::train_config(1e-2, 0.1, Some(1.0))
     }
 }
 
