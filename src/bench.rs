@@ -11,26 +11,45 @@ use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::Arch;
 use gsc_runtime::grow::ModelState;
 use gsc_runtime::machine::peak_rss_bytes;
-use gsc_runtime::workloads::{train_config, workload, BATCH, CONTEXT};
+use gsc_runtime::workloads::{batch_of, train_config, workload, WORKLOADS};
 use serde_json::json;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// How to bench: the options of `gsc bench` but the workloads.
+#[derive(Clone, Debug)]
+pub struct BenchArgs {
+    pub arch: Arch,
+    pub backend: BackendKind,
+    pub steps: usize,
+    pub warmup: usize,
+    pub peak_gflops: f64,
+    /// A folder of PTX files for the GPU (see `gsc_runtime::cuda::ptx`).
+    pub ptx: Option<PathBuf>,
+}
+
 /// Trains one workload and returns its JSON line.
-pub fn bench_one(
-    name: &str,
-    arch: Arch,
-    backend: BackendKind,
-    steps: usize,
-    warmup: usize,
-    peak_gflops: f64,
-) -> Result<serde_json::Value, String> {
-    let model = workload(name, arch).ok_or_else(|| format!("unknown workload `{name}`: S or M"))?;
+pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, String> {
+    let BenchArgs {
+        arch,
+        backend,
+        steps,
+        warmup,
+        peak_gflops,
+        ..
+    } = args.clone();
+    let (model, batch) = workload_named(name, arch)?;
+    let context = model.context;
     let train = train_config();
     let t0 = Instant::now();
-    let compiled = compile_stage(&model, &train, BATCH).map_err(|e| e.to_string())?;
+    let compiled = compile_stage(&model, &train, batch).map_err(|e| e.to_string())?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let backend = backend.backend()?;
+    let ptx = match &args.ptx {
+        Some(dir) => gsc_runtime::cuda::ptx::load_dir(dir)?,
+        None => vec![],
+    };
+    let backend = backend.backend(ptx)?;
     let mut program = backend.load(&compiled.kernels).map_err(|e| e.to_string())?;
     let jit_ms = t1.elapsed().as_secs_f64() * 1e3;
     let state = ModelState::init(&model, 1);
@@ -44,12 +63,12 @@ pub fn bench_one(
     let mut times = Vec::with_capacity(steps);
     let mut loss = 0.0;
     for step in 0..warmup + steps {
-        let tokens: Vec<i32> = (0..BATCH * (CONTEXT + 1))
-            .map(|_| (rng.next_u64() % 256) as i32)
+        let tokens: Vec<i32> = (0..batch * (context + 1))
+            .map(|_| (rng.next_u64() % model.vocab as u64) as i32)
             .collect();
         let (inputs, targets): (Vec<i32>, Vec<i32>) = tokens
-            .chunks(CONTEXT + 1)
-            .flat_map(|w| w[..CONTEXT].iter().copied().zip(w[1..].iter().copied()))
+            .chunks(context + 1)
+            .flat_map(|w| w[..context].iter().copied().zip(w[1..].iter().copied()))
             .unzip();
         let start = Instant::now();
         program
@@ -72,7 +91,7 @@ pub fn bench_one(
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let tokens_per_s = (BATCH * CONTEXT) as f64 / median;
+    let tokens_per_s = (batch * context) as f64 / median;
     let fpt = model.flops_per_token();
     let gflops = fpt * tokens_per_s / 1e9;
     Ok(json!({
@@ -85,6 +104,8 @@ pub fn bench_one(
         "layers": model.layers,
         "d_model": model.d_model,
         "heads": model.heads,
+        "context": context,
+        "batch": batch,
         "params": model.param_count(),
         "params_non_embedding": model.non_embedding_params(),
         "flops_per_token": fpt,
@@ -103,18 +124,46 @@ pub fn bench_one(
     }))
 }
 
-/// Runs each workload in its own process, so each peak RSS is its own.
-pub fn bench(
-    models: &[String],
+/// The workload `name` and its batch, or an error naming the choices.
+fn workload_named(
+    name: &str,
     arch: Arch,
-    backend: BackendKind,
-    steps: usize,
-    warmup: usize,
-    peak_gflops: f64,
-    single: bool,
-) -> bool {
+) -> Result<(gsc_compiler::plan::ModelConfig, usize), String> {
+    let model = workload(name, arch)
+        .ok_or_else(|| format!("unknown workload `{name}`: {}", WORKLOADS.join(", ")))?;
+    Ok((model, batch_of(name)))
+}
+
+/// Writes the PTX of each workload's training step for `chips` into `dir`,
+/// for a GPU bench by a gsc without MLIR (`--ptx DIR`); false after
+/// printing an error.
+pub fn emit_ptx(models: &[String], arch: Arch, dir: &Path, chips: &[String]) -> bool {
+    let result = models.iter().try_for_each(|name| {
+        let (model, batch) = workload_named(name, arch)?;
+        let compiled = compile_stage(&model, &train_config(), batch).map_err(|e| e.to_string())?;
+        crate::mlir::save_ptx(&compiled.kernels, name, chips, dir)
+    });
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
+/// Runs each workload in its own process, so each peak RSS is its own.
+pub fn bench(models: &[String], args: &BenchArgs, single: bool) -> bool {
+    let BenchArgs {
+        arch,
+        backend,
+        steps,
+        warmup,
+        peak_gflops,
+        ..
+    } = args.clone();
     if single {
-        return match bench_one(&models[0], arch, backend, steps, warmup, peak_gflops) {
+        return match bench_one(&models[0], args) {
             Ok(line) => {
                 println!("{line}");
                 true
@@ -144,7 +193,13 @@ pub fn bench(
                 "--warmup",
                 &warmup.to_string(),
             ])
-            .args(["--peak-gflops", &peak_gflops.to_string(), m])
+            .args(["--peak-gflops", &peak_gflops.to_string()])
+            .args(
+                args.ptx
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--ptx"), p.as_os_str()]),
+            )
+            .arg(m)
             .status();
         matches!(status, Ok(s) if s.success())
     })

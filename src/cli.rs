@@ -66,6 +66,10 @@ enum Command {
         resume: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
         backend: run::BackendKind,
+        /// Run this compiled artifact (`gsc compile --emit=artifact`, with
+        /// `--target cuda` for PTX) instead of compiling the file.
+        #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+        artifact: Option<PathBuf>,
         /// Where run directories go.
         #[arg(long, default_value = "runs")]
         runs_dir: PathBuf,
@@ -79,7 +83,8 @@ enum Command {
     /// Train the reference workloads (S, M) on the CPU backend and print one
     /// JSON line each: median ms/step, tokens/s, GFLOP/s, MFU, peak RSS.
     Bench {
-        /// Workloads: S (4 layers, d 256) and M (6 layers, d 384), batch 16 × 256.
+        /// Workloads: S (4 layers, d 256) and M (6 layers, d 384), batch 16 × 256;
+        /// G (GPT-2 small: 12 layers, d 768), batch 8 × 1024.
         #[arg(default_values = ["S", "M"])]
         models: Vec<String>,
         #[arg(long, value_enum, default_value_t = ArchArg::Gpt)]
@@ -98,6 +103,17 @@ enum Command {
         /// Run the first workload in this process (used per workload, for RSS).
         #[arg(long, hide = true)]
         single: bool,
+        /// With --backend cuda: the folder of PTX to run (made by --emit-ptx
+        /// where gsc has MLIR).
+        #[arg(long, value_name = "DIR")]
+        ptx: Option<PathBuf>,
+        /// Write the workloads' PTX for --chip into DIR and train nothing
+        /// (needs MLIR).
+        #[arg(long, value_name = "DIR")]
+        emit_ptx: Option<PathBuf>,
+        /// The GPU architectures of --emit-ptx (comma-separated).
+        #[arg(long, default_value = "sm_80", value_delimiter = ',')]
+        chip: Vec<String>,
     },
     /// Rewrite .gs files in canonical form (comments are kept).
     Fmt {
@@ -168,6 +184,7 @@ pub fn main() -> ExitCode {
             set,
             resume,
             backend,
+            artifact,
             runs_dir,
             only,
             peak_gflops,
@@ -177,6 +194,7 @@ pub fn main() -> ExitCode {
                 set,
                 resume,
                 backend,
+                artifact,
                 runs_dir,
                 only,
                 peak_gflops,
@@ -191,20 +209,28 @@ pub fn main() -> ExitCode {
             warmup,
             peak_gflops,
             single,
+            ptx,
+            emit_ptx,
+            chip,
         } => {
             let arch = match arch {
                 ArchArg::Gpt => gsc_compiler::plan::Arch::Gpt,
                 ArchArg::Ngpt => gsc_compiler::plan::Arch::Ngpt,
             };
-            bench::bench(
-                &models,
-                arch,
-                backend,
-                steps.max(1),
-                warmup,
-                peak_gflops,
-                single,
-            )
+            match emit_ptx {
+                Some(dir) => bench::emit_ptx(&models, arch, &dir, &chip),
+                None => {
+                    let args = bench::BenchArgs {
+                        arch,
+                        backend,
+                        steps: steps.max(1),
+                        warmup,
+                        peak_gflops,
+                        ptx,
+                    };
+                    bench::bench(&models, &args, single)
+                }
+            }
         }
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
     };

@@ -5,6 +5,9 @@
 use crate::cli::Target;
 use gsc_compiler::kernel::KernelProgram;
 use gsc_runtime::run::artifact::Artifact;
+#[cfg(feature = "mlir")]
+use gsc_runtime::run::artifact::PtxProgram;
+use std::path::Path;
 
 /// Prints the MLIR (or PTX) of `program`; false after printing an error.
 #[cfg(feature = "mlir")]
@@ -58,17 +61,41 @@ pub fn add_ptx(artifact: &mut Artifact, chips: &[String]) -> bool {
     }
 }
 
+/// Writes the PTX of `program` (named `name`) for each of `chips` into `dir`.
+#[cfg(feature = "mlir")]
+pub fn save_ptx(
+    program: &KernelProgram,
+    name: &str,
+    chips: &[String],
+    dir: &Path,
+) -> Result<(), String> {
+    for chip in chips {
+        let options = gsc_mlir::CudaOptions::for_chip(chip).map_err(|e| e.to_string())?;
+        let ptx = PtxProgram::compile(program, name, &options)
+            .map_err(|e| format!("{name} for {chip}: {e}"))?;
+        gsc_runtime::cuda::ptx::save(dir, &ptx)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "mlir"))]
+pub fn save_ptx(_: &KernelProgram, _: &str, _: &[String], _: &Path) -> Result<(), String> {
+    Err(WITHOUT_MLIR.into())
+}
+
 #[cfg(not(feature = "mlir"))]
 pub fn add_ptx(_: &mut Artifact, _: &[String]) -> bool {
     without_mlir()
 }
 
 #[cfg(not(feature = "mlir"))]
+pub const WITHOUT_MLIR: &str =
+    "this gsc was built without MLIR; build it with `cargo build --release \
+     --features mlir` (needs LLVM/MLIR 22: see the README's set-up)";
+
+#[cfg(not(feature = "mlir"))]
 fn without_mlir() -> bool {
-    eprintln!(
-        "error: this gsc was built without MLIR; build it with `cargo build --release --features mlir` \
-         (needs LLVM/MLIR 22: see the README's set-up)"
-    );
+    eprintln!("error: {WITHOUT_MLIR}");
     false
 }
 

@@ -5,7 +5,9 @@ use gsc_compiler::check_source;
 use gsc_runtime::backend::{Backend, Cpu};
 use gsc_runtime::interp::InterpBackend;
 use gsc_runtime::machine::Machine;
-use gsc_runtime::run::artifact::{content_hash, Artifact, COMPILER_VERSION, RUN_ARTIFACT};
+use gsc_runtime::run::artifact::{
+    content_hash, Artifact, PtxProgram, COMPILER_VERSION, RUN_ARTIFACT,
+};
 use gsc_runtime::run::dir::{unix_now, Manifest, Metrics, RunDir};
 use gsc_runtime::run::train::{resume_step, train_run, Corpus, Options};
 use std::collections::HashSet;
@@ -23,6 +25,9 @@ pub enum BackendKind {
     /// As cpu, with the loop kernels compiled through MLIR and LLVM
     /// (needs a gsc built with `--features mlir`).
     Mlir,
+    /// An NVIDIA GPU: loop kernels from the artifact's PTX, products by
+    /// cuBLAS (needs a gsc built with `--features cuda`).
+    Cuda,
 }
 
 impl BackendKind {
@@ -33,14 +38,25 @@ impl BackendKind {
             .unwrap_or_default()
     }
 
-    /// The backend itself; an error if this build lacks it.
-    pub fn backend(self) -> Result<Box<dyn Backend>, String> {
+    /// The backend itself, running PTX from `ptx` if it is a GPU; an
+    /// error if this build lacks it, or it finds no device.
+    pub fn backend(self, ptx: Vec<PtxProgram>) -> Result<Box<dyn Backend>, String> {
         Ok(match self {
             BackendKind::Cpu => Box::new(Cpu),
             BackendKind::Interp => Box::new(InterpBackend::<f32>::default()),
             BackendKind::Interp64 => Box::new(InterpBackend::<f64>::default()),
             BackendKind::Mlir => mlir_backend()?,
+            BackendKind::Cuda => cuda_backend(ptx)?,
         })
+    }
+
+    /// An error if this build lacks the backend (checked before compiling).
+    pub fn built(self) -> Result<(), String> {
+        match self {
+            BackendKind::Mlir if !cfg!(feature = "mlir") => mlir_backend().map(drop),
+            BackendKind::Cuda if !cfg!(feature = "cuda") => cuda_backend(vec![]).map(drop),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -49,6 +65,9 @@ pub struct RunArgs {
     pub set: Vec<String>,
     pub resume: Option<PathBuf>,
     pub backend: BackendKind,
+    /// A compiled artifact to run instead of compiling (one with PTX, for
+    /// a GPU and a gsc without MLIR).
+    pub artifact: Option<PathBuf>,
     pub runs_dir: PathBuf,
     pub only: Option<String>,
     pub peak_gflops: f64,
@@ -74,7 +93,7 @@ pub fn run(args: RunArgs, color: bool) -> bool {
 
 fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     // A backend this build lacks is refused before anything is compiled.
-    let backend = args.backend.backend()?;
+    args.backend.built()?;
     // A resumed run: its directory and the artifact it was started with.
     let (resumed, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
@@ -126,6 +145,11 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     let started = std::time::Instant::now();
     let (artifact, hash, from) = match &resumed {
         Some((d, hash)) => resumed_artifact(d, hash.clone(), &plan, &args.runs_dir)?,
+        None if args.artifact.is_some() => {
+            let hash = artifact_hash(&source, &overrides);
+            let path = args.artifact.as_deref().unwrap_or(Path::new(""));
+            (given_artifact(path, &hash)?, hash, ", given")
+        }
         None => {
             let hash = artifact_hash(&source, &overrides);
             let (artifact, cached) =
@@ -167,7 +191,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 compiler_version: COMPILER_VERSION.to_string(),
                 runtime_version: gsc_runtime::VERSION.to_string(),
                 artifact_hash: hash.clone(),
-                backend: backend.name().to_string(),
+                backend: args.backend.name(),
                 machine: Machine::describe(),
                 only_run: args.only.clone(),
                 started_unix: unix_now(),
@@ -181,6 +205,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         }
     };
     println!("run directory {}", dir.path.display());
+    let ptx = artifact
+        .stages
+        .iter()
+        .flat_map(|s| s.ptx.iter().cloned())
+        .collect();
+    let backend = args.backend.backend(ptx)?;
 
     let metrics_path = dir.metrics_path();
     let finished: HashSet<String> = Metrics::records(&metrics_path)
@@ -288,6 +318,41 @@ fn resumed_artifact(
     Ok((a, hash, ""))
 }
 
+/// The artifact in `path`, which must be the one of this source, overrides
+/// and compiler (`hash`).
+fn given_artifact(path: &Path, hash: &str) -> Result<Artifact, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let a: Artifact = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("`{}` is not a gsc artifact: {e}", path.display()))?;
+    if a.hash != hash {
+        return Err(format!(
+            "`{}` was compiled from another source, other overrides or another gsc (artifact \
+             {}; this source and gsc {COMPILER_VERSION} make {hash}): compile it again with \
+             `gsc compile --emit=artifact`",
+            path.display(),
+            a.hash
+        ));
+    }
+    Ok(a)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_backend(ptx: Vec<PtxProgram>) -> Result<Box<dyn Backend>, String> {
+    let gpu = gsc_runtime::cuda::Cuda::open(0, ptx).map_err(|e| e.message)?;
+    println!("GPU: {}", gpu.describe());
+    Ok(Box::new(gpu))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend(_: Vec<PtxProgram>) -> Result<Box<dyn Backend>, String> {
+    Err(
+        "this gsc was built without the CUDA backend; build it with `cargo build --release \
+         --features cuda` (it needs no CUDA to build)"
+            .into(),
+    )
+}
+
 #[cfg(feature = "mlir")]
 fn mlir_backend() -> Result<Box<dyn gsc_runtime::backend::Backend>, String> {
     Ok(Box::new(gsc_runtime::backend::Mlir))
@@ -295,9 +360,5 @@ fn mlir_backend() -> Result<Box<dyn gsc_runtime::backend::Backend>, String> {
 
 #[cfg(not(feature = "mlir"))]
 fn mlir_backend() -> Result<Box<dyn gsc_runtime::backend::Backend>, String> {
-    Err(
-        "this gsc was built without MLIR; build it with `cargo build --release --features mlir` \
-         (needs LLVM/MLIR 22: see the README's set-up)"
-            .into(),
-    )
+    Err(crate::mlir::WITHOUT_MLIR.into())
 }

@@ -172,10 +172,16 @@ fn main() {
         let k = &p.kernels[*i];
         let what = match k {
             Kernel::MatMul {
-                m, n, k, ta, tb, ..
+                m,
+                n,
+                k,
+                ta,
+                tb,
+                batch,
+                ..
             } => {
-                let gf = 2.0 * (*m * *n * *k) as f64 / (ms / 1e3) / 1e9;
-                format!("matmul {m}×{n}×{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s")
+                let gf = 2.0 * (*batch * *m * *n * *k) as f64 / (ms / 1e3) / 1e9;
+                format!("matmul {batch}×{m}×{n}×{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s")
             }
             k => k.name().to_string(),
         };

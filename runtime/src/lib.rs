@@ -15,6 +15,7 @@ pub mod backend;
 pub mod buffers;
 pub mod checkpoint;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod fsutil;
 pub mod grow;

@@ -6,21 +6,27 @@ use gsc_compiler::plan::{
     Activation, AdamW, Arch, Decay, LrSchedule, ModelConfig, NormKind, TrainConfig,
 };
 
+/// Batch and context of S and M.
 pub const BATCH: usize = 16;
 pub const CONTEXT: usize = 256;
+
+/// The workloads by name: S and M (the CPU's), and G, GPT-2 small's shape
+/// (12 layers, d_model 768, context 1024), for GPUs.
+pub const WORKLOADS: [&str; 3] = ["S", "M", "G"];
 
 /// The reference models: GPT-2-style sizes (LayerNorm, GELU, tied head, as
 /// the PyTorch peer), with gsc's RoPE instead of learned positions.
 pub fn workload(name: &str, arch: Arch) -> Option<ModelConfig> {
-    let (layers, d, heads) = match name {
-        "S" => (4, 256, 4),
-        "M" => (6, 384, 6),
+    let (layers, d, heads, context) = match name {
+        "S" => (4, 256, 4, CONTEXT),
+        "M" => (6, 384, 6, CONTEXT),
+        "G" => (12, 768, 12, 1024),
         _ => return None,
     };
     Some(ModelConfig {
         arch,
         vocab: 256,
-        context: CONTEXT,
+        context,
         d_model: d,
         heads,
         kv_heads: heads,
@@ -34,6 +40,15 @@ pub fn workload(name: &str, arch: Arch) -> Option<ModelConfig> {
         norm_eps: 1e-5,
         init_std: 0.02,
     })
+}
+
+/// Sequences per step of workload `name`: 16, or 8 of G's longer ones.
+pub fn batch_of(name: &str) -> usize {
+    if name == "G" {
+        8
+    } else {
+        BATCH
+    }
 }
 
 pub fn train_config() -> TrainConfig {

@@ -747,6 +747,22 @@ fn library_program() -> KernelProgram {
             k,
             ta,
             tb,
+            batch: 1,
+        });
+    }
+    // Batches of products, each operand its matrices one after another.
+    for (ta, tb) in [(true, false), (false, true)] {
+        let (m, n, k, batch) = (9, 5, 6, 3);
+        kernels.push(Kernel::MatMul {
+            a: add(&format!("ba{ta}"), batch * m * k, DType::F32),
+            b: add(&format!("bb{ta}"), batch * k * n, DType::F32),
+            out: add(&format!("bc{ta}"), batch * m * n, DType::F32),
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            batch,
         });
     }
     kernels.push(Kernel::Attention {
@@ -1023,9 +1039,39 @@ macro_rules! conformance {
     };
 }
 
+/// `B` running what a GPU runs: every program rewritten by
+/// `library::for_gpu` (attention as products and loop kernels, the
+/// embedding gradient as a loop kernel) before `B` loads it.
+struct ForGpu<B>(B);
+
+impl<B: Backend> Backend for ForGpu<B> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn load(&self, p: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
+        self.0.load(&library::for_gpu(p))
+    }
+
+    fn load_sharing(
+        &self,
+        p: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        self.0.load_sharing(&library::for_gpu(p), owner)
+    }
+}
+
 conformance!(cpu, gsc_runtime::backend::Cpu);
+conformance!(
+    interp_gpu_form,
+    super::ForGpu(gsc_runtime::interp::InterpBackend::<f32>::default())
+);
+conformance!(cpu_gpu_form, super::ForGpu(gsc_runtime::backend::Cpu));
 #[cfg(feature = "mlir")]
 conformance!(mlir, gsc_runtime::backend::Mlir);
+#[cfg(feature = "mlir")]
+conformance!(mlir_gpu_form, super::ForGpu(gsc_runtime::backend::Mlir));
 
 /// The oracle shares parameters the same way (the training loop relies on it).
 #[test]

@@ -109,6 +109,9 @@ pub enum UnaryFn {
     Tanh,
     Sin,
     Cos,
+    /// The largest integer not above its operand (a row's position from a
+    /// flattened row index, for masks).
+    Floor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,7 +203,9 @@ pub struct AttnShape {
 pub enum Kernel {
     Loop(LoopKernel),
     /// `out[m, n] = Σ_k op(a)[m, k] · op(b)[k, n]`; `a` is `[m, k]` (`[k, m]`
-    /// when `ta`), `b` is `[k, n]` (`[n, k]` when `tb`).
+    /// when `ta`), `b` is `[k, n]` (`[n, k]` when `tb`). With `batch` > 1,
+    /// `batch` such products, each operand that many matrices one after
+    /// the other (`a` is `[batch, m, k]`, …).
     MatMul {
         a: BufId,
         b: BufId,
@@ -210,6 +215,8 @@ pub enum Kernel {
         k: usize,
         ta: bool,
         tb: bool,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        batch: usize,
     },
     /// Causal attention; q, out `[batch·seq, heads, head_dim]`, k, v
     /// `[batch·seq, kv_heads, head_dim]`. Also writes `lse`
@@ -246,6 +253,14 @@ pub enum Kernel {
         vocab: usize,
         dim: usize,
     },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod approx;
+pub mod attention;
 pub mod entry;
 pub mod ir;
 pub mod library;

@@ -1,7 +1,8 @@
 //! Library kernels written as loop kernels, for code generators that have
 //! no library for them: the embedding gradient on a GPU is a loop kernel
 //! that any loop code generator compiles, parallel over vocabulary rows so
-//! that every row has one writer and needs no atomics.
+//! that every row has one writer and needs no atomics; attention becomes
+//! matrix products and loop kernels ([`crate::attention`]).
 
 use crate::ir::*;
 
@@ -96,4 +97,11 @@ pub fn embedding_bwd_as_loops(program: &KernelProgram) -> KernelProgram {
         }
     }
     p
+}
+
+/// What a GPU runs: `program` with no library kernel but matrix products
+/// (embedding gradients and attention rewritten). Deterministic, so the
+/// runtime recomputes it from the program its PTX was made for.
+pub fn for_gpu(program: &KernelProgram) -> KernelProgram {
+    crate::attention::attention_as_products(&embedding_bwd_as_loops(program))
 }

@@ -55,6 +55,7 @@ fn expr(e: &Expr) -> String {
                 UnaryFn::Tanh => "tanh",
                 UnaryFn::Sin => "sin",
                 UnaryFn::Cos => "cos",
+                UnaryFn::Floor => "floor",
             };
             format!("{name}({})", expr(a))
         }
@@ -183,8 +184,12 @@ pub fn render_kernels(p: &KernelProgram) -> String {
                 k,
                 ta,
                 tb,
+                batch,
             } => {
                 let mut flags = vec![format!("m = {m}"), format!("n = {n}"), format!("k = {k}")];
+                if *batch > 1 {
+                    flags.insert(0, format!("batch = {batch}"));
+                }
                 if *ta {
                     flags.push("transpose_a".into());
                 }

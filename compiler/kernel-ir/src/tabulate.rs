@@ -92,6 +92,7 @@ fn eval(e: &Expr, vals: &[i64]) -> f64 {
                 UnaryFn::Tanh => x.tanh(),
                 UnaryFn::Sin => x.sin(),
                 UnaryFn::Cos => x.cos(),
+                UnaryFn::Floor => x.floor(),
             }
         }
         Expr::Binary(f, a, b) => {

@@ -112,11 +112,21 @@ fn check_kernel(p: &KernelProgram, k: &Kernel) -> Result<(), String> {
             err.map_or(Ok(()), Err)
         }
         Kernel::MatMul {
-            a, b, out, m, n, k, ..
+            a,
+            b,
+            out,
+            m,
+            n,
+            k,
+            batch,
+            ..
         } => {
-            want(a, m * k, f)?;
-            want(b, k * n, f)?;
-            want(out, m * n, f)
+            if *batch == 0 {
+                return Err("a matmul of a batch of no products".into());
+            }
+            want(a, batch * m * k, f)?;
+            want(b, batch * k * n, f)?;
+            want(out, batch * m * n, f)
         }
         Kernel::Attention {
             q,

@@ -621,6 +621,7 @@ impl FuncEmitter<'_> {
                 match f {
                     UnaryFn::Neg => self.op(&format!("arith.negf {a} : {ty}")),
                     UnaryFn::Sqrt => self.op(&format!("math.sqrt {a} : {ty}")),
+                    UnaryFn::Floor => self.op(&format!("math.floor {a} : {ty}")),
                     UnaryFn::Exp => helper(Helper::Exp, self),
                     UnaryFn::Log => helper(Helper::Log, self),
                     UnaryFn::Tanh => helper(Helper::Tanh, self),

@@ -4,10 +4,11 @@
 //! (`gsc run --backend mlir`) or through the `gpu` and NVVM dialects to PTX
 //! for NVIDIA GPUs (`gsc compile --target cuda --emit=ptx`).
 //!
-//! Matrix products and attention are not lowered here: each backend runs
-//! them with its tuned library (the CPU's GEMM and flash attention; cuBLAS
-//! on a GPU). The embedding gradient, which a GPU has no library for, goes
-//! to PTX as a loop kernel (`gsc_kernel_ir::library`).
+//! Matrix products are not lowered here: each backend runs them with its
+//! tuned library (the CPU's GEMM; cuBLAS on a GPU). On the CPU, attention
+//! is the runtime's flash attention too; for a GPU, attention and the
+//! embedding gradient are rewritten into products and loop kernels first
+//! (`gsc_kernel_ir::library::for_gpu`), and those loop kernels go to PTX.
 
 pub mod cpu;
 pub mod emit;
@@ -53,11 +54,12 @@ fn lower<T>(
     rest: impl FnOnce(&pipeline::Session, &mut melior::ir::Module, Vec<Entry>) -> Result<T, MlirError>,
 ) -> Result<T, MlirError> {
     let start = std::time::Instant::now();
-    // A GPU has no library for the embedding gradient: it is a loop kernel.
+    // A GPU has no library but matrix products: the embedding gradient and
+    // attention become loop kernels (and products).
     let rewritten;
     let program = match target {
         Target::Cuda => {
-            rewritten = gsc_kernel_ir::library::embedding_bwd_as_loops(program);
+            rewritten = gsc_kernel_ir::library::for_gpu(program);
             &rewritten
         }
         Target::Cpu => program,

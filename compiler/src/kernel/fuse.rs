@@ -243,6 +243,7 @@ fn try_lower(
                     k: if *ta { a[0] } else { a[1] },
                     ta: *ta,
                     tb: *tb,
+                    batch: 1,
                 })
             }
             Op::Attention(a) => Pending::Ready(Kernel::Attention {

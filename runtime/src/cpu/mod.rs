@@ -356,6 +356,7 @@ impl CpuBackend {
                 k,
                 ta,
                 tb,
+                batch,
             } => {
                 let mut g = Gemm::new(*m, *n, *k);
                 if *ta {
@@ -364,7 +365,15 @@ impl CpuBackend {
                 if *tb {
                     g = g.trans_b();
                 }
-                g.run(src(*a), src(*b), dst(*out));
+                let (sa, sb, so) = (m * k, k * n, m * n);
+                let (a, b, out) = (src(*a), src(*b), dst(*out));
+                for i in 0..*batch {
+                    g.run(
+                        &a[i * sa..][..sa],
+                        &b[i * sb..][..sb],
+                        &mut out[i * so..][..so],
+                    );
+                }
             }
             Kernel::Attention {
                 q,

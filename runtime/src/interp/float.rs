@@ -25,6 +25,7 @@ pub trait Float:
     fn tanh(self) -> Self;
     fn sin(self) -> Self;
     fn cos(self) -> Self;
+    fn floor(self) -> Self;
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
 }
@@ -55,6 +56,9 @@ macro_rules! float_impl {
             }
             fn cos(self) -> Self {
                 <$t>::cos(self)
+            }
+            fn floor(self) -> Self {
+                <$t>::floor(self)
             }
             fn max(self, o: Self) -> Self {
                 <$t>::max(self, o)

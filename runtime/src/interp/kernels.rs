@@ -313,15 +313,28 @@ fn run_kernel<F: Float>(k: &Kernel, mem: &mut Memory<F>) -> Result<(), InterpErr
             k,
             ta,
             tb,
+            batch,
         } => {
             let (a, b) = (mem.floats_of(*a)?, mem.floats_of(*b)?);
-            let mut o = vec![F::default(); m * n];
-            if a.len() != m * k || b.len() != k * n {
+            let (sa, sb, so) = (m * k, k * n, m * n);
+            let mut o = vec![F::default(); batch * so];
+            if a.len() != batch * sa || b.len() != batch * sb {
                 return Err(InterpError::BadWrite(
                     "matmul shapes disagree with buffers".into(),
                 ));
             }
-            library::matmul(&a, &b, &mut o, *m, *n, *k, *ta, *tb);
+            for i in 0..*batch {
+                library::matmul(
+                    &a[i * sa..][..sa],
+                    &b[i * sb..][..sb],
+                    &mut o[i * so..][..so],
+                    *m,
+                    *n,
+                    *k,
+                    *ta,
+                    *tb,
+                );
+            }
             mem.put(*out, &o)
         }
         Kernel::Attention {
@@ -474,6 +487,7 @@ fn eval<F: Float>(e: &Expr, mem: &Memory<F>, env: &Env<F>) -> Result<F, InterpEr
                 UnaryFn::Tanh => a.tanh(),
                 UnaryFn::Sin => a.sin(),
                 UnaryFn::Cos => a.cos(),
+                UnaryFn::Floor => a.floor(),
             }
         }
         Expr::Binary(f, a, b) => {

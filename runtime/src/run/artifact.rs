@@ -42,6 +42,26 @@ pub struct PtxProgram {
     pub entries: Vec<gsc_compiler::kernel::Entry>,
 }
 
+impl PtxProgram {
+    /// Lowers `program` (named `name`: `step`, `forward`, …) to PTX.
+    #[cfg(feature = "mlir")]
+    pub fn compile(
+        program: &KernelProgram,
+        name: &str,
+        options: &gsc_mlir::CudaOptions,
+    ) -> Result<PtxProgram, gsc_mlir::MlirError> {
+        let m = gsc_mlir::compile_ptx(program, options)?;
+        Ok(PtxProgram {
+            program: name.to_string(),
+            program_hash: program_hash(program),
+            chip: options.chip.clone(),
+            llvm: gsc_mlir::LLVM_VERSION.to_string(),
+            ptx: m.ptx,
+            entries: m.entries,
+        })
+    }
+}
+
 /// The key of a kernel program's generated code: FNV-1a of its JSON.
 pub fn program_hash(p: &KernelProgram) -> String {
     let json = serde_json::to_vec(p).unwrap_or_default();
@@ -142,17 +162,10 @@ impl Artifact {
                     if have {
                         continue;
                     }
-                    let m = gsc_mlir::compile_ptx(p, options).map_err(|e| {
+                    let ptx = PtxProgram::compile(p, name, options).map_err(|e| {
                         format!("stage `{}.{}` ({name}) for {chip}: {e}", st.run, st.stage)
                     })?;
-                    st.ptx.push(PtxProgram {
-                        program: name.to_string(),
-                        program_hash: hash,
-                        chip: chip.clone(),
-                        llvm: gsc_mlir::LLVM_VERSION.to_string(),
-                        ptx: m.ptx,
-                        entries: m.entries,
-                    });
+                    st.ptx.push(ptx);
                 }
             }
         }

@@ -750,6 +750,7 @@ impl Lower<'_, '_> {
                     UnaryFn::Log => self.call(self.math.log, x),
                     UnaryFn::Sin => super::math::sin_cos(&mut self.b, x, false),
                     UnaryFn::Cos => super::math::sin_cos(&mut self.b, x, true),
+                    UnaryFn::Floor => self.b.ins().floor(x),
                 }
             }
             Expr::Binary(f, a, c) => {

@@ -1,0 +1,313 @@
+//! A kernel program on the GPU: its buffers in device memory (one
+//! allocation per persistent buffer, one for the arena), its loop kernels
+//! from PTX, its products through cuBLAS. The program runs in the form
+//! `library::for_gpu` gives it (attention as products and loop kernels),
+//! which is what its PTX was lowered from.
+
+use super::device::{Device, Memory};
+use super::gemm::{gemm_call, GemmCall};
+use crate::backend::BackendError;
+use crate::run::artifact::PtxProgram;
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::driver::{result as driver, CudaFunction, CudaModule};
+use gsc_compiler::kernel::{
+    analyse, BufId, DType, Entry, IntRange, Kernel, KernelProgram, Storage, BLOCK,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::rc::Rc;
+use std::sync::Arc;
+
+fn err(message: impl Into<String>) -> BackendError {
+    BackendError {
+        backend: "cuda",
+        message: message.into(),
+    }
+}
+
+enum Step {
+    Launch {
+        func: CudaFunction,
+        args: Vec<BufId>,
+        grid: u32,
+        block: u32,
+    },
+    Gemm {
+        call: GemmCall,
+        /// cuBLAS's A and B: the kernel IR's `b` and `a`.
+        first: BufId,
+        second: BufId,
+        out: BufId,
+    },
+}
+
+pub struct CudaProgram {
+    device: Rc<Device>,
+    /// The program as the GPU runs it.
+    program: KernelProgram,
+    /// One allocation per persistent storage (shared ones included).
+    storages: HashMap<Storage, Rc<Memory>>,
+    _arena: Memory,
+    /// Every buffer's device address.
+    addresses: Vec<u64>,
+    steps: Vec<Step>,
+    /// Per I32 buffer: the range its values must lie in (checked as they
+    /// are written, on the host).
+    int_ranges: Vec<Option<IntRange>>,
+    _module: Arc<CudaModule>,
+}
+
+impl CudaProgram {
+    /// `gpu` (a program in its GPU form) with the loop kernels of `ptx`,
+    /// parameters shared with `owner` when given.
+    pub fn load(
+        device: &Rc<Device>,
+        gpu: KernelProgram,
+        ptx: &PtxProgram,
+        owner: Option<&CudaProgram>,
+    ) -> Result<CudaProgram, BackendError> {
+        let facts = analyse(&gpu).map_err(|e| err(e.to_string()))?;
+        device.bind().map_err(err)?;
+        let module = device
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx.ptx.clone()))
+            .map_err(|e| err(format!("the driver refused the PTX ({}): {e}", ptx.chip)))?;
+        let mut storages: HashMap<Storage, Rc<Memory>> = HashMap::new();
+        let arena = Memory::zeroed(device, gpu.arena_len * 4).map_err(err)?;
+        let mut addresses = Vec::with_capacity(gpu.buffers.len());
+        for b in &gpu.buffers {
+            let bytes = b.len * b.dtype.bytes();
+            let address = match b.storage {
+                Storage::Arena { offset } => arena.ptr + 4 * offset as u64,
+                s => {
+                    let shared = match (s, owner) {
+                        (Storage::Param(_), Some(o)) => {
+                            Some(o.storages.get(&s).cloned().ok_or_else(|| {
+                                err(format!("the program to share with has no {s:?}"))
+                            })?)
+                        }
+                        _ => storages.get(&s).cloned(),
+                    };
+                    let memory = match shared {
+                        Some(m) if m.bytes == bytes => m,
+                        Some(m) => {
+                            return Err(err(format!(
+                                "{} ({s:?}) holds {bytes} bytes where it is shared at {}",
+                                b.name, m.bytes
+                            )))
+                        }
+                        None => Rc::new(Memory::zeroed(device, bytes).map_err(err)?),
+                    };
+                    let ptr = memory.ptr;
+                    storages.insert(s, memory);
+                    ptr
+                }
+            };
+            addresses.push(address);
+        }
+        let entries: HashMap<usize, &Entry> = ptx.entries.iter().map(|e| (e.kernel, e)).collect();
+        let mut steps = vec![];
+        for (i, k) in gpu.kernels.iter().enumerate() {
+            match k {
+                Kernel::Loop(_) => {
+                    let Some(e) = entries.get(&i) else {
+                        // A loop kernel with nothing to do has no code.
+                        continue;
+                    };
+                    let func = module
+                        .load_function(&e.symbol)
+                        .map_err(|x| err(format!("the PTX has no kernel {}: {x}", e.symbol)))?;
+                    let (grid, block) = match e.parallel {
+                        Some(n) => (n.div_ceil(BLOCK) as u32, BLOCK as u32),
+                        None => (1, 1),
+                    };
+                    steps.push(Step::Launch {
+                        func,
+                        args: e.args.clone(),
+                        grid: grid.max(1),
+                        block,
+                    });
+                }
+                Kernel::MatMul {
+                    a,
+                    b,
+                    out,
+                    m,
+                    n,
+                    k,
+                    ta,
+                    tb,
+                    batch,
+                } => steps.push(Step::Gemm {
+                    call: gemm_call(*m, *n, *k, *ta, *tb, *batch),
+                    first: *b,
+                    second: *a,
+                    out: *out,
+                }),
+                other => {
+                    return Err(err(format!(
+                        "kernel k{i} ({}) has no GPU form",
+                        other.name()
+                    )))
+                }
+            }
+        }
+        Ok(CudaProgram {
+            device: device.clone(),
+            program: gpu,
+            storages,
+            _arena: arena,
+            addresses,
+            steps,
+            int_ranges: facts.int_ranges,
+            _module: module,
+        })
+    }
+
+    fn memory(&self, s: Storage, len: usize, dtype: DType) -> Result<&Memory, BackendError> {
+        let m = self
+            .storages
+            .get(&s)
+            .ok_or_else(|| err(format!("the program has no {s:?} buffer")))?;
+        if m.bytes != len * dtype.bytes() {
+            return Err(err(format!(
+                "{s:?} holds {} values, not {len}",
+                m.bytes / dtype.bytes()
+            )));
+        }
+        Ok(m)
+    }
+
+    pub fn write(&mut self, s: Storage, data: &[f32]) -> Result<(), BackendError> {
+        self.memory(s, data.len(), DType::F32)?
+            .upload(data)
+            .map_err(err)
+    }
+
+    /// Refuses values a gather would index outside a buffer with, before
+    /// they reach the GPU.
+    pub fn write_ints(&mut self, s: Storage, data: &[i32]) -> Result<(), BackendError> {
+        for (id, b) in self.program.buffers.iter().enumerate() {
+            let Some(IntRange { lo, hi, kernel }) = self.int_ranges.get(id).copied().flatten()
+            else {
+                continue;
+            };
+            if b.storage != s {
+                continue;
+            }
+            if let Some((position, value)) = data
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| (v as i64) < lo || (v as i64) > hi)
+            {
+                return Err(err(format!(
+                    "{} holds {value} at position {position}, outside [{lo}, {hi}] (kernel \
+                     k{kernel} would index outside a buffer with it)",
+                    b.name
+                )));
+            }
+        }
+        self.memory(s, data.len(), DType::I32)?
+            .upload(data)
+            .map_err(err)
+    }
+
+    pub fn read(&self, s: Storage) -> Result<Vec<f32>, BackendError> {
+        let m = self
+            .storages
+            .get(&s)
+            .ok_or_else(|| err(format!("the program has no {s:?} buffer")))?;
+        let mut out = vec![0f32; m.bytes / 4];
+        m.download(&mut out).map_err(err)?;
+        Ok(out)
+    }
+
+    pub fn run(&mut self) -> Result<(), BackendError> {
+        self.device.bind().map_err(err)?;
+        let stream = std::ptr::null_mut();
+        for step in &self.steps {
+            match step {
+                Step::Launch {
+                    func,
+                    args,
+                    grid,
+                    block,
+                } => {
+                    let mut values: Vec<u64> = args.iter().map(|b| self.addresses[b.0]).collect();
+                    let mut params: Vec<*mut c_void> = values
+                        .iter_mut()
+                        .map(|v| v as *mut u64 as *mut c_void)
+                        .collect();
+                    // SAFETY: the kernel takes one device pointer per
+                    // argument buffer (bare-pointer memrefs), each holding
+                    // the buffer the kernel IR's analyses proved in bounds.
+                    unsafe {
+                        driver::launch_kernel(
+                            func.cu_function(),
+                            (*grid, 1, 1),
+                            (*block, 1, 1),
+                            0,
+                            stream,
+                            &mut params,
+                        )
+                    }
+                    .map_err(|e| err(format!("launching a kernel: {e}")))?;
+                }
+                Step::Gemm {
+                    call,
+                    first,
+                    second,
+                    out,
+                } => self.gemm(call, *first, *second, *out)?,
+            }
+        }
+        self.device.synchronize().map_err(err)
+    }
+
+    fn gemm(
+        &self,
+        c: &GemmCall,
+        first: BufId,
+        second: BufId,
+        out: BufId,
+    ) -> Result<(), BackendError> {
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let int = |x: usize| {
+            i32::try_from(x)
+                .map_err(|_| err(format!("a product dimension of {x} exceeds cuBLAS's")))
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: the three buffers hold `batch` packed matrices of the
+        // shapes validated with the program; the output is disjoint from
+        // the operands (the kernel IR's library contract).
+        unsafe {
+            blas::sgemm_strided_batched(
+                self.device.blas,
+                op(c.trans_first),
+                op(c.trans_second),
+                int(c.m)?,
+                int(c.n)?,
+                int(c.k)?,
+                &alpha,
+                self.addresses[first.0] as *const f32,
+                int(c.ld_first)?,
+                c.stride_first as i64,
+                self.addresses[second.0] as *const f32,
+                int(c.ld_second)?,
+                c.stride_second as i64,
+                &beta,
+                self.addresses[out.0] as *mut f32,
+                int(c.ld_out)?,
+                c.stride_out as i64,
+                int(c.batch)?,
+            )
+        }
+        .map_err(|e| err(format!("cuBLAS: {e:?}")))
+    }
+}
