@@ -164,6 +164,13 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         if artifact.stages.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64() * 1e3,
     );
+    // The device is opened before a run directory is made for it.
+    let ptx = artifact
+        .stages
+        .iter()
+        .flat_map(|s| s.ptx.iter().cloned())
+        .collect();
+    let backend = args.backend.backend(ptx)?;
 
     let resuming = resumed.is_some();
     let dir = match resumed {
@@ -205,12 +212,6 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         }
     };
     println!("run directory {}", dir.path.display());
-    let ptx = artifact
-        .stages
-        .iter()
-        .flat_map(|s| s.ptx.iter().cloned())
-        .collect();
-    let backend = args.backend.backend(ptx)?;
 
     let metrics_path = dir.metrics_path();
     let finished: HashSet<String> = Metrics::records(&metrics_path)

@@ -173,6 +173,28 @@ fn broken_files_never_crash_the_binary() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A gsc built without the CUDA backend says how to get it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn the_cuda_backend_without_the_feature_is_a_clear_error() {
+    for args in [
+        &[
+            "run",
+            "examples/smoke.gs",
+            "--backend",
+            "cuda",
+            "--runs-dir",
+            "/nonexistent/runs",
+        ][..],
+        &["bench", "S", "--backend", "cuda", "--single"],
+    ] {
+        let o = gsc(args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--features cuda"), "{args:?}: {err}");
+    }
+}
+
 /// A gsc built without MLIR says how to get it, and compiles nothing.
 #[cfg(not(feature = "mlir"))]
 #[test]

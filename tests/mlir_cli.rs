@@ -6,6 +6,8 @@
 
 mod common;
 
+use gsc_compiler::kernel::Kernel;
+
 use std::process::{Command, Output};
 
 fn gsc(args: &[&str]) -> Output {
@@ -152,6 +154,24 @@ fn the_cuda_artifact_carries_ptx_for_every_program_and_chip() {
                 for e in &x.entries {
                     assert!(x.ptx.contains(&format!(".entry {}(", e.symbol)));
                 }
+                // What the GPU runs: products (cuBLAS) and loop kernels,
+                // every one of which has its entry in the PTX.
+                let gpu = gsc_compiler::kernel::library::for_gpu(p);
+                for (i, k) in gpu.kernels.iter().enumerate() {
+                    match k {
+                        Kernel::MatMul { .. } => {}
+                        Kernel::Loop(_) => assert!(
+                            x.entries.iter().any(|e| e.kernel == i),
+                            "{name} {chip}: loop kernel k{i} ({}) has no PTX entry",
+                            k.name()
+                        ),
+                        other => panic!("{name}: {} left for the GPU", other.name()),
+                    }
+                }
+                assert!(
+                    gpu.kernels.len() > p.kernels.len(),
+                    "attention became several kernels"
+                );
             }
         }
     }
