@@ -4,7 +4,7 @@
 
 use crate::fsutil::write_atomic;
 use gsc_compiler::kernel::KernelProgram;
-use gsc_compiler::plan::Plan;
+use gsc_compiler::plan::{ModelConfig, Plan, StagePlan};
 use gsc_compiler::{compile_stage, CompileError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -22,6 +22,42 @@ pub struct StagePrograms {
     /// that a GPU run needs no LLVM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ptx: Vec<PtxProgram>,
+    /// For a stage entered by growth: the forward passes that check it
+    /// kept the function (see [`GrowthCheck`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub growth_check: Option<GrowthCheck>,
+}
+
+/// The previous stage's model and the grown one, both at the previous
+/// context, on one batch of [`GrowthCheck::batch`] sequences: compiled with
+/// the stage, so that a device without a compiler (a GPU running PTX made
+/// elsewhere) can check growth too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrowthCheck {
+    pub before: KernelProgram,
+    pub after: KernelProgram,
+}
+
+impl GrowthCheck {
+    /// Sequences in the checking batch of a stage training `batch`.
+    pub fn batch(batch: usize) -> usize {
+        batch.min(4)
+    }
+
+    /// The check of growing `prev` into `stage`; `None` when the stage
+    /// does not grow (its model is the previous one).
+    pub fn compile(prev: &ModelConfig, stage: &StagePlan) -> Result<Option<Self>, CompileError> {
+        if *prev == stage.model {
+            return Ok(None);
+        }
+        let batch = Self::batch(stage.train.batch);
+        let mut grown = stage.model.clone();
+        grown.context = prev.context;
+        Ok(Some(GrowthCheck {
+            before: compile_stage(prev, &stage.train, batch)?.forward_kernels,
+            after: compile_stage(&grown, &stage.train, batch)?.forward_kernels,
+        }))
+    }
 }
 
 /// One program's loop kernels as PTX for one GPU architecture. A backend
@@ -91,16 +127,23 @@ impl Artifact {
     pub fn compile(plan: &Plan, hash: &str) -> Result<Artifact, (String, CompileError)> {
         let mut stages = Vec::new();
         for run in &plan.runs {
+            let mut prev: Option<&ModelConfig> = None;
             for s in &run.stages {
-                let c = compile_stage(&s.model, &s.train, s.train.batch)
-                    .map_err(|e| (format!("{}.{}", run.name, s.name), e))?;
+                let at = |e| (format!("{}.{}", run.name, s.name), e);
+                let c = compile_stage(&s.model, &s.train, s.train.batch).map_err(at)?;
+                let growth_check = match prev {
+                    Some(p) => GrowthCheck::compile(p, s).map_err(at)?,
+                    None => None,
+                };
                 stages.push(StagePrograms {
                     run: run.name.clone(),
                     stage: s.name.clone(),
                     step: c.kernels,
                     forward: c.forward_kernels,
                     ptx: vec![],
+                    growth_check,
                 });
+                prev = Some(&s.model);
             }
         }
         Ok(Artifact {
@@ -152,7 +195,11 @@ impl Artifact {
             .collect::<Result<Vec<_>, _>>()?;
         for st in &mut self.stages {
             for (chip, options) in chips.iter().zip(&options) {
-                for (name, p) in [("step", &st.step), ("forward", &st.forward)] {
+                let mut programs = vec![("step", &st.step), ("forward", &st.forward)];
+                if let Some(g) = &st.growth_check {
+                    programs.extend([("growth_before", &g.before), ("growth_after", &g.after)]);
+                }
+                for (name, p) in programs {
                     let hash = program_hash(p);
                     let have = st.ptx.iter().any(|x| {
                         x.program_hash == hash

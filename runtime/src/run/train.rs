@@ -2,16 +2,16 @@
 //! (with the loss before and after checked on a fixed batch), evaluation,
 //! metrics, atomic checkpoints, and resumption from the last checkpoint.
 
-use super::artifact::Artifact;
+use super::artifact::{Artifact, GrowthCheck};
 use super::dir::{Metrics, RunDir};
 use crate::backend::{Backend, BackendError, Program};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
 use crate::data::{Batch, DataError, Dataset};
 use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
-use gsc_compiler::kernel::Storage;
+use gsc_compiler::kernel::{KernelProgram, Storage};
 use gsc_compiler::plan::{DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
-use gsc_compiler::{compile_stage, CompileError};
+use gsc_compiler::CompileError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -447,14 +447,29 @@ fn grow_between(
             stage.name
         )));
     }
-    // The check runs both models at the old context on one fixed batch.
+    // The check runs both models at the old context on one fixed batch,
+    // with the programs compiled with the stage (or compiled now, for an
+    // artifact from before they were).
     let context = prev.config.context;
     let data = corpus.dataset(context)?;
-    let batch = data.val_batches(1, stage.train.batch.min(4)).remove(0);
-    let (before, logits_before) = forward_once(&prev.config, stage, &batch, prev, opts.backend)?;
-    let mut at_old_context = st.config.clone();
-    at_old_context.context = context;
-    let (after, logits_after) = forward_once(&at_old_context, stage, &batch, &st, opts.backend)?;
+    let batch = data
+        .val_batches(1, GrowthCheck::batch(stage.train.batch))
+        .remove(0);
+    let check = match opts
+        .artifact
+        .stage(run, &stage.name)
+        .and_then(|s| s.growth_check.clone())
+    {
+        Some(c) => c,
+        None => GrowthCheck::compile(&prev.config, stage)
+            .map_err(|source| TrainError::Compile {
+                stage: stage.name.clone(),
+                source,
+            })?
+            .ok_or_else(|| TrainError::Inconsistent("a growth that changes nothing".into()))?,
+    };
+    let (before, logits_before) = forward_once(&check.before, &batch, prev, opts.backend)?;
+    let (after, logits_after) = forward_once(&check.after, &batch, &st, opts.backend)?;
     let max_dlogit = logits_before
         .iter()
         .zip(&logits_after)
@@ -489,20 +504,14 @@ fn grow_between(
     Ok(st)
 }
 
-/// Loss and logits of `model` (in state `st`) on one batch.
+/// Loss and logits of the forward pass `program` with parameters `st` on one batch.
 fn forward_once(
-    model: &ModelConfig,
-    stage: &StagePlan,
+    program: &KernelProgram,
     batch: &Batch,
     st: &ModelState,
     backend: &dyn Backend,
 ) -> Result<(f64, Vec<f32>), TrainError> {
-    let compiled =
-        compile_stage(model, &stage.train, batch.batch).map_err(|source| TrainError::Compile {
-            stage: stage.name.clone(),
-            source,
-        })?;
-    let mut p = backend.load(&compiled.forward_kernels)?;
+    let mut p = backend.load(program)?;
     for (i, w) in st.params.iter().enumerate() {
         p.write(Storage::Param(i), &to_f32(w))?;
     }
