@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""PyTorch peer for gsc's CPU training benchmark (design/performance.md).
+"""PyTorch peer for gsc's training benchmark (design/performance.md).
 
 A GPT-2-style decoder of sizes S and M (pre-LN, learned positions, GELU MLP
 4x, causal scaled_dot_product_attention, tied embeddings), trained with AdamW
 (lr 2e-3, betas 0.9/0.95, weight decay 0.1 on matrices) in f32 on random
-byte tokens, batch 16 x context 256. Prints one JSON line per model: median
-ms/step over the timed steps after warm-up, tokens/s, MFU against the
-machine's 548 GFLOP/s with FLOPs/token = 6*N_non_embedding + 12*layers*d*ctx,
-and the peak RSS of a process that trained only that model.
+byte tokens, batch 16 x context 256; and G, GPT-2 small's shape (12 layers,
+d 768, batch 8 x context 1024), for GPUs (--device cuda). Prints one JSON
+line per model: median ms/step over the timed steps after warm-up,
+tokens/s, MFU against --peak-gflops (default: the reference CPU's 548) with
+FLOPs/token = 6*N_non_embedding + 12*layers*d*ctx, and the peak RSS of a
+process that trained only that model.
 
-    python3 bench/torch_bench.py [--models S M] [--steps 10] [--warmup 3]
+    python3 bench/torch_bench.py [--models S M G] [--steps 10] [--warmup 3] [--device cuda]
 """
 
 import argparse
@@ -23,14 +25,15 @@ import sys
 import time
 
 SIZES = {
-    "S": dict(layers=4, d=256, heads=4),
-    "M": dict(layers=6, d=384, heads=6),
+    "S": dict(layers=4, d=256, heads=4, context=256, batch=16),
+    "M": dict(layers=6, d=384, heads=6, context=256, batch=16),
+    "G": dict(layers=12, d=768, heads=12, context=1024, batch=8),
 }
-VOCAB, CONTEXT, BATCH = 256, 256, 16
-PEAK_FLOPS = 548e9  # 2 Zen 5 cores with AVX-512, design/performance.md
+VOCAB = 256
+PEAK_GFLOPS = 548.0  # 2 Zen 5 cores with AVX-512, design/performance.md
 
 
-def build_model(torch, layers, d, heads):
+def build_model(torch, layers, d, heads, context):
     nn = torch.nn
     F = torch.nn.functional
 
@@ -56,7 +59,7 @@ def build_model(torch, layers, d, heads):
         def __init__(self):
             super().__init__()
             self.tok = nn.Embedding(VOCAB, d)
-            self.pos = nn.Embedding(CONTEXT, d)
+            self.pos = nn.Embedding(context, d)
             self.blocks = nn.ModuleList(Block() for _ in range(layers))
             self.ln_f = nn.LayerNorm(d)
             for name, p in self.named_parameters():
@@ -67,7 +70,7 @@ def build_model(torch, layers, d, heads):
 
         def forward(self, idx, targets):
             t = idx.shape[1]
-            x = self.tok(idx) + self.pos(torch.arange(t))
+            x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
             for block in self.blocks:
                 x = block(x)
             logits = self.ln_f(x) @ self.tok.weight.t()  # tied head
@@ -76,18 +79,19 @@ def build_model(torch, layers, d, heads):
     return Gpt()
 
 
-def run_one(name, steps, warmup, threads, compile_model):
+def run_one(name, steps, warmup, threads, compile_model, device, peak_gflops):
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     size = SIZES[name]
-    model = build_model(torch, **size)
+    context, batch = size["context"], size["batch"]
+    model = build_model(torch, size["layers"], size["d"], size["heads"], context).to(device)
     params = list(model.parameters())
     n_total = sum(p.numel() for p in params)
     n_emb = model.tok.weight.numel() + model.pos.weight.numel()
     n_non_emb = n_total - n_emb
-    flops_per_token = 6 * n_non_emb + 12 * size["layers"] * size["d"] * CONTEXT
+    flops_per_token = 6 * n_non_emb + 12 * size["layers"] * size["d"] * context
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -103,8 +107,9 @@ def run_one(name, steps, warmup, threads, compile_model):
 
     times, cpu_times, loss = [], [], float("nan")
     for i in range(warmup + steps):
-        tokens = torch.randint(0, VOCAB, (BATCH, CONTEXT + 1), generator=gen)
+        tokens = torch.randint(0, VOCAB, (batch, context + 1), generator=gen)
         t0, c0 = time.perf_counter(), time.process_time()
+        tokens = tokens.to(device)
         out = step_fn(tokens[:, :-1], tokens[:, 1:])
         out.backward()
         opt.step()
@@ -115,10 +120,14 @@ def run_one(name, steps, warmup, threads, compile_model):
             cpu_times.append(time.process_time() - c0)
 
     ms = statistics.median(times) * 1e3
-    tokens_per_s = BATCH * CONTEXT / (ms / 1e3)
-    mfu = flops_per_token * tokens_per_s / PEAK_FLOPS
+    tokens_per_s = batch * context / (ms / 1e3)
+    mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9)
     return {
         "model": name,
+        "system": "pytorch eager" if not compile_model else "pytorch compiled",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "context": context,
+        "batch": batch,
         "layers": size["layers"],
         "d_model": size["d"],
         "heads": size["heads"],
@@ -152,18 +161,23 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS, help="for MFU")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.single:
         (name,) = args.models
-        print(json.dumps(run_one(name, args.steps, args.warmup, args.threads, args.compile)), flush=True)
+        line = run_one(name, args.steps, args.warmup, args.threads, args.compile, args.device,
+                       args.peak_gflops)
+        print(json.dumps(line), flush=True)
         return
     # One process per model, so each peak RSS is that model's alone.
     for name in args.models:
         cmd = [sys.executable, os.path.abspath(__file__), "--single", "--models", name,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
+               "--threads", str(args.threads), "--device", args.device,
+               "--peak-gflops", str(args.peak_gflops)] + (["--compile"] if args.compile else [])
         done = subprocess.run(cmd, check=False)
         if done.returncode != 0:
             sys.exit(f"torch_bench: model {name} failed (exit {done.returncode})")

@@ -1062,16 +1062,69 @@ impl<B: Backend> Backend for ForGpu<B> {
     }
 }
 
+/// The MLIR backend running what a GPU runs, each program also lowered to
+/// PTX, which is saved in `$GSC_PTX_DIR` when that is set: the PTX the
+/// `cuda` conformance tests run on a GPU by a test binary without MLIR.
+#[cfg(feature = "mlir")]
+struct MlirForGpu;
+
+#[cfg(feature = "mlir")]
+impl MlirForGpu {
+    fn lower(p: &KernelProgram) -> Result<(), BackendError> {
+        let err = |message: String| BackendError {
+            backend: "mlir",
+            message,
+        };
+        let options = gsc_mlir::CudaOptions::for_chip("sm_80").map_err(|e| err(e.to_string()))?;
+        let ptx = gsc_runtime::run::artifact::PtxProgram::compile(p, "conformance", &options)
+            .map_err(|e| err(e.to_string()))?;
+        match std::env::var_os("GSC_PTX_DIR") {
+            Some(dir) => {
+                gsc_runtime::cuda::ptx::save(std::path::Path::new(&dir), &ptx).map_err(err)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "mlir")]
+impl Backend for MlirForGpu {
+    fn name(&self) -> &'static str {
+        "mlir"
+    }
+
+    fn load(&self, p: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
+        Self::lower(p)?;
+        ForGpu(gsc_runtime::backend::Mlir).load(p)
+    }
+
+    fn load_sharing(
+        &self,
+        p: &KernelProgram,
+        owner: &dyn Program,
+    ) -> Result<Box<dyn Program>, BackendError> {
+        Self::lower(p)?;
+        ForGpu(gsc_runtime::backend::Mlir).load_sharing(p, owner)
+    }
+}
+
+/// GPU 0 with the PTX of `$GSC_PTX_DIR` (saved by the `mlir_gpu_form`
+/// tests of a build with MLIR).
+#[cfg(feature = "cuda")]
+fn gpu() -> gsc_runtime::cuda::Cuda {
+    let dir = std::env::var_os("GSC_PTX_DIR").expect("GSC_PTX_DIR names the conformance PTX");
+    let ptx = gsc_runtime::cuda::ptx::load_dir(std::path::Path::new(&dir)).unwrap();
+    gsc_runtime::cuda::Cuda::open(0, ptx).unwrap_or_else(|e| panic!("{e}"))
+}
+
 conformance!(cpu, gsc_runtime::backend::Cpu);
-conformance!(
-    interp_gpu_form,
-    super::ForGpu(gsc_runtime::interp::InterpBackend::<f32>::default())
-);
 conformance!(cpu_gpu_form, super::ForGpu(gsc_runtime::backend::Cpu));
 #[cfg(feature = "mlir")]
 conformance!(mlir, gsc_runtime::backend::Mlir);
 #[cfg(feature = "mlir")]
-conformance!(mlir_gpu_form, super::ForGpu(gsc_runtime::backend::Mlir));
+conformance!(mlir_gpu_form, super::MlirForGpu);
+#[cfg(feature = "cuda")]
+conformance!(cuda, super::gpu());
 
 /// The oracle shares parameters the same way (the training loop relies on it).
 #[test]

@@ -50,8 +50,9 @@ fn every_loop_kernel_kind_lowers_to_mlir() {
     // One program per distinct kernel name (the fused ops), first seen.
     let mut kinds: BTreeMap<String, KernelProgram> = BTreeMap::new();
     for (_, _, p) in programs() {
-        // The embedding gradient as the GPU gets it, a loop kernel.
-        let p = gsc_kernel_ir::library::embedding_bwd_as_loops(&p);
+        // As the GPU gets it: the embedding gradient and attention as
+        // loop kernels.
+        let p = gsc_kernel_ir::library::for_gpu(&p);
         for k in &p.kernels {
             let Kernel::Loop(l) = k else { continue };
             kinds
@@ -123,15 +124,17 @@ fn ptxas_accepts_every_program_for_sm80_and_sm90() {
         let ptxas = ptxas(&options.toolkit);
         for (model, which, p) in programs() {
             let m = compile_ptx(&p, &options).unwrap_or_else(|e| panic!("{model} {which}: {e}"));
-            let loops = p
+            // What the GPU runs: attention and the embedding gradient as
+            // loop kernels (and products).
+            let loops = gsc_kernel_ir::library::for_gpu(&p)
                 .kernels
                 .iter()
-                .filter(|k| matches!(k, Kernel::Loop(_) | Kernel::EmbeddingBwd { .. }))
+                .filter(|k| matches!(k, Kernel::Loop(_)))
                 .count();
             assert_eq!(
                 m.entries.len(),
                 loops,
-                "{model} {which}: one entry per loop kernel and embedding gradient"
+                "{model} {which}: one entry per loop kernel of the GPU form"
             );
             for e in &m.entries {
                 assert!(
