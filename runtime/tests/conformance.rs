@@ -1094,8 +1094,9 @@ impl Backend for MlirForGpu {
     }
 
     fn load(&self, p: &KernelProgram) -> Result<Box<dyn Program>, BackendError> {
+        let loaded = ForGpu(gsc_runtime::backend::Mlir).load(p)?;
         Self::lower(p)?;
-        ForGpu(gsc_runtime::backend::Mlir).load(p)
+        Ok(loaded)
     }
 
     fn load_sharing(
@@ -1103,8 +1104,9 @@ impl Backend for MlirForGpu {
         p: &KernelProgram,
         owner: &dyn Program,
     ) -> Result<Box<dyn Program>, BackendError> {
+        let loaded = ForGpu(gsc_runtime::backend::Mlir).load_sharing(p, owner)?;
         Self::lower(p)?;
-        ForGpu(gsc_runtime::backend::Mlir).load_sharing(p, owner)
+        Ok(loaded)
     }
 }
 
