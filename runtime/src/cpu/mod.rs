@@ -142,7 +142,8 @@ impl std::fmt::Debug for CpuBackend {
     }
 }
 
-fn library_error(p: &KernelProgram, index: usize, what: String) -> JitError {
+/// A rejected kernel, named and printed (every backend reports it alike).
+pub(crate) fn library_error(p: &KernelProgram, index: usize, what: String) -> JitError {
     JitError::Kernel {
         index,
         kernel: p.kernels[index].name().to_string(),

@@ -97,6 +97,8 @@ mod backend {
             program: &KernelProgram,
             owner: Option<&dyn Program>,
         ) -> Result<Box<dyn Program>, BackendError> {
+            let gpu = library::for_gpu(program);
+            let facts = CudaProgram::check(&gpu)?;
             let ptx = self.ptx_for(program)?;
             let owner = match owner {
                 None => None,
@@ -107,12 +109,7 @@ mod backend {
                     })?)
                 }
             };
-            let p = CudaProgram::load(
-                &self.device,
-                library::for_gpu(program),
-                &ptx,
-                owner.map(|o| &o.0),
-            )?;
+            let p = CudaProgram::load(&self.device, gpu, facts, &ptx, owner.map(|o| &o.0))?;
             Ok(Box::new(GpuProgram(p)))
         }
     }

@@ -7,11 +7,12 @@
 use super::device::{Device, Memory};
 use super::gemm::{gemm_call, GemmCall};
 use crate::backend::BackendError;
+use crate::cpu::library_error;
 use crate::run::artifact::PtxProgram;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as driver, CudaFunction, CudaModule};
 use gsc_compiler::kernel::{
-    analyse, BufId, DType, Entry, IntRange, Kernel, KernelProgram, Storage, BLOCK,
+    analyse, BufId, DType, Entry, IntRange, Kernel, KernelProgram, ProgramFacts, Storage, BLOCK,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -51,22 +52,30 @@ pub struct CudaProgram {
     /// Every buffer's device address.
     addresses: Vec<u64>,
     steps: Vec<Step>,
-    /// Per I32 buffer: the range its values must lie in (checked as they
-    /// are written, on the host).
+    /// Per I32 buffer: the range its values must lie in (checked on the
+    /// host as they are written).
     int_ranges: Vec<Option<IntRange>>,
+    /// Why the integer inputs written last cannot run, per storage: `run`
+    /// refuses them before any kernel starts, as every backend does.
+    refused: HashMap<Storage, String>,
     _module: Arc<CudaModule>,
 }
 
 impl CudaProgram {
     /// `gpu` (a program in its GPU form) with the loop kernels of `ptx`,
     /// parameters shared with `owner` when given.
+    /// The kernel IR's analyses of `gpu`, a rejected kernel named and printed.
+    pub fn check(gpu: &KernelProgram) -> Result<ProgramFacts, BackendError> {
+        analyse(gpu).map_err(|e| err(library_error(gpu, e.kernel, e.what).to_string()))
+    }
+
     pub fn load(
         device: &Rc<Device>,
         gpu: KernelProgram,
+        facts: ProgramFacts,
         ptx: &PtxProgram,
         owner: Option<&CudaProgram>,
     ) -> Result<CudaProgram, BackendError> {
-        let facts = analyse(&gpu).map_err(|e| err(e.to_string()))?;
         device.bind().map_err(err)?;
         let module = device
             .ctx
@@ -160,6 +169,7 @@ impl CudaProgram {
             addresses,
             steps,
             int_ranges: facts.int_ranges,
+            refused: HashMap::new(),
             _module: module,
         })
     }
@@ -184,9 +194,12 @@ impl CudaProgram {
             .map_err(err)
     }
 
-    /// Refuses values a gather would index outside a buffer with, before
-    /// they reach the GPU.
+    /// Values a gather would index outside a buffer with are written, and
+    /// refused by the next `run`.
     pub fn write_ints(&mut self, s: Storage, data: &[i32]) -> Result<(), BackendError> {
+        let memory = self.memory(s, data.len(), DType::I32)?;
+        memory.upload(data).map_err(err)?;
+        self.refused.remove(&s);
         for (id, b) in self.program.buffers.iter().enumerate() {
             let Some(IntRange { lo, hi, kernel }) = self.int_ranges.get(id).copied().flatten()
             else {
@@ -200,16 +213,16 @@ impl CudaProgram {
                 .enumerate()
                 .find(|(_, &v)| (v as i64) < lo || (v as i64) > hi)
             {
-                return Err(err(format!(
+                let why = format!(
                     "{} holds {value} at position {position}, outside [{lo}, {hi}] (kernel \
                      k{kernel} would index outside a buffer with it)",
                     b.name
-                )));
+                );
+                self.refused.insert(s, why);
+                break;
             }
         }
-        self.memory(s, data.len(), DType::I32)?
-            .upload(data)
-            .map_err(err)
+        Ok(())
     }
 
     pub fn read(&self, s: Storage) -> Result<Vec<f32>, BackendError> {
@@ -223,6 +236,9 @@ impl CudaProgram {
     }
 
     pub fn run(&mut self) -> Result<(), BackendError> {
+        if let Some(why) = self.refused.values().next() {
+            return Err(err(why.clone()));
+        }
         self.device.bind().map_err(err)?;
         let stream = std::ptr::null_mut();
         for step in &self.steps {
