@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, run from the folder scripts/gpu-bundle makes, on a machine
 # with an NVIDIA GPU, its driver and PyTorch (CUDA build), with no Rust, no
-# LLVM and no network needed. In about 8 minutes at most it runs:
+# LLVM and no network needed. Each part has a timeout, 8 minutes in all:
 #   1. the conformance suite on the GPU (every kernel kind, whole training
 #      steps of gpt, gpt+LayerNorm and nGPT, shared parameters) against the
 #      reference interpreter;
@@ -27,12 +27,12 @@ libs=$(python3 -c 'import glob, os, nvidia; print(":".join(sorted({os.path.dirna
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 step "1. conformance on the GPU"
-GSC_PTX_DIR="$here/ptx/conformance" timeout 180 ./conformance cuda:: --test-threads 1 || status=1
+GSC_PTX_DIR="$here/ptx/conformance" timeout 90 ./conformance cuda:: --test-threads 1 || status=1
 
 step "2. parity: smoke.gs on the GPU and on the CPU"
 rm -rf runs
 for backend in cuda cpu; do
-  timeout 150 ./gsc run examples/smoke.gs --artifact smoke.json --backend "$backend" \
+  timeout 60 ./gsc run examples/smoke.gs --artifact smoke.json --backend "$backend" \
     --runs-dir "runs/$backend" > "runs-$backend.log" 2>&1 || { status=1; tail -20 "runs-$backend.log"; }
   grep -E "GPU:|grow into|val_loss|smoke " "runs-$backend.log" | tail -6
 done
@@ -53,9 +53,9 @@ assert dall < 5e-2, "the runs drift apart"
 PY
 
 step "3. S, M and G: gsc (cuda) and PyTorch eager, same card"
-timeout 240 ./gsc bench S M G --backend cuda --ptx ptx/bench --steps 10 --warmup 3 \
+timeout 150 ./gsc bench S M G --backend cuda --ptx ptx/bench --steps 10 --warmup 3 \
   --peak-gflops "$peak" || status=1
-timeout 150 python3 torch_bench.py --models S M G --device cuda --steps 10 --warmup 3 \
+timeout 120 python3 torch_bench.py --models S M G --device cuda --steps 10 --warmup 3 \
   --peak-gflops "$peak" || status=1
 
 step "done: $([ $status = 0 ] && echo passed || echo FAILED)"

@@ -322,10 +322,7 @@ fn resumed_artifact(
 /// The artifact in `path`, which must be the one of this source, overrides
 /// and compiler (`hash`).
 fn given_artifact(path: &Path, hash: &str) -> Result<Artifact, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let a: Artifact = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("`{}` is not a gsc artifact: {e}", path.display()))?;
+    let a = Artifact::read(path)?;
     if a.hash != hash {
         return Err(format!(
             "`{}` was compiled from another source, other overrides or another gsc (artifact \

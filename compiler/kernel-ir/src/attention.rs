@@ -18,8 +18,9 @@
 
 use crate::ir::*;
 
-/// What masked scores are pushed down by: `exp` of it is exactly zero in
-/// f32 and f64, and it stays finite.
+/// What masked scores are pushed down by: finite, and far enough below
+/// every real score that `exp` of it is zero in f64 and its clamped floor
+/// (about 1e-38) in the generated f32 code.
 const MASKED: f64 = -1.0e30;
 
 fn aff(terms: &[(Var, usize)]) -> Affine {
@@ -47,8 +48,12 @@ fn bin(f: BinaryFn, a: Expr, b: Expr) -> Expr {
     Expr::Binary(f, Box::new(a), Box::new(b))
 }
 
+fn un(f: UnaryFn, a: Expr) -> Expr {
+    Expr::Unary(f, Box::new(a))
+}
+
 fn exp(a: Expr) -> Expr {
-    Expr::Unary(UnaryFn::Exp, Box::new(a))
+    un(UnaryFn::Exp, a)
 }
 
 fn for_(var: Var, extent: usize, body: Vec<Stmt>) -> Stmt {
@@ -136,13 +141,13 @@ fn masked_score(scores: BufId, s: &AttnShape, r: Var, u: Var, pos: Local) -> Exp
 /// `t` of row `r`: `r − seq·⌊(r + ½)/seq⌋`, exact while `r` is below 2²⁴.
 fn position(r: Var, pos: Local, s: &AttnShape) -> Stmt {
     let seq = s.seq as f64;
-    let quotient = Expr::Unary(
+    let quotient = un(
         UnaryFn::Floor,
-        Box::new(bin(
+        bin(
             BinaryFn::Div,
             bin(BinaryFn::Add, Expr::Var(r), Expr::Const(0.5)),
             Expr::Const(seq),
-        )),
+        ),
     );
     Stmt::Let {
         local: pos,
@@ -186,7 +191,7 @@ fn softmax(scores: BufId, lse: BufId, s: &AttnShape) -> Kernel {
             value: bin(
                 BinaryFn::Add,
                 Expr::Local(max),
-                Expr::Unary(UnaryFn::Log, Box::new(Expr::Local(sum))),
+                un(UnaryFn::Log, Expr::Local(sum)),
             ),
         },
         Stmt::Store {

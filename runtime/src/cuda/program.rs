@@ -12,7 +12,7 @@ use crate::run::artifact::PtxProgram;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as driver, CudaFunction, CudaModule};
 use gsc_compiler::kernel::{
-    analyse, BufId, DType, Entry, IntRange, Kernel, KernelProgram, ProgramFacts, Storage, BLOCK,
+    analyse, DType, Entry, IntRange, Kernel, KernelProgram, ProgramFacts, Storage, BLOCK,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -26,19 +26,20 @@ fn err(message: impl Into<String>) -> BackendError {
     }
 }
 
+/// One kernel, its buffers resolved to device addresses at load.
 enum Step {
     Launch {
         func: CudaFunction,
-        args: Vec<BufId>,
+        args: Vec<u64>,
         grid: u32,
         block: u32,
     },
     Gemm {
         call: GemmCall,
         /// cuBLAS's A and B: the kernel IR's `b` and `a`.
-        first: BufId,
-        second: BufId,
-        out: BufId,
+        first: u64,
+        second: u64,
+        out: u64,
     },
 }
 
@@ -49,8 +50,6 @@ pub struct CudaProgram {
     /// One allocation per persistent storage (shared ones included).
     storages: HashMap<Storage, Rc<Memory>>,
     _arena: Memory,
-    /// Every buffer's device address.
-    addresses: Vec<u64>,
     steps: Vec<Step>,
     /// Per I32 buffer: the range its values must lie in (checked on the
     /// host as they are written).
@@ -132,7 +131,7 @@ impl CudaProgram {
                     };
                     steps.push(Step::Launch {
                         func,
-                        args: e.args.clone(),
+                        args: e.args.iter().map(|b| addresses[b.0]).collect(),
                         grid: grid.max(1),
                         block,
                     });
@@ -149,9 +148,9 @@ impl CudaProgram {
                     batch,
                 } => steps.push(Step::Gemm {
                     call: gemm_call(*m, *n, *k, *ta, *tb, *batch),
-                    first: *b,
-                    second: *a,
-                    out: *out,
+                    first: addresses[b.0],
+                    second: addresses[a.0],
+                    out: addresses[out.0],
                 }),
                 other => {
                     return Err(err(format!(
@@ -166,7 +165,6 @@ impl CudaProgram {
             program: gpu,
             storages,
             _arena: arena,
-            addresses,
             steps,
             int_ranges: facts.int_ranges,
             refused: HashMap::new(),
@@ -249,10 +247,10 @@ impl CudaProgram {
                     grid,
                     block,
                 } => {
-                    let mut values: Vec<u64> = args.iter().map(|b| self.addresses[b.0]).collect();
-                    let mut params: Vec<*mut c_void> = values
-                        .iter_mut()
-                        .map(|v| v as *mut u64 as *mut c_void)
+                    // The driver reads each argument through a pointer to it.
+                    let mut params: Vec<*mut c_void> = args
+                        .iter()
+                        .map(|v| v as *const u64 as *mut c_void)
                         .collect();
                     // SAFETY: the kernel takes one device pointer per
                     // argument buffer (bare-pointer memrefs), each holding
@@ -280,13 +278,7 @@ impl CudaProgram {
         self.device.synchronize().map_err(err)
     }
 
-    fn gemm(
-        &self,
-        c: &GemmCall,
-        first: BufId,
-        second: BufId,
-        out: BufId,
-    ) -> Result<(), BackendError> {
+    fn gemm(&self, c: &GemmCall, first: u64, second: u64, out: u64) -> Result<(), BackendError> {
         let op = |t: bool| {
             if t {
                 blas_sys::cublasOperation_t::CUBLAS_OP_T
@@ -311,14 +303,14 @@ impl CudaProgram {
                 int(c.n)?,
                 int(c.k)?,
                 &alpha,
-                self.addresses[first.0] as *const f32,
+                first as *const f32,
                 int(c.ld_first)?,
                 c.stride_first as i64,
-                self.addresses[second.0] as *const f32,
+                second as *const f32,
                 int(c.ld_second)?,
                 c.stride_second as i64,
                 &beta,
-                self.addresses[out.0] as *mut f32,
+                out as *mut f32,
                 int(c.ld_out)?,
                 c.stride_out as i64,
                 int(c.batch)?,

@@ -175,9 +175,15 @@ impl Artifact {
     /// The artifact in `path`, if it is there, readable, and the one with
     /// this hash.
     pub fn load(path: &Path, hash: &str) -> Option<Artifact> {
-        let bytes = std::fs::read(path).ok()?;
-        let a = serde_json::from_slice::<Artifact>(&bytes).ok()?;
-        (a.hash == hash).then_some(a)
+        Artifact::read(path).ok().filter(|a| a.hash == hash)
+    }
+
+    /// The artifact in `path`, or why it cannot be read.
+    pub fn read(path: &Path) -> Result<Artifact, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}` is not a gsc artifact: {e}", path.display()))
     }
 
     /// Writes the artifact to `path` atomically.
