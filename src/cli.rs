@@ -76,6 +76,14 @@ enum Command {
         /// Train only the run (schedule or comparison) of this name.
         #[arg(long = "run", value_name = "NAME")]
         only: Option<String>,
+        /// Train at most N steps in every stage: a quick pass through every
+        /// stage and growth of every run (kept by --resume).
+        #[arg(long, value_name = "N", conflicts_with = "resume")]
+        max_stage_steps: Option<u64>,
+        /// Periodic checkpoints to keep per run (the newest); the ones just
+        /// before and after every growth are always kept.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        keep_checkpoints: usize,
         /// Peak GFLOP/s of the machine, for MFU (both cores of the reference machine).
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,
@@ -187,6 +195,8 @@ pub fn main() -> ExitCode {
             artifact,
             runs_dir,
             only,
+            max_stage_steps,
+            keep_checkpoints,
             peak_gflops,
         } => run::run(
             run::RunArgs {
@@ -197,6 +207,8 @@ pub fn main() -> ExitCode {
                 artifact,
                 runs_dir,
                 only,
+                max_stage_steps,
+                keep_checkpoints,
                 peak_gflops,
             },
             color(),

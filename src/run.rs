@@ -70,6 +70,10 @@ pub struct RunArgs {
     pub artifact: Option<PathBuf>,
     pub runs_dir: PathBuf,
     pub only: Option<String>,
+    /// Every stage cut to at most this many steps.
+    pub max_stage_steps: Option<u64>,
+    /// Periodic checkpoints kept per run.
+    pub keep_checkpoints: usize,
     pub peak_gflops: f64,
 }
 
@@ -99,8 +103,10 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         (Some(resume), _) => {
             let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
             let m = dir.manifest().map_err(|e| e.to_string())?;
-            // A run started with `--run NAME` resumes as that run alone.
+            // A run started with `--run NAME` resumes as that run alone,
+            // and one cut short stays cut short.
             args.only = args.only.take().or(m.only_run);
+            args.max_stage_steps = m.max_stage_steps;
             if m.runtime_version != gsc_runtime::VERSION {
                 eprintln!(
                     "warning: this run was started by gsc runtime {}, and this is {}: its \
@@ -138,9 +144,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     if !checked.report.diags.is_empty() {
         eprint!("{}", checked.report.render(color));
     }
-    let Some(plan) = checked.plan else {
+    let Some(mut plan) = checked.plan else {
         return Ok(false);
     };
+    if let Some(n) = args.max_stage_steps {
+        plan.cut_short(n);
+    }
 
     let started = std::time::Instant::now();
     let (artifact, hash, from) = match &resumed {
@@ -201,6 +210,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 backend: args.backend.name(),
                 machine: Machine::describe(),
                 only_run: args.only.clone(),
+                max_stage_steps: args.max_stage_steps,
                 started_unix: unix_now(),
             };
             d.write_manifest(&manifest)
@@ -247,7 +257,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         artifact: &artifact,
         peak_flops: args.peak_gflops * 1e9,
         progress: std::io::stderr().is_terminal(),
-        keep_checkpoints: 3,
+        keep_checkpoints: args.keep_checkpoints,
     };
     let mut summaries = Vec::new();
     for run in &plan.runs {

@@ -14,8 +14,12 @@ pub fn gs_files(dir: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Every shipped `.gs` file: `examples/` and `examples/experiments/`.
 pub fn examples() -> Vec<PathBuf> {
-    let files = gs_files("examples");
+    let mut files = gs_files("examples");
+    if Path::new("examples/experiments").is_dir() {
+        files.extend(gs_files("examples/experiments"));
+    }
     assert!(files.len() >= 4, "the four examples are missing");
     assert!(
         Path::new("data/tinyshakespeare.txt").exists(),

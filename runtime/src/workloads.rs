@@ -65,6 +65,7 @@ pub fn train_config() -> TrainConfig {
             warmup_steps: 0,
             min_ratio: 1.0,
             total_steps: 1,
+            decay_steps: 0,
         },
         batch: BATCH,
         seed: 1,

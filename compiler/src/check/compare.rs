@@ -142,7 +142,7 @@ pub fn check(c: &CompareItem, runs: &[RunPlan], train: &TrainSettings) -> Result
             // Split the tokens so the FLOPs match what `same flops` asks for, if it does.
             let per_token = at * half.flops_per_token() + (1.0 - at) * full.flops_per_token();
             let tokens = tokens_for(per_token)?;
-            let growth = doubling_steps(&half);
+            let growth = doubling_steps(&half, &full);
             vec![
                 draft("half", &half, Vec::new(), tokens * at),
                 draft("doubled", &full, growth, tokens * (1.0 - at)),
@@ -166,29 +166,33 @@ fn halve(m: &ModelConfig) -> Option<ModelConfig> {
     })
 }
 
-/// HyperCloning: every width ×2 by copying.
-fn doubling_steps(half: &ModelConfig) -> Vec<GrowthStep> {
+/// HyperCloning: every width ×2 by copying, from `half` to `full`. Growing
+/// `heads` of a model without GQA grows `kv_heads` with it, so that axis
+/// gets a step of its own only under GQA.
+fn doubling_steps(half: &ModelConfig, full: &ModelConfig) -> Vec<GrowthStep> {
     let mut cur = half.clone();
-    [Axis::DModel, Axis::Heads, Axis::KvHeads, Axis::Ffn]
-        .into_iter()
-        .map(|axis| {
-            let from = axis.size(&cur);
-            let before = cur.clone();
-            cur = cur.grown(axis, from * 2);
-            let mut step = GrowthStep {
-                axis,
-                from,
-                to: from * 2,
-                method: Method::Copy,
-                positions: Vec::new(),
-                noise: 0.0,
-                optimizer: OptimizerPolicy::Map,
-                rewarm_steps: 0,
-                exact: true,
-                changes: Vec::new(),
-            };
-            step.changes = super::growth::changes(&before, &cur, &step);
-            step
-        })
-        .collect()
+    let mut steps = Vec::new();
+    for axis in [Axis::DModel, Axis::Heads, Axis::KvHeads, Axis::Ffn] {
+        let from = axis.size(&cur);
+        if from == axis.size(full) {
+            continue;
+        }
+        let before = cur.clone();
+        cur = cur.grown(axis, from * 2);
+        let mut step = GrowthStep {
+            axis,
+            from,
+            to: from * 2,
+            method: Method::Copy,
+            positions: Vec::new(),
+            noise: 0.0,
+            optimizer: OptimizerPolicy::Map,
+            rewarm_steps: 0,
+            exact: true,
+            changes: Vec::new(),
+        };
+        step.changes = super::growth::changes(&before, &cur, &step);
+        steps.push(step);
+    }
+    steps
 }

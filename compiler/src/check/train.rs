@@ -19,7 +19,7 @@ const KEYS: &[&str] = &[
 const EVERY: &[&str] = &["eval", "checkpoint", "log"];
 
 #[derive(Clone, Debug)]
-pub enum Warmup {
+pub enum Length {
     Steps(u64),
     Fraction(f64),
 }
@@ -31,7 +31,9 @@ pub struct TrainSettings {
     pub optimizer_span: Span,
     pub weight_decay_set: bool,
     pub decay: Decay,
-    pub warmup: Warmup,
+    pub warmup: Length,
+    /// `wsd`'s final decay.
+    pub decay_len: Length,
     pub min_ratio: f64,
     pub batch: usize,
     pub seed: u64,
@@ -47,9 +49,9 @@ pub struct TrainSettings {
 impl TrainSettings {
     /// The TrainConfig of one stage, once the whole schedule's length is known.
     pub fn config(&self, arch: Arch, batch: usize, lr: f64, total_steps: u64) -> TrainConfig {
-        let warmup_steps = match self.warmup {
-            Warmup::Steps(s) => s,
-            Warmup::Fraction(f) => (f * total_steps as f64).round() as u64,
+        let steps = |w: &Length| match *w {
+            Length::Steps(s) => s,
+            Length::Fraction(f) => (f * total_steps as f64).round() as u64,
         };
         let mut optimizer = AdamW {
             lr,
@@ -62,9 +64,13 @@ impl TrainSettings {
             optimizer,
             schedule: LrSchedule {
                 decay: self.decay,
-                warmup_steps,
+                warmup_steps: steps(&self.warmup),
                 min_ratio: self.min_ratio,
                 total_steps,
+                decay_steps: match self.decay {
+                    Decay::Wsd => steps(&self.decay_len),
+                    _ => 0,
+                },
             },
             batch,
             seed: self.seed,
@@ -89,7 +95,8 @@ pub fn defaults(span: Span) -> TrainSettings {
         optimizer_span: span,
         weight_decay_set: false,
         decay: Decay::Constant,
-        warmup: Warmup::Steps(0),
+        warmup: Length::Steps(0),
+        decay_len: Length::Fraction(0.2),
         min_ratio: 0.1,
         batch: 16,
         seed: 1,
@@ -267,14 +274,15 @@ fn positive(e: &crate::syntax::Expr, what: &str) -> Result<f64, Diag> {
 
 fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> {
     let mut diags = Vec::new();
-    let Some(args) = Args::of(e, &["warmup", "min"], &mut diags) else {
+    let Some(args) = Args::of(e, &["warmup", "min", "decay"], &mut diags) else {
         return Err(diags.remove(0));
     };
-    let kinds = ["constant", "cosine", "linear"];
+    let kinds = ["constant", "cosine", "linear", "wsd"];
     t.decay = match args.callee {
         "constant" => Decay::Constant,
         "cosine" => Decay::Cosine,
         "linear" => Decay::Linear,
+        "wsd" => Decay::Wsd,
         other => {
             return Err(
                 Diag::error("gs::unknown-name", format!("unknown LR schedule `{other}`"))
@@ -287,21 +295,18 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
         return Err(d);
     }
     if let Some(w) = args.get("warmup") {
-        let q = eval::quantity(w, &mut NoNames)?;
-        t.warmup = match (q.unit, q.percent) {
-            (None, true) if (0.0..=1.0).contains(&q.value) => Warmup::Fraction(q.value),
-            (Some(Unit::Steps) | None, false) if q.value >= 0.0 && q.value.fract() == 0.0 => {
-                Warmup::Steps(q.value as u64)
-            }
-            _ => {
-                return Err(Diag::error(
-                    "gs::unit",
-                    "warmup is a number of steps or a percentage of the run",
-                )
-                .label(w.span, "not steps or %")
-                .help("write e.g. `warmup = 100 steps` or `warmup = 2%`"))
-            }
-        };
+        t.warmup = length(w, "warmup")?;
+    }
+    if let Some(d) = args.get("decay") {
+        if t.decay != Decay::Wsd {
+            return Err(Diag::error(
+                "gs::argument",
+                format!("`{}` takes no `decay`", args.callee),
+            )
+            .label(d.span, "only `wsd` has a separate decay phase")
+            .help("remove `decay = …`, or write `schedule = wsd(…)`"));
+        }
+        t.decay_len = length(d, "decay")?;
     }
     if let Some(m) = args.get("min") {
         let v = eval::number(m, &mut NoNames)?;
@@ -316,6 +321,23 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
         t.min_ratio = v;
     }
     Ok(())
+}
+
+/// A part of the run (a warmup or a decay): `N steps`, a bare `N`, or `P%` of the run.
+fn length(e: &crate::syntax::Expr, what: &str) -> Result<Length, Diag> {
+    let q = eval::quantity(e, &mut NoNames)?;
+    match (q.unit, q.percent) {
+        (None, true) if (0.0..=1.0).contains(&q.value) => Ok(Length::Fraction(q.value)),
+        (Some(Unit::Steps) | None, false) if q.value >= 0.0 && q.value.fract() == 0.0 => {
+            Ok(Length::Steps(q.value as u64))
+        }
+        _ => Err(Diag::error(
+            "gs::unit",
+            format!("{what} is a number of steps or a percentage of the run"),
+        )
+        .label(e.span, "not steps or %")
+        .help(format!("write e.g. `{what} = 100 steps` or `{what} = 20%`"))),
+    }
 }
 
 /// `32 sequences`, or a bare count.

@@ -1,6 +1,7 @@
 //! The plan: every stage of a schedule with concrete shapes, and the growth
 //! steps between them.
 
+pub mod cut;
 pub mod model;
 pub mod render;
 pub mod schedule;

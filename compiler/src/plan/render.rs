@@ -52,7 +52,7 @@ fn run_text(out: &mut String, run: &RunPlan) {
         let clip = t.clip.map_or("none".to_string(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "  train: adamw(lr {:?}, betas ({:?}, {:?}), eps {:?}, weight_decay {:?}), {} schedule (warmup {} steps, min {:?}), clip {clip}, seed {}",
+            "  train: adamw(lr {:?}, betas ({:?}, {:?}), eps {:?}, weight_decay {:?}), {} schedule (warmup {} steps{}, min {:?}), clip {clip}, seed {}",
             o.lr,
             o.beta1,
             o.beta2,
@@ -60,6 +60,10 @@ fn run_text(out: &mut String, run: &RunPlan) {
             o.weight_decay,
             format!("{:?}", s.decay).to_lowercase(),
             s.warmup_steps,
+            match s.decay {
+                crate::plan::Decay::Wsd => format!(", decay over the last {} steps", s.decay_steps),
+                _ => String::new(),
+            },
             s.min_ratio,
             t.seed
         );
@@ -70,8 +74,8 @@ fn run_text(out: &mut String, run: &RunPlan) {
         );
     }
     for stage in &run.stages {
-        for g in &stage.growth {
-            growth_text(out, g);
+        for (k, g) in stage.growth.iter().enumerate() {
+            growth_text(out, g, stage.lr_scale.get(k).copied());
         }
         stage_text(out, stage);
     }
@@ -172,7 +176,7 @@ fn folded_params(m: &ModelConfig) -> Vec<(String, Vec<usize>, usize)> {
     out
 }
 
-fn growth_text(out: &mut String, g: &GrowthStep) {
+fn growth_text(out: &mut String, g: &GrowthStep, lr_scale: Option<f64>) {
     let mut extra = String::new();
     if !g.positions.is_empty() && g.axis == Axis::Layers {
         let _ = write!(extra, " at {:?}", g.positions);
@@ -183,11 +187,15 @@ fn growth_text(out: &mut String, g: &GrowthStep) {
     let policy = match g.optimizer {
         OptimizerPolicy::Map => "map",
         OptimizerPolicy::ZeroNew => "zero_new",
+        OptimizerPolicy::Asymmetric => "asymmetric",
         OptimizerPolicy::Reset => "reset",
     };
     let _ = write!(extra, ", optimizer {policy}");
     if g.rewarm_steps > 0 {
         let _ = write!(extra, ", rewarm {} steps", g.rewarm_steps);
+    }
+    if let Some(s) = lr_scale.filter(|s| *s != 1.0) {
+        let _ = write!(extra, ", lr_scale {s}");
     }
     let exact = if g.exact { "exact" } else { "NOT exact" };
     let _ = writeln!(

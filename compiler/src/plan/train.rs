@@ -18,6 +18,9 @@ pub enum Decay {
     Constant,
     Cosine,
     Linear,
+    /// Warmup-stable-decay: the peak until the last `decay_steps`, then a
+    /// linear decay to `min` (the late-expansion recipe depends on it).
+    Wsd,
 }
 
 /// LR multiplier over the whole schedule (all stages): linear warmup, then
@@ -31,6 +34,9 @@ pub struct LrSchedule {
     pub min_ratio: f64,
     /// Steps over which the decay runs; the sum of all stages' steps.
     pub total_steps: u64,
+    /// `wsd` only: the length of the final decay.
+    #[serde(default)]
+    pub decay_steps: u64,
 }
 
 impl LrSchedule {
@@ -39,12 +45,20 @@ impl LrSchedule {
         if step < self.warmup_steps {
             return (step + 1) as f64 / self.warmup_steps as f64;
         }
-        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
-        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        // The decay runs over [start, total_steps).
+        let start = match self.decay {
+            Decay::Wsd => self.total_steps.saturating_sub(self.decay_steps),
+            _ => self.warmup_steps,
+        };
+        if step < start {
+            return 1.0;
+        }
+        let span = self.total_steps.saturating_sub(start).max(1) as f64;
+        let t = ((step - start) as f64 / span).min(1.0);
         let shape = match self.decay {
             Decay::Constant => return 1.0,
             Decay::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-            Decay::Linear => 1.0 - t,
+            Decay::Linear | Decay::Wsd => 1.0 - t,
         };
         self.min_ratio + (1.0 - self.min_ratio) * shape
     }
@@ -63,4 +77,33 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub checkpoint_every: u64,
     pub log_every: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(decay: Decay) -> LrSchedule {
+        LrSchedule {
+            decay,
+            warmup_steps: 10,
+            min_ratio: 0.0,
+            total_steps: 100,
+            decay_steps: 20,
+        }
+    }
+
+    #[test]
+    fn wsd_holds_the_peak_until_its_decay() {
+        let s = schedule(Decay::Wsd);
+        assert_eq!(s.multiplier(0), 0.1);
+        assert_eq!(s.multiplier(9), 1.0);
+        assert_eq!(s.multiplier(50), 1.0);
+        assert_eq!(s.multiplier(79), 1.0);
+        assert_eq!(s.multiplier(80), 1.0);
+        assert_eq!(s.multiplier(90), 0.5);
+        assert!((s.multiplier(99) - 0.05).abs() < 1e-12);
+        // Linear decays from the end of the warmup instead.
+        assert_eq!(schedule(Decay::Linear).multiplier(55), 0.5);
+    }
 }

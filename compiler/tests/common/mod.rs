@@ -37,6 +37,7 @@ pub fn train(clip: Option<f64>) -> TrainConfig {
             warmup_steps: 0,
             min_ratio: 1.0,
             total_steps: 100,
+            decay_steps: 0,
         },
         batch: 2,
         seed: 1,

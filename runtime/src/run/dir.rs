@@ -30,6 +30,9 @@ pub struct Manifest {
     /// The one run `--run` chose, if any: a resume continues only it.
     #[serde(default)]
     pub only_run: Option<String>,
+    /// `--max-stage-steps`: every stage was cut to at most this many steps.
+    #[serde(default)]
+    pub max_stage_steps: Option<u64>,
 }
 
 pub struct RunDir {

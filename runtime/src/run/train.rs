@@ -443,8 +443,10 @@ fn grow_between(
     }
     if st.config != stage.model {
         return Err(TrainError::Inconsistent(format!(
-            "growth into stage `{}` produced a model that differs from the plan",
-            stage.name
+            "growth into stage `{}` produced a model that differs from the plan: {:?}, planned {:?}",
+            stage.name,
+            st.config,
+            stage.model
         )));
     }
     // The check runs both models at the old context on one fixed batch,

@@ -42,6 +42,7 @@ pub fn train_config(lr: f64, weight_decay: f64, clip: Option<f64>) -> TrainConfi
             warmup_steps: 0,
             min_ratio: 1.0,
             total_steps: 1000,
+            decay_steps: 0,
         },
         batch: 2,
         seed: 1,
