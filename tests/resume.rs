@@ -19,20 +19,33 @@ fn run_dir(root: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
-fn final_checkpoint(dir: &Path) -> Vec<u8> {
-    let ck = dir.join("checkpoints/tiny");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&ck)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+/// The periodic checkpoints of run `tiny`, oldest first.
+fn step_checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints/tiny"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"));
     files.sort();
+    files
+}
+
+/// The tensors of the final checkpoint (the bytes after the safetensors
+/// header), and the tokens and FLOPs it records.
+fn final_checkpoint(dir: &Path) -> (Vec<u8>, serde_json::Value) {
+    let files = step_checkpoints(dir);
     let last = files.last().expect("a checkpoint");
     assert!(last.ends_with("step-000000080.safetensors"), "{last:?}");
-    std::fs::read(last).unwrap()
+    let bytes = std::fs::read(last).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(header["__metadata__"]["gsc"].as_str().unwrap()).unwrap();
+    let spent = serde_json::json!([meta["progress"]["tokens"], meta["progress"]["flops"]]);
+    (bytes[8 + n..].to_vec(), spent)
 }
 
 fn checkpoints(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("checkpoints/tiny")).map_or(0, |d| d.count())
+    step_checkpoints(dir).len()
 }
 
 fn fresh(name: &str) -> PathBuf {
@@ -85,6 +98,12 @@ fn killed_and_resumed_equals_uninterrupted() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = final_checkpoint(&run_dir(&whole));
+    assert!(reference.1[0].as_f64().unwrap() > 0.0, "{:?}", reference.1);
+    // The states just before and after the growth are kept.
+    for when in ["before", "after"] {
+        let f = run_dir(&whole).join(format!("checkpoints/tiny/growth-01-{when}.safetensors"));
+        assert!(f.is_file(), "{}", f.display());
+    }
 
     let cut = fresh("cut");
     let mut child = gsc()
@@ -142,7 +161,7 @@ fn killed_and_resumed_equals_uninterrupted() {
     assert_eq!(
         final_checkpoint(&dir),
         reference,
-        "resumed run ended with different parameters"
+        "resumed run ended with different parameters, or other tokens and FLOPs spent"
     );
 
     // Every step is logged once, in order.

@@ -110,6 +110,30 @@ struct Resume {
     stage: usize,
     step: u64,
     state: ModelState,
+    progress: Progress,
+}
+
+/// What a run has spent so far, every stage charged: the tokens and FLOPs
+/// of its training steps and the wall time since it started (across
+/// resumes). Kept in every checkpoint, logged with every step and eval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub tokens: f64,
+    pub flops: f64,
+    pub seconds: f64,
+}
+
+/// The progress clock of one process: the seconds of earlier processes
+/// plus this one's.
+struct Clock {
+    before: f64,
+    started: Instant,
+}
+
+impl Clock {
+    fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
 }
 
 /// Summary of one finished run.
@@ -145,6 +169,11 @@ pub fn train_run(
     let resume = latest_checkpoint(&ckpt_dir, run)?;
     let first_stage = resume.as_ref().map_or(0, |r| r.stage);
     let mut step = resume.as_ref().map_or(0, |r| r.step);
+    let mut progress = resume.as_ref().map_or(Progress::default(), |r| r.progress);
+    let clock = Clock {
+        before: progress.seconds,
+        started,
+    };
     let mut state: Option<ModelState> = resume.map(|r| r.state);
     let mut final_val = None;
 
@@ -154,7 +183,16 @@ pub fn train_run(
         let resumed_here = state.as_ref().is_some_and(|s| s.config == stage.model);
         let mut st = match state.take() {
             Some(s) if resumed_here => s,
-            Some(prev) => grow_between(&prev, stage, si, step, corpus, metrics, opts, &run.name)?,
+            Some(prev) => {
+                progress.seconds = clock.seconds();
+                let grown =
+                    grow_between(&prev, stage, si, step, progress, corpus, metrics, opts, &run.name)?;
+                // The states just before and after every growth are kept,
+                // so that a growth can be checked from the files.
+                save_state(&ckpt_dir.join(growth_name(si, "before")), run, si - 1, step, &prev, progress)?;
+                save_state(&ckpt_dir.join(growth_name(si, "after")), run, si, step, &grown, progress)?;
+                grown
+            }
             None => ModelState::init(&stage.model, stage.train.seed),
         };
         let mut loaded = load_stage(&run.name, stage, &st, opts)?;
@@ -165,17 +203,22 @@ pub fn train_run(
             &mut loaded,
             &data,
             &mut step,
+            &mut progress,
+            &clock,
             &ckpt_dir,
             metrics,
             opts,
         )?;
         final_val = outcome.or(final_val);
         st = read_state(&loaded, &stage.model)?;
-        save_checkpoint(&ckpt_dir, run, si, step, &loaded, opts.keep_checkpoints)?;
+        progress.seconds = clock.seconds();
+        save_checkpoint(&ckpt_dir, run, si, step, &st, progress, opts.keep_checkpoints)?;
         state = Some(st);
     }
+    progress.seconds = clock.seconds();
     metrics
-        .log(&json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val, "seconds": started.elapsed().as_secs_f64() }))
+        .log(&json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val,
+            "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }))
         .map_err(io("writing metrics"))?;
     Ok(RunSummary {
         name: run.name.clone(),
@@ -283,6 +326,8 @@ fn train_stage(
     loaded: &mut Loaded,
     data: &Dataset,
     step: &mut u64,
+    progress: &mut Progress,
+    clock: &Clock,
     ckpt_dir: &Path,
     metrics: &mut Metrics,
     opts: &Options,
@@ -306,6 +351,9 @@ fn train_stage(
         p.run()?;
         let loss = p.read(Storage::Loss)?[0];
         *step += 1;
+        progress.tokens += tokens_per_step;
+        progress.flops += tokens_per_step * stage.flops_per_token;
+        progress.seconds = clock.seconds();
         window_steps += 1;
         if !loss.is_finite() {
             return Err(TrainError::Diverged {
@@ -339,7 +387,8 @@ fn train_stage(
                 .log(&json!({
                     "kind": "step", "run": run.name, "stage": stage.name, "step": *step, "loss": loss, "lr": lr,
                     "grad_norm": gnorm, "ms_per_step": secs * 1e3, "tokens_per_s": tok_s, "mfu": mfu,
-                    "tokens": *step as f64 * tokens_per_step, "peak_rss": peak_rss_bytes(),
+                    "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds,
+                    "peak_rss": peak_rss_bytes(),
                 }))
                 .map_err(io("writing metrics"))?;
             window = Instant::now();
@@ -357,7 +406,8 @@ fn train_stage(
                 ),
             );
             metrics
-                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": *step, "val_loss": v }))
+                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": *step, "val_loss": v,
+                    "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }))
                 .map_err(io("writing metrics"))?;
             if let Some(target) = &stage.until {
                 let hit = if target.strict {
@@ -378,7 +428,9 @@ fn train_stage(
             }
         }
         if step.is_multiple_of(t.checkpoint_every) && *step < end {
-            save_checkpoint(ckpt_dir, run, si, *step, loaded, opts.keep_checkpoints)?;
+            let st = read_state(loaded, &stage.model)?;
+            progress.seconds = clock.seconds();
+            save_checkpoint(ckpt_dir, run, si, *step, &st, *progress, opts.keep_checkpoints)?;
         }
         if eval_now {
             // Evaluation time is not training time.
@@ -427,6 +479,7 @@ fn grow_between(
     stage: &StagePlan,
     si: usize,
     step: u64,
+    progress: Progress,
     corpus: &Corpus,
     metrics: &mut Metrics,
     opts: &Options,
@@ -485,6 +538,7 @@ fn grow_between(
             "loss_before": before, "loss_after": after, "max_abs_dlogits": max_dlogit, "exact": exact,
             "steps": stage.growth, "seconds": started.elapsed().as_secs_f64(),
             "params_before": prev.config.param_count(), "params_after": st.config.param_count(),
+            "tokens": progress.tokens, "flops": progress.flops,
         }))
         .map_err(io("writing metrics"))?;
     println!(
@@ -530,54 +584,58 @@ fn checkpoint_name(step: u64) -> String {
     format!("step-{step:09}.safetensors")
 }
 
+/// The checkpoint of the state just `before` or `after` the growth into
+/// stage `si`; periodic pruning leaves these alone.
+fn growth_name(si: usize, when: &str) -> String {
+    format!("growth-{si:02}-{when}.safetensors")
+}
+
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     dir: &Path,
     run: &RunPlan,
     si: usize,
     step: u64,
-    l: &Loaded,
+    st: &ModelState,
+    progress: Progress,
     keep: usize,
 ) -> Result<(), TrainError> {
-    let mut data = Vec::new();
-    for i in 0..l.specs.len() {
-        data.push((
-            l.step.read(Storage::Param(i))?,
-            l.step.read(Storage::AdamM(i))?,
-            l.step.read(Storage::AdamV(i))?,
-        ));
-    }
-    let m_names: Vec<String> = l
-        .specs
-        .iter()
-        .map(|s| format!("adam_m.{}", s.name))
+    save_state(&dir.join(checkpoint_name(step)), run, si, step, st, progress)?;
+    prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
+}
+
+/// Parameters and Adam moments of `st`, at the end of global step `step`
+/// of stage `si`, written atomically to `path`.
+fn save_state(
+    path: &Path,
+    run: &RunPlan,
+    si: usize,
+    step: u64,
+    st: &ModelState,
+    progress: Progress,
+) -> Result<(), TrainError> {
+    let specs = st.config.params();
+    let data: Vec<[Vec<f32>; 3]> = (0..specs.len())
+        .map(|i| [to_f32(&st.params[i]), to_f32(&st.m[i]), to_f32(&st.v[i])])
         .collect();
-    let v_names: Vec<String> = l
-        .specs
+    let names: Vec<[String; 3]> = specs
         .iter()
-        .map(|s| format!("adam_v.{}", s.name))
+        .map(|s| [s.name.clone(), format!("adam_m.{}", s.name), format!("adam_v.{}", s.name)])
         .collect();
     let mut tensors = Vec::new();
-    for (i, s) in l.specs.iter().enumerate() {
-        tensors.push(TensorRef {
-            name: &s.name,
-            shape: &s.shape,
-            data: &data[i].0,
-        });
-        tensors.push(TensorRef {
-            name: &m_names[i],
-            shape: &s.shape,
-            data: &data[i].1,
-        });
-        tensors.push(TensorRef {
-            name: &v_names[i],
-            shape: &s.shape,
-            data: &data[i].2,
-        });
+    for (i, s) in specs.iter().enumerate() {
+        for k in 0..3 {
+            tensors.push(TensorRef {
+                name: &names[i][k],
+                shape: &s.shape,
+                data: &data[i][k],
+            });
+        }
     }
     let stage = &run.stages[si];
-    let meta = json!({ "run": run.name, "stage": stage.name, "stage_index": si, "step": step, "model": stage.model });
-    checkpoint::save(&dir.join(checkpoint_name(step)), &tensors, &meta)?;
-    prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
+    let meta = json!({ "run": run.name, "stage": stage.name, "stage_index": si, "step": step,
+        "model": st.config, "progress": progress });
+    Ok(checkpoint::save(path, &tensors, &meta)?)
 }
 
 fn checkpoint_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -657,5 +715,12 @@ fn latest_checkpoint(dir: &Path, run: &RunPlan) -> Result<Option<Resume>, TrainE
         .steps
         .is_some_and(|n| step >= plan_stage.first_step + n);
     let stage = if finished { stage + 1 } else { stage };
-    Ok(Some(Resume { stage, step, state }))
+    // Checkpoints from before progress was recorded start it at zero.
+    let progress = serde_json::from_value(meta["progress"].clone()).unwrap_or_default();
+    Ok(Some(Resume {
+        stage,
+        step,
+        state,
+        progress,
+    }))
 }
