@@ -88,6 +88,21 @@ enum Command {
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,
     },
+    /// Compare finished (or running) runs: the compute each needed to reach
+    /// the loss of the from-scratch run of its final shape, plots of the
+    /// validation loss against FLOPs and tokens, and a markdown summary.
+    Report {
+        /// Run directories (`runs/NAME-STAMP`), each with one or more runs.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where report.md and the plots go.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+        /// Measure every run against the run of this label (by default, each
+        /// against the scratch run of its architecture, final size and seed).
+        #[arg(long, value_name = "LABEL")]
+        baseline: Option<String>,
+    },
     /// Train the reference workloads (S, M) on the CPU backend and print one
     /// JSON line each: median ms/step, tokens/s, GFLOP/s, MFU, peak RSS.
     Bench {
@@ -213,6 +228,16 @@ pub fn main() -> ExitCode {
             },
             color(),
         ),
+        Command::Report {
+            dirs,
+            out,
+            baseline,
+        } => crate::report::report(crate::report::ReportArgs {
+            dirs,
+            out,
+            baseline,
+            command: command_line(),
+        }),
         Command::Bench {
             models,
             arch,
@@ -448,4 +473,28 @@ fn fmt(path: &Path, check_only: bool) -> bool {
             false
         }
     }
+}
+
+/// This process's command line, quoted for a POSIX shell where needed.
+fn command_line() -> String {
+    let quote = |a: String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let mut args = std::env::args();
+    let program = args.next().map_or("gsc".into(), |p| {
+        Path::new(&p)
+            .file_name()
+            .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
+    });
+    std::iter::once(program)
+        .chain(args.map(quote))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod mlir;
+mod report;
 mod run;
 
 use std::process::ExitCode;

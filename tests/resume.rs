@@ -24,7 +24,12 @@ fn step_checkpoints(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints/tiny"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
-    files.retain(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"));
+    files.retain(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("step-")
+    });
     files.sort();
     files
 }

@@ -175,6 +175,9 @@ pub fn train_run(
         started,
     };
     let mut state: Option<ModelState> = resume.map(|r| r.state);
+    if state.is_none() {
+        log_run_start(run, metrics)?;
+    }
     let mut final_val = None;
 
     for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
@@ -185,12 +188,27 @@ pub fn train_run(
             Some(s) if resumed_here => s,
             Some(prev) => {
                 progress.seconds = clock.seconds();
-                let grown =
-                    grow_between(&prev, stage, si, step, progress, corpus, metrics, opts, &run.name)?;
+                let grown = grow_between(
+                    &prev, stage, si, step, progress, corpus, metrics, opts, &run.name,
+                )?;
                 // The states just before and after every growth are kept,
                 // so that a growth can be checked from the files.
-                save_state(&ckpt_dir.join(growth_name(si, "before")), run, si - 1, step, &prev, progress)?;
-                save_state(&ckpt_dir.join(growth_name(si, "after")), run, si, step, &grown, progress)?;
+                save_state(
+                    &ckpt_dir.join(growth_name(si, "before")),
+                    run,
+                    si - 1,
+                    step,
+                    &prev,
+                    progress,
+                )?;
+                save_state(
+                    &ckpt_dir.join(growth_name(si, "after")),
+                    run,
+                    si,
+                    step,
+                    &grown,
+                    progress,
+                )?;
                 grown
             }
             None => ModelState::init(&stage.model, stage.train.seed),
@@ -212,13 +230,23 @@ pub fn train_run(
         final_val = outcome.or(final_val);
         st = read_state(&loaded, &stage.model)?;
         progress.seconds = clock.seconds();
-        save_checkpoint(&ckpt_dir, run, si, step, &st, progress, opts.keep_checkpoints)?;
+        save_checkpoint(
+            &ckpt_dir,
+            run,
+            si,
+            step,
+            &st,
+            progress,
+            opts.keep_checkpoints,
+        )?;
         state = Some(st);
     }
     progress.seconds = clock.seconds();
     metrics
-        .log(&json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val,
-            "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }))
+        .log(
+            &json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val,
+            "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }),
+        )
         .map_err(io("writing metrics"))?;
     Ok(RunSummary {
         name: run.name.clone(),
@@ -226,6 +254,27 @@ pub fn train_run(
         final_val_loss: final_val,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What a report needs of the plan, so that it reads the run directory alone:
+/// the run's kind, architecture and seed, and every stage's size and budget.
+fn log_run_start(run: &RunPlan, metrics: &mut Metrics) -> Result<(), TrainError> {
+    let last = run.stages.last().map(|s| &s.model);
+    let stages: Vec<_> = run
+        .stages
+        .iter()
+        .map(|s| {
+            json!({ "name": s.name, "params": s.param_count, "flops_per_token": s.flops_per_token,
+                "tokens": s.tokens(), "first_step": s.first_step, "steps": s.steps })
+        })
+        .collect();
+    metrics
+        .log(
+            &json!({ "kind": "run_start", "run": run.name, "step": 0, "run_kind": run.kind,
+            "arch": last.map(|m| m.arch), "seed": run.stages.first().map(|s| s.train.seed),
+            "final_params": last.map(|m| m.param_count()), "stages": stages }),
+        )
+        .map_err(io("writing metrics"))
 }
 
 fn load_stage(
@@ -430,7 +479,15 @@ fn train_stage(
         if step.is_multiple_of(t.checkpoint_every) && *step < end {
             let st = read_state(loaded, &stage.model)?;
             progress.seconds = clock.seconds();
-            save_checkpoint(ckpt_dir, run, si, *step, &st, *progress, opts.keep_checkpoints)?;
+            save_checkpoint(
+                ckpt_dir,
+                run,
+                si,
+                *step,
+                &st,
+                *progress,
+                opts.keep_checkpoints,
+            )?;
         }
         if eval_now {
             // Evaluation time is not training time.
@@ -600,7 +657,14 @@ fn save_checkpoint(
     progress: Progress,
     keep: usize,
 ) -> Result<(), TrainError> {
-    save_state(&dir.join(checkpoint_name(step)), run, si, step, st, progress)?;
+    save_state(
+        &dir.join(checkpoint_name(step)),
+        run,
+        si,
+        step,
+        st,
+        progress,
+    )?;
     prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
 }
 
@@ -620,7 +684,13 @@ fn save_state(
         .collect();
     let names: Vec<[String; 3]> = specs
         .iter()
-        .map(|s| [s.name.clone(), format!("adam_m.{}", s.name), format!("adam_v.{}", s.name)])
+        .map(|s| {
+            [
+                s.name.clone(),
+                format!("adam_m.{}", s.name),
+                format!("adam_v.{}", s.name),
+            ]
+        })
         .collect();
     let mut tensors = Vec::new();
     for (i, s) in specs.iter().enumerate() {
