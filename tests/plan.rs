@@ -23,6 +23,26 @@ fn example_plans() {
     }
 }
 
+/// Small files that each show one growth transform: HyperCloning on
+/// d_model (eps kept), the asymmetric moment reset, and `lr_scale`.
+#[test]
+fn fixture_plans() {
+    for stem in ["hypercloning", "asymmetric", "lr_scale"] {
+        let path = std::path::PathBuf::from(format!("tests/fixtures/{stem}.gs"));
+        let source = std::fs::read_to_string(&path).unwrap();
+        let name = format!("fixtures/{stem}.gs");
+        let checked = check_source(&name, &source, path.parent().unwrap(), &[]);
+        assert!(
+            !checked.report.has_errors(),
+            "{}",
+            checked.report.render(false)
+        );
+        let plan = checked.plan.expect("a file without errors has a plan");
+        insta::assert_snapshot!(format!("{stem}.plan"), plan_text(&plan));
+        insta::assert_json_snapshot!(format!("{stem}.plan.json"), plan);
+    }
+}
+
 /// The numbers of performance.md's reference model S, computed by hand there.
 #[test]
 fn flops_per_token_matches_palm_count() {

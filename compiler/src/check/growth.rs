@@ -10,7 +10,7 @@ use crate::plan::{
 };
 use crate::syntax::{ExprKind, GrowKind, GrowStep, Span, Unit};
 
-const OPTIONS: &[&str] = &["noise", "optimizer", "rewarm"];
+const OPTIONS: &[&str] = &["noise", "optimizer", "rewarm", "lr_scale"];
 
 /// The current model's dimensions, for `grow ffn to 4 * d_model`.
 pub struct Dims<'a>(pub &'a ModelConfig);
@@ -44,9 +44,16 @@ impl Env for Dims<'_> {
     }
 }
 
-/// Checks one step against the model as it is before it; returns the step
-/// and the grown model.
-pub fn check(g: &GrowStep, model: &ModelConfig) -> Result<(GrowthStep, ModelConfig), Diag> {
+/// One checked step: the step, the model after it, and its `lr_scale` option.
+pub struct Checked {
+    pub step: GrowthStep,
+    pub grown: ModelConfig,
+    /// Multiplies the peak learning rate of every later stage (1 unless given).
+    pub lr_scale: Option<f64>,
+}
+
+/// Checks one step against the model as it is before it.
+pub fn check(g: &GrowStep, model: &ModelConfig) -> Result<Checked, Diag> {
     let axis = Axis::ALL
         .iter()
         .find(|(n, _)| *n == g.axis.name)
@@ -93,14 +100,18 @@ pub fn check(g: &GrowStep, model: &ModelConfig) -> Result<(GrowthStep, ModelConf
         exact,
         changes: Vec::new(),
     };
-    options(g, &mut step)?;
+    let lr_scale = options(g, &mut step)?;
     if step.noise > 0.0 && axis != Axis::DModel {
         // Only reading-side noise projected off the range of E is exact (growth.md).
         step.exact = false;
     }
-    let grown = model.grown(axis, to);
+    let grown = model.grown_by(axis, to, &step.method);
     step.changes = changes(model, &grown, &step);
-    Ok((step, grown))
+    Ok(Checked {
+        step,
+        grown,
+        lr_scale,
+    })
 }
 
 fn target(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<usize, Diag> {
@@ -305,6 +316,12 @@ fn exactness(
         .help(alt.to_string())
     };
     match (axis, method) {
+        (Axis::DModel, Method::Copy) if ngpt => Err(Diag::error(
+            "gs::inexact-growth",
+            "HyperCloning divides the weights that read the residual stream by the factor, which breaks nGPT's unit norms",
+        )
+        .label(span, "not exact in ngpt")
+        .help("write `by isometric`: the isometric map copies with coefficient 1/√n, keeps every norm, and is exact for any ratio")),
         (Axis::DModel, Method::Copy) if !integer => {
             Err(needs_integer("copying (HyperCloning)", "`by isometric` is exact for any ratio (with RMSNorm or nGPT); or grow `* 2`"))
         }
@@ -412,7 +429,10 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-fn options(g: &GrowStep, step: &mut GrowthStep) -> Result<(), Diag> {
+/// The options after the method; returns `lr_scale`, which lives on the
+/// stage rather than the step.
+fn options(g: &GrowStep, step: &mut GrowthStep) -> Result<Option<f64>, Diag> {
+    let mut lr_scale = None;
     let mut seen: Vec<&str> = Vec::new();
     for o in &g.options {
         let key = o.key.name.as_str();
@@ -444,13 +464,28 @@ fn options(g: &GrowStep, step: &mut GrowthStep) -> Result<(), Diag> {
             "optimizer" => {
                 step.optimizer = match eval::choice(
                     &o.value,
-                    &["map", "zero_new", "reset"],
+                    &["map", "zero_new", "asymmetric", "reset"],
                     "optimizer-state policy",
                 )? {
                     "map" => OptimizerPolicy::Map,
                     "zero_new" => OptimizerPolicy::ZeroNew,
+                    "asymmetric" => OptimizerPolicy::Asymmetric,
                     _ => OptimizerPolicy::Reset,
                 }
+            }
+            "lr_scale" => {
+                let v = eval::number(&o.value, &mut NoNames)?;
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(Diag::error(
+                        "gs::value",
+                        "`lr_scale` multiplies the learning rate: it must be positive",
+                    )
+                    .label(o.value.span, "not positive")
+                    .help(
+                        "write e.g. `lr_scale = 0.5` to halve the peak LR of every later stage",
+                    ));
+                }
+                lr_scale = Some(v);
             }
             _ => {
                 let v = eval::number_in(&o.value, &mut NoNames, Unit::Steps)?;
@@ -458,7 +493,7 @@ fn options(g: &GrowStep, step: &mut GrowthStep) -> Result<(), Diag> {
             }
         }
     }
-    Ok(())
+    Ok(lr_scale)
 }
 
 /// Every parameter whose shape changes or that is new, with per-layer

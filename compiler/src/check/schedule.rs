@@ -32,7 +32,13 @@ pub fn check(
     let mut cur = model.config.clone();
     let mut batch = train.batch;
     let mut lr = train.optimizer.lr;
+    // The product of every `lr_scale` so far: it multiplies the base LR (the
+    // train block's, or the last `set lr`) of every later stage.
+    let mut lr_scale = 1.0;
     let mut pending: Vec<GrowthStep> = Vec::new();
+    // Each pending step's `lr_scale` option.
+    let mut pending_scales: Vec<Option<f64>> = Vec::new();
+    let mut stage_scales: Vec<Vec<f64>> = Vec::new();
     let mut pending_span: Option<Span> = None;
     let mut drafts: Vec<(Draft, Span)> = Vec::new();
     let mut unbounded: Option<Span> = None;
@@ -137,10 +143,16 @@ pub fn check(
                     growth: std::mem::take(&mut pending),
                     model: cur.clone(),
                     batch,
-                    lr,
+                    lr: lr * lr_scale,
                     steps,
                     until,
                 };
+                let scales = std::mem::take(&mut pending_scales);
+                stage_scales.push(if scales.iter().any(Option::is_some) {
+                    scales.into_iter().map(|s| s.unwrap_or(1.0)).collect()
+                } else {
+                    Vec::new()
+                });
                 pending_span = None;
                 drafts.push((draft, st.name.span));
             }
@@ -158,7 +170,11 @@ pub fn check(
                     continue;
                 }
                 match growth::check(g, &cur) {
-                    Ok((step, grown)) => {
+                    Ok(growth::Checked {
+                        step,
+                        grown,
+                        lr_scale: scale,
+                    }) => {
                         if step.axis == crate::plan::Axis::Context {
                             context_span = g.span;
                             check_context(grown.context, context_span, data, diags);
@@ -182,6 +198,8 @@ pub fn check(
                             );
                         }
                         pending.push(step);
+                        pending_scales.push(scale);
+                        lr_scale *= scale.unwrap_or(1.0);
                         pending_span.get_or_insert(g.span);
                         cur = grown;
                     }
@@ -265,12 +283,16 @@ pub fn check(
     if diags.iter().filter(|d| d.is_error()).count() > errors_before {
         return None;
     }
-    Some(assemble(
+    let mut run = assemble(
         &block.model.name,
         RunKind::Schedule,
         drafts.into_iter().map(|(d, _)| d).collect(),
         train,
-    ))
+    );
+    for (stage, scales) in run.stages.iter_mut().zip(stage_scales) {
+        stage.lr_scale = scales;
+    }
+    Some(run)
 }
 
 /// Turns drafts into stages once the total length is known.
@@ -292,6 +314,7 @@ pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSett
             let stage = StagePlan {
                 name: d.name,
                 growth: d.growth,
+                lr_scale: Vec::new(),
                 train: train.config(d.model.arch, d.batch, d.lr, total_steps),
                 first_step,
                 steps: d.steps,

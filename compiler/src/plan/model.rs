@@ -128,22 +128,38 @@ impl ParamSpec {
 }
 
 impl ModelConfig {
-    /// Width of the attention's inner space (q), which need not equal d_model
-    /// once heads have grown on their own.
     /// This model with `axis` grown to `size`: multi-head attention stays
-    /// multi-head (K/V heads follow the query heads), and the norm epsilon
-    /// follows the residual width.
+    /// multi-head (K/V heads follow the query heads). The norm epsilon is
+    /// kept, which is what whole copies of the residual stream (HyperCloning,
+    /// `copy`) need: they keep every mean and variance. See [`Self::grown_by`].
     pub fn grown(&self, axis: super::Axis, size: usize) -> ModelConfig {
         let mut m = self.clone();
         axis.set(&mut m, size);
-        match axis {
-            super::Axis::Heads if self.kv_heads == self.heads => m.kv_heads = size,
-            super::Axis::DModel => m.norm_eps = self.norm_eps * self.d_model as f64 / size as f64,
-            _ => {}
+        if axis == super::Axis::Heads && self.kv_heads == self.heads {
+            m.kv_heads = size;
         }
         m
     }
 
+    /// This model grown by `method`: as [`Self::grown`], and where the method
+    /// shrinks the residual stream's mean square (the isometric map and
+    /// zero-extension of `d_model`: ms(Eh) = ms(h)·d/d′), the norm epsilon
+    /// shrinks with it, so that the norms see the same `ms + eps` up to that
+    /// factor, which their gains absorb.
+    pub fn grown_by(&self, axis: super::Axis, size: usize, method: &super::Method) -> ModelConfig {
+        let mut m = self.grown(axis, size);
+        let shrinks = matches!(
+            method,
+            super::Method::Isometric { .. } | super::Method::Zero
+        );
+        if axis == super::Axis::DModel && shrinks {
+            m.norm_eps = self.norm_eps * self.d_model as f64 / size as f64;
+        }
+        m
+    }
+
+    /// Width of the attention's inner space (q), which need not equal d_model
+    /// once heads have grown on their own.
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
     }

@@ -198,13 +198,16 @@ fn growth_text(out: &mut String, g: &GrowthStep, lr_scale: Option<f64>) {
         let _ = write!(extra, ", lr_scale {s}");
     }
     let exact = if g.exact { "exact" } else { "NOT exact" };
+    let method = match (g.axis, g.method) {
+        (Axis::DModel, Method::Copy) => "copy (HyperCloning)".to_string(),
+        (_, m) => m.describe(),
+    };
     let _ = writeln!(
         out,
-        "  grow {} {} → {} by {}{extra} ({exact})",
+        "  grow {} {} → {} by {method}{extra} ({exact})",
         g.axis.name(),
         g.from,
         g.to,
-        g.method.describe()
     );
     for c in &g.changes {
         let from = c.from.as_ref().map_or("new".to_string(), |f| dims(f));

@@ -66,6 +66,11 @@ pub struct StagePlan {
     pub name: String,
     /// Growth applied to the previous stage's model before this stage trains.
     pub growth: Vec<GrowthStep>,
+    /// The `lr_scale` option of each step of `growth`, in its order (1 where
+    /// a step has none); empty when no step has one. The stage's peak LR
+    /// already includes these factors (and those of earlier stages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lr_scale: Vec<f64>,
     pub model: ModelConfig,
     pub train: TrainConfig,
     /// Global step at which the stage starts.
@@ -167,7 +172,9 @@ pub enum Split {
 pub enum Method {
     /// Residual width by an isometric replication map E (EᵀE = I).
     Isometric { split: Split },
-    /// Copies of existing units (HyperCloning for width, Net2Net for FFN).
+    /// Copies of existing units: for `d_model` HyperCloning's duplicate and
+    /// divide (h′ = [h; …; h], the weights that read the stream divided by
+    /// the factor), for FFN units Net2Net, for heads whole duplicates.
     Copy,
     /// New units whose output weights (or gates) start at zero.
     Zero,
@@ -203,8 +210,13 @@ impl Method {
 pub enum OptimizerPolicy {
     /// Adam moments follow the parameters through the same map.
     Map,
-    /// Old coordinates keep their moments, new ones start at zero.
+    /// Moments follow the map, then every entry past the old size of a
+    /// grown axis restarts at zero.
     ZeroNew,
+    /// Moments follow the map, then every entry the growth added restarts at
+    /// zero: copies (every image of an old index but its first) and new units
+    /// alike; the original coordinates keep their mapped moments.
+    Asymmetric,
     /// All moments restart at zero.
     Reset,
 }

@@ -29,6 +29,16 @@ impl AxisMap {
         }
     }
 
+    /// For every index, whether the growth added it: a new unit, or a copy
+    /// of an old index whose first image is an earlier index.
+    pub fn added(&self) -> Vec<bool> {
+        let mut seen = std::collections::HashSet::new();
+        self.src
+            .iter()
+            .map(|s| s.is_none_or(|s| !seen.insert(s)))
+            .collect()
+    }
+
     /// Repeats each entry `block` times: a map over heads → a map over their rows.
     pub fn blocks(&self, block: usize) -> Self {
         let mut src = Vec::with_capacity(self.len() * block);

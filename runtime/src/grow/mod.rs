@@ -96,6 +96,9 @@ struct StepMaps {
     zero_new: Vec<ParamRole>,
     /// Extra scale of whole parameters (stored scales, norm gains).
     role_scale: Vec<(ParamRole, f64)>,
+    /// Extra scale of the final norm's gain and bias (HyperCloning with a
+    /// tied embedding).
+    final_norm_scale: f64,
     /// Per-role coefficient overrides for one kind of axis (reading vs writing side).
     role_map: Vec<(ParamRole, Dim, AxisMap)>,
 }
@@ -110,6 +113,7 @@ impl StepMaps {
             vocab: AxisMap::identity(m.vocab),
             zero_new: Vec::new(),
             role_scale: Vec::new(),
+            final_norm_scale: 1.0,
             role_map: Vec::new(),
         }
     }
@@ -139,12 +143,21 @@ impl StepMaps {
         m.clone()
     }
 
-    fn scale(&self, role: ParamRole) -> f64 {
-        self.role_scale
+    fn scale(&self, spec: &ParamSpec) -> f64 {
+        let role = spec.role;
+        let last =
+            matches!(role, ParamRole::NormGain | ParamRole::NormBias) && spec.layer.is_none();
+        let s: f64 = self
+            .role_scale
             .iter()
             .filter(|(r, _)| *r == role)
             .map(|(_, s)| s)
-            .product()
+            .product();
+        if last {
+            s * self.final_norm_scale
+        } else {
+            s
+        }
     }
 }
 
@@ -160,7 +173,7 @@ pub fn grow(state: &ModelState, step: &GrowthStep, seed: u64) -> Result<ModelSta
             step.from
         )));
     }
-    let new = old.grown(step.axis, step.to);
+    let new = old.grown_by(step.axis, step.to, &step.method);
     let unsupported = |why: &str| GrowError::Unsupported {
         axis: step.axis.name(),
         method: step.method.describe(),
@@ -185,9 +198,45 @@ fn step_maps(old: &ModelConfig, new: &ModelConfig, step: &GrowthStep) -> Result<
     let (from, to) = (step.from, step.to);
     match step.axis {
         Axis::DModel => {
+            let hypercloning = step.method == Method::Copy && !ngpt;
             s.resid = match step.method {
                 Method::Isometric { split } => maps::isometric(from, to, split == Split::Uneven),
-                Method::Copy => maps::isometric(from, to, false),
+                // nGPT cannot divide by n (its rows stay unit-norm): there
+                // HyperCloning is the isometric map, copies scaled by 1/√n.
+                // `gsc check` refuses `copy` here; the built-in doubling
+                // baseline plans it.
+                Method::Copy if ngpt => maps::isometric(from, to, false),
+                Method::Copy => {
+                    // HyperCloning: h′ = [h; …; h] with n whole copies. What
+                    // writes the stream (embedding rows, Wo, Wdown) is copied,
+                    // what reads it sums n copies back up, so it is divided by
+                    // n; norms see the same mean and variance, so their gains
+                    // (and eps) stay as they are.
+                    if to % from != 0 {
+                        return Err(
+                            "HyperCloning copies the residual stream a whole number of times"
+                                .into(),
+                        );
+                    }
+                    let n = (to / from) as f64;
+                    let reads = maps::copy(from, to, true);
+                    for role in [
+                        ParamRole::Wq,
+                        ParamRole::Wk,
+                        ParamRole::Wv,
+                        ParamRole::WUp,
+                        ParamRole::WGate,
+                        ParamRole::LmHead,
+                    ] {
+                        s.role_map.push((role, Dim::Resid, reads.clone()));
+                    }
+                    if !old.head_untied() {
+                        // The tied embedding also reads: the final norm's
+                        // output, divided by n, makes up for its copies.
+                        s.final_norm_scale = 1.0 / n;
+                    }
+                    maps::copy(from, to, false)
+                }
                 Method::Zero => {
                     // New coordinates of every matrix start at zero: E = [I; 0].
                     s.zero_new.extend([
@@ -209,8 +258,10 @@ fn step_maps(old: &ModelConfig, new: &ModelConfig, step: &GrowthStep) -> Result<
             // with a 1/√d in their scale, and s_v (multiplied by √d), keep
             // their effective value.
             let r = (from as f64 / to as f64).sqrt();
-            for role in [ParamRole::NormGain, ParamRole::NormBias] {
-                s.role_scale.push((role, r));
+            if !hypercloning {
+                for role in [ParamRole::NormGain, ParamRole::NormBias] {
+                    s.role_scale.push((role, r));
+                }
             }
             if ngpt {
                 for role in [
@@ -325,7 +376,7 @@ fn remap_all(
             out.v.push(vec![0.0; fresh[i].len()]);
             continue;
         };
-        let s = maps.scale(spec.role);
+        let s = maps.scale(spec);
         let mut axis_maps: Vec<AxisMap> = dims(spec.role)
             .iter()
             .map(|d| maps.map(spec.role, *d))
@@ -352,8 +403,10 @@ fn remap_all(
                 maps::remap(&state.v[o], old_shape, &axis_maps, &zeros, true),
             ),
         };
-        if step.optimizer == OptimizerPolicy::ZeroNew {
-            zero_grown_entries(&mut m, &mut v, &spec.shape, old_shape);
+        match step.optimizer {
+            OptimizerPolicy::ZeroNew => zero_grown_entries(&mut m, &mut v, &spec.shape, old_shape),
+            OptimizerPolicy::Asymmetric => zero_added_entries(&mut m, &mut v, &axis_maps),
+            OptimizerPolicy::Map | OptimizerPolicy::Reset => {}
         }
         out.params.push(p);
         out.m.push(m);
@@ -379,8 +432,31 @@ fn zero_grown_entries(m: &mut [f64], v: &mut [f64], shape: &[usize], old_shape: 
     }
 }
 
+/// `asymmetric`: moments of every entry the growth added restart — an entry
+/// is added when, on some axis, it is a new unit or a copy of an old index
+/// whose first image came earlier. Each original keeps its mapped moments.
+fn zero_added_entries(m: &mut [f64], v: &mut [f64], maps: &[AxisMap]) {
+    let added: Vec<Vec<bool>> = maps.iter().map(AxisMap::added).collect();
+    let shape: Vec<usize> = maps.iter().map(AxisMap::len).collect();
+    for flat in 0..m.len() {
+        let mut rem = flat;
+        let mut grown = false;
+        for a in (0..shape.len()).rev() {
+            grown |= added[a][rem % shape[a]];
+            rem /= shape[a];
+        }
+        if grown {
+            m[flat] = 0.0;
+            v[flat] = 0.0;
+        }
+    }
+}
+
 /// Symmetry breaking that stays exact (growth.md): noise on the reading side,
-/// projected off the range of E, W′ += N(I − EEᵀ), since (I − EEᵀ)E = 0.
+/// projected off the range of E, W′ += N(I − P) with P the projection onto
+/// it, since (I − P)E = 0. Each old index's copies span one direction of
+/// that range: P = EEᵀ for the isometric map, EEᵀ/n for HyperCloning's
+/// coefficient-1 copies.
 fn add_projected_noise(w: &mut [f64], spec: &ParamSpec, e: &AxisMap, std: f64, seed: u64) {
     let reads = matches!(
         spec.role,
@@ -409,17 +485,18 @@ fn add_projected_noise(w: &mut [f64], spec: &ParamSpec, e: &AxisMap, std: f64, s
     for row in w.chunks_mut(cols) {
         let n: Vec<f64> = (0..cols).map(|_| std * rng.normal()).collect();
         for group in &groups {
-            // (N EEᵀ)[k] = c_k Σ_{j in k's group} N[j] c_j
+            // (N P)[k] = c_k Σ_{j in k's group} N[j] c_j / Σ_{j in k's group} c_j²
             let dot: f64 = group.iter().map(|&j| n[j] * e.coef[j]).sum();
+            let norm: f64 = group.iter().map(|&j| e.coef[j] * e.coef[j]).sum();
             for &k in group {
-                row[k] += n[k] - dot * e.coef[k];
+                row[k] += n[k] - dot * e.coef[k] / norm;
             }
         }
     }
 }
 
-/// New blocks at `step.positions` of the grown stack; the others keep their
-/// parameters and moments, renumbered.
+/// New blocks at `step.positions` of the grown stack, with zero moments; the
+/// others keep their parameters and moments (zeroed under `reset`), renumbered.
 fn grow_layers(
     state: &ModelState,
     new: &ModelConfig,
@@ -481,6 +558,11 @@ fn grow_layers(
         match old_name.and_then(|n| spec_index(&old_specs, &n)) {
             Some(o) if spec.layer.is_some_and(|l| source[l].is_none()) => {
                 // A stacked copy: the weights, with fresh moments.
+                out.params.push(state.params[o].clone());
+                out.m.push(zeros.clone());
+                out.v.push(zeros);
+            }
+            Some(o) if step.optimizer == OptimizerPolicy::Reset => {
                 out.params.push(state.params[o].clone());
                 out.m.push(zeros.clone());
                 out.v.push(zeros);
