@@ -295,7 +295,7 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
         return Err(d);
     }
     if let Some(w) = args.get("warmup") {
-        t.warmup = length(w, "warmup")?;
+        t.warmup = length(w, "warmup", "2%")?;
     }
     if let Some(d) = args.get("decay") {
         if t.decay != Decay::Wsd {
@@ -306,7 +306,7 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
             .label(d.span, "only `wsd` has a separate decay phase")
             .help("remove `decay = …`, or write `schedule = wsd(…)`"));
         }
-        t.decay_len = length(d, "decay")?;
+        t.decay_len = length(d, "decay", "20%")?;
     }
     if let Some(m) = args.get("min") {
         let v = eval::number(m, &mut NoNames)?;
@@ -324,7 +324,7 @@ fn schedule(e: &crate::syntax::Expr, t: &mut TrainSettings) -> Result<(), Diag> 
 }
 
 /// A part of the run (a warmup or a decay): `N steps`, a bare `N`, or `P%` of the run.
-fn length(e: &crate::syntax::Expr, what: &str) -> Result<Length, Diag> {
+fn length(e: &crate::syntax::Expr, what: &str, share: &str) -> Result<Length, Diag> {
     let q = eval::quantity(e, &mut NoNames)?;
     match (q.unit, q.percent) {
         (None, true) if (0.0..=1.0).contains(&q.value) => Ok(Length::Fraction(q.value)),
@@ -336,7 +336,7 @@ fn length(e: &crate::syntax::Expr, what: &str) -> Result<Length, Diag> {
             format!("{what} is a number of steps or a percentage of the run"),
         )
         .label(e.span, "not steps or %")
-        .help(format!("write e.g. `{what} = 100 steps` or `{what} = 20%`"))),
+        .help(format!("write e.g. `{what} = 100 steps` or `{what} = {share}`"))),
     }
 }
 

@@ -44,14 +44,23 @@ impl RunDir {
     pub fn create(root: &Path, name: &str) -> std::io::Result<RunDir> {
         std::fs::create_dir_all(root)?;
         let stamp = utc_stamp(unix_now());
-        let mut path = root.join(format!("{name}-{stamp}"));
-        let mut n = 1;
-        while path.exists() {
-            n += 1;
-            path = root.join(format!("{name}-{stamp}-{n}"));
+        // `create_dir` fails on an existing folder, so that runs started
+        // in the same second (an experiment's, side by side) never share one.
+        for n in 1.. {
+            let path = match n {
+                1 => root.join(format!("{name}-{stamp}")),
+                n => root.join(format!("{name}-{stamp}-{n}")),
+            };
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    std::fs::create_dir_all(path.join("checkpoints"))?;
+                    return Ok(RunDir { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
         }
-        std::fs::create_dir_all(path.join("checkpoints"))?;
-        Ok(RunDir { path })
+        unreachable!("the suffixes are unbounded")
     }
 
     pub fn open(path: &Path) -> std::io::Result<RunDir> {
