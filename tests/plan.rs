@@ -70,6 +70,7 @@ fn overrides() {
         "train.batch=4".to_string(),
         "model.tiny.d_model=64".to_string(),
         "train.lr=1e-3".to_string(),
+        "grow.tiny.grown=7 steps".to_string(),
     ];
     let plan = check_source("smoke.gs", &source, dir, &sets).plan.unwrap();
     let first = &plan.runs[0].stages[0];
@@ -77,6 +78,7 @@ fn overrides() {
     assert_eq!(first.model.d_model, 64);
     assert_eq!(first.train.optimizer.lr, 1e-3);
     assert_eq!(plan.runs[0].stages[1].model.d_model, 80);
+    assert_eq!(plan.runs[0].stages[1].steps, Some(7));
 
     let bad = check_source(
         "smoke.gs",
@@ -89,10 +91,19 @@ fn overrides() {
         .diags
         .iter()
         .any(|d| d.code == "gs::divisibility"));
-    let unknown = check_source("smoke.gs", &source, dir, &["modle.d_model=3".to_string()]);
-    assert!(unknown
-        .report
-        .diags
-        .iter()
-        .any(|d| d.code == "gs::override"));
+    for key in [
+        "modle.d_model=3",
+        "grow.tiny.nope=5 steps",
+        "grow.nope.grown=5 steps",
+    ] {
+        let unknown = check_source("smoke.gs", &source, dir, &[key.to_string()]);
+        assert!(
+            unknown
+                .report
+                .diags
+                .iter()
+                .any(|d| d.code == "gs::override"),
+            "{key}"
+        );
+    }
 }

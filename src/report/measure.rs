@@ -19,7 +19,8 @@ pub struct Row {
     /// The reference's FLOPs over the run's, to reach `target` and to come close.
     pub speedup: Option<f64>,
     pub speedup_close: Option<f64>,
-    /// The run's loss at the reference's total FLOPs (None if it stopped before).
+    /// The run's loss at the reference's total FLOPs (None if it stopped
+    /// more than 1 % before).
     pub loss_at_equal_flops: Option<f64>,
 }
 
@@ -90,8 +91,8 @@ pub fn loss_at(run: &Run, flops: f64) -> Option<f64> {
     let e = &run.evals;
     let last = e.last()?;
     if flops >= last.at.flops {
-        // Equal compute up to rounding counts as the end.
-        return (flops <= last.at.flops * (1.0 + 1e-9)).then_some(last.val_loss);
+        // Budgets are whole steps: a run within 1 % of `flops` has spent it.
+        return (flops <= last.at.flops * 1.01).then_some(last.val_loss);
     }
     let i = e.iter().position(|x| x.at.flops >= flops)?;
     if i == 0 {
@@ -144,7 +145,8 @@ mod tests {
         assert!(crossing(&r, 0.5).is_none());
         assert_eq!(loss_at(&r, 150.0), Some(2.5));
         assert_eq!(loss_at(&r, 300.0), Some(1.0));
-        assert_eq!(loss_at(&r, 301.0), None);
+        assert_eq!(loss_at(&r, 302.0), Some(1.0));
+        assert_eq!(loss_at(&r, 310.0), None);
     }
 
     #[test]

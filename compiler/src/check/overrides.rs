@@ -3,7 +3,9 @@
 //! a diagnostic about its value points at text the user can see.
 
 use crate::diag::Diag;
-use crate::syntax::{parse_override, Expr, ExprKind, File, Ident, Item, Setting, Span, TrainStmt};
+use crate::syntax::{
+    parse_override, Budget, Expr, ExprKind, File, Ident, Item, SchedStmt, Setting, Span, TrainStmt,
+};
 
 pub struct Override {
     pub path: Vec<String>,
@@ -47,7 +49,7 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
         let unknown = |what: &str| {
             Diag::error("gs::override", format!("`--set {}`: {what}", o.path.join(".")))
                 .label(o.span, "this override")
-                .help("keys are `data.KEY`, `model.NAME.KEY` (or `model.KEY` with one model), `train.KEY` and `train.lr`")
+                .help("keys are `data.KEY`, `model.NAME.KEY` (or `model.KEY` with one model), `train.KEY`, `train.lr` and `grow.MODEL.STAGE` (a stage's budget)")
         };
         let setting = |key: &str| Setting {
             key: Ident {
@@ -146,10 +148,32 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
                     }
                 }
             }
-            [first, ..] if !["data", "model", "train"].contains(first) => {
+            // A stage's budget: what a sweep of growth points or budgets changes.
+            ["grow", model, stage] => {
+                let block = file
+                    .items
+                    .iter_mut()
+                    .find_map(|i| match i {
+                        Item::Grow(g) if g.model.name == *model => Some(g),
+                        _ => None,
+                    })
+                    .ok_or_else(|| unknown("no `grow` block for that model"))?;
+                let stage = block
+                    .stmts
+                    .iter_mut()
+                    .find_map(|s| match s {
+                        SchedStmt::Stage(s) if s.name.name == *stage => Some(s),
+                        _ => None,
+                    })
+                    .ok_or_else(|| unknown("that schedule has no stage of this name"))?;
+                stage.budget = Budget::Amount {
+                    amount: o.value.clone(),
+                };
+            }
+            [first, ..] if !["data", "model", "train", "grow"].contains(first) => {
                 return Err(unknown(&format!(
                     "`{first}` is not a block; {}",
-                    crate::diag::suggestion(first, &["data", "model", "train"])
+                    crate::diag::suggestion(first, &["data", "model", "train", "grow"])
                 )))
             }
             _ => return Err(unknown("unknown key")),
