@@ -361,7 +361,13 @@ fn compile(
             let Some((run, st)) = pick_stage(plan, stage) else {
                 return false;
             };
-            let compiled = match gsc_compiler::compile_stage(&st.model, &st.train, st.train.batch) {
+            let gates = gsc_compiler::graph::Gates::of(st);
+            let compiled = match gsc_compiler::compile_stage_gated(
+                &st.model,
+                &st.train,
+                st.train.batch,
+                gates,
+            ) {
                 Ok(compiled) => compiled,
                 Err(e) => {
                     eprintln!(

@@ -23,5 +23,6 @@ pub mod syntax;
 
 pub use check::{check_source, Checked};
 pub use stage::{
-    compile_stage, render_ir, render_ir_grad, render_kernels, CompileError, CompiledStage,
+    compile_stage, compile_stage_gated, render_ir, render_ir_grad, render_kernels, CompileError,
+    CompiledStage,
 };

@@ -2,7 +2,7 @@
 //! optimizer step → kernels. What `gsc compile --emit=ir|ir-grad|kernels` shows.
 
 use crate::grad::{append_adamw, differentiate, GradError};
-use crate::graph::{build_forward, render_graph, Graph, GraphError};
+use crate::graph::{build_forward_gated, render_graph, Gates, Graph, GraphError};
 use crate::kernel::{self, lower, KernelProgram, LowerError};
 use crate::plan::{ModelConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,18 @@ pub fn compile_stage(
     train: &TrainConfig,
     batch: usize,
 ) -> Result<CompiledStage, CompileError> {
-    let forward = build_forward(model, batch)?;
+    compile_stage_gated(model, train, batch, Gates::default())
+}
+
+/// [`compile_stage`] for a stage with `gates` (units growing in by a ramp):
+/// both programs read the gates from `HeadGate` / `FfnGate` buffers.
+pub fn compile_stage_gated(
+    model: &ModelConfig,
+    train: &TrainConfig,
+    batch: usize,
+    gates: Gates,
+) -> Result<CompiledStage, CompileError> {
+    let forward = build_forward_gated(model, batch, gates)?;
     let mut with_grad = differentiate(&forward)?;
     append_adamw(&mut with_grad, &model.params(), train)?;
     let kernels = lower(&with_grad)?;

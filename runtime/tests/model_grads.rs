@@ -3,14 +3,18 @@
 
 mod common;
 use common::*;
-use gsc_compiler::graph::{Input, Output};
+use gsc_compiler::graph::{Gates, Input, Output};
 use gsc_compiler::init::init_params;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::*;
 use gsc_runtime::interp::{eval_graph, run, Value};
 
 fn check_grads(cfg: &ModelConfig) {
-    let st = stage(cfg, &train_config(1e-2, 0.1, Some(1.0)));
+    check_grads_gated(cfg, Gates::default());
+}
+
+fn check_grads_gated(cfg: &ModelConfig, gates: Gates) {
+    let st = gated_stage(cfg, &train_config(1e-2, 0.1, Some(1.0)), gates);
     let mut params = init_params(cfg, 7);
     // Perturb the scaled nGPT vectors off their init so that every path matters.
     for (p, spec) in params.iter_mut().zip(cfg.params()) {
@@ -27,6 +31,14 @@ fn check_grads(cfg: &ModelConfig) {
     let (tokens, targets) = batch(cfg, 3);
     let (l, g) = grads(&st, &params, &tokens, &targets);
     assert!((l - loss(&st, &params, &tokens, &targets)).abs() < 1e-12);
+    if gates != Gates::default() {
+        let ungated = stage(cfg, &train_config(1e-2, 0.1, Some(1.0)));
+        let l_ungated = loss(&ungated, &params, &tokens, &targets);
+        assert!(
+            (l - l_ungated).abs() > 1e-6,
+            "{gates:?}: the gates do not change the loss ({l} vs {l_ungated})"
+        );
+    }
     let fd = finite_diff(
         &params,
         |t, n| sample(n, 32, t as u64),
@@ -77,9 +89,44 @@ fn ngpt_gqa_gradients() {
     check_grads(&cfg);
 }
 
+/// Gated stages (units growing in by a ramp): the gradients w.r.t. the
+/// parameters that feed and read the gated heads and FFN units carry the
+/// gate, for gpt and nGPT, with and without grouped queries.
+#[test]
+fn gated_gradients() {
+    let mut gqa = tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false);
+    gqa.heads = 4;
+    gqa.kv_heads = 2;
+    let models = [
+        tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true),
+        tiny(Arch::Gpt, NormKind::LayerNorm, Activation::Swiglu, false),
+        tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false),
+        gqa,
+    ];
+    for cfg in &models {
+        for gates in GATES {
+            check_grads_gated(cfg, gates);
+        }
+    }
+}
+
+#[test]
+fn gated_kernels_match_graph() {
+    for arch in [Arch::Gpt, Arch::Ngpt] {
+        let cfg = tiny(arch, NormKind::RmsNorm, Activation::Swiglu, false);
+        for gates in GATES {
+            kernels_match_graph_gated(&cfg, gates);
+        }
+    }
+}
+
 /// Every output of one fused training step equals the graph evaluated op by op.
 fn kernels_match_graph(cfg: &ModelConfig) {
-    let st = stage(cfg, &train_config(1e-2, 0.1, Some(0.5)));
+    kernels_match_graph_gated(cfg, Gates::default());
+}
+
+fn kernels_match_graph_gated(cfg: &ModelConfig, gates: Gates) {
+    let st = gated_stage(cfg, &train_config(1e-2, 0.1, Some(0.5)), gates);
     let params = init_params(cfg, 11);
     let (tokens, targets) = batch(cfg, 5);
     let moments: Vec<Vec<f64>> = params
@@ -100,6 +147,8 @@ fn kernels_match_graph(cfg: &ModelConfig) {
             Input::Targets => Value::I(targets.clone()),
             Input::Lr => Value::F(vec![0.01]),
             Input::Step => Value::F(vec![3.0]),
+            Input::HeadGate => Value::F(gate_values(cfg.heads)),
+            Input::FfnGate => Value::F(gate_values(cfg.ffn)),
         })
     })
     .expect("graph evaluates");

@@ -12,7 +12,8 @@
 mod common;
 
 use common::{tiny, train_config};
-use gsc_compiler::compile_stage;
+use gsc_compiler::compile_stage_gated;
+use gsc_compiler::graph::Gates;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::{Activation, Arch, ModelConfig, NormKind};
 use gsc_runtime::backend::{Backend, Cpu};
@@ -20,9 +21,19 @@ use gsc_runtime::grow::ModelState;
 use gsc_runtime::interp::InterpBackend;
 
 fn five_steps(backend: &dyn Backend, cfg: &ModelConfig) -> (Vec<f32>, Vec<Vec<f32>>) {
+    five_gated_steps(backend, cfg, Gates::default())
+}
+
+/// Five steps of a stage with `gates`, the last unit of each gated axis
+/// ramping in over them (step / 5) while the others stay at 1.
+fn five_gated_steps(
+    backend: &dyn Backend,
+    cfg: &ModelConfig,
+    gates: Gates,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
     let batch = 3;
     let train = train_config(1e-2, 0.1, Some(1.0));
-    let compiled = compile_stage(cfg, &train, batch).unwrap();
+    let compiled = compile_stage_gated(cfg, &train, batch, gates).unwrap();
     let mut p = backend.load(&compiled.kernels).unwrap();
     let st = ModelState::init(cfg, 11);
     for (i, w) in st.params.iter().enumerate() {
@@ -43,6 +54,17 @@ fn five_steps(backend: &dyn Backend, cfg: &ModelConfig) -> (Vec<f32>, Vec<Vec<f3
         p.write_ints(Storage::Targets, &targets).unwrap();
         p.write(Storage::Lr, &[1e-2]).unwrap();
         p.write(Storage::Step, &[step as f32]).unwrap();
+        let ramp = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| if i + 1 == n { step as f32 / 5.0 } else { 1.0 })
+                .collect()
+        };
+        if gates.heads {
+            p.write(Storage::HeadGate, &ramp(cfg.heads)).unwrap();
+        }
+        if gates.ffn {
+            p.write(Storage::FfnGate, &ramp(cfg.ffn)).unwrap();
+        }
         p.run().unwrap();
         losses.push(p.read(Storage::Loss).unwrap()[0]);
     }
@@ -68,6 +90,25 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn cpu_matches_the_interpreter_over_five_steps() {
     matches_the_interpreter_over_five_steps(&Cpu);
+}
+
+/// Stages with gates (heads, FFN units, both) ramping in, gpt and nGPT.
+#[test]
+fn cpu_matches_the_interpreter_with_gates() {
+    for cfg in [
+        tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true),
+        tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false),
+    ] {
+        for gates in common::GATES {
+            let (l_ref, p_ref) = five_gated_steps(&InterpBackend::<f64>::default(), &cfg, gates);
+            let (l_cpu, p_cpu) = five_gated_steps(&Cpu, &cfg, gates);
+            let name = format!("cpu {:?} {gates:?}", cfg.arch);
+            assert_close(&format!("{name} losses"), &l_cpu, &l_ref);
+            for (i, spec) in cfg.params().iter().enumerate() {
+                assert_close(&format!("{name} {}", spec.name), &p_cpu[i], &p_ref[i]);
+            }
+        }
+    }
 }
 
 #[cfg(feature = "mlir")]

@@ -60,6 +60,11 @@ pub enum Storage {
     Targets,
     Lr,
     Step,
+    /// The gate of every attention head, `[heads]`, in a stage whose heads
+    /// grew by a ramp: 1 for the old heads, the ramp's value for the new ones.
+    HeadGate,
+    /// The gate of every FFN unit, `[ffn]`, in a stage whose FFN grew by a ramp.
+    FfnGate,
     Loss,
     Logits,
     /// The global gradient norm of the step, before clipping (a scalar).

@@ -6,7 +6,8 @@ use super::eval::{self, Args, Env, NoNames};
 use super::model::nearest_divisors;
 use crate::diag::{suggestion, Diag};
 use crate::plan::{
-    Arch, Axis, GrowthStep, Method, ModelConfig, NormKind, OptimizerPolicy, ParamChange, Split,
+    Arch, Axis, Gate, GrowthStep, Method, ModelConfig, NormKind, OptimizerPolicy, ParamChange,
+    Split,
 };
 use crate::syntax::{ExprKind, GrowKind, GrowStep, Span, Unit};
 
@@ -283,10 +284,41 @@ fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag>
                     .help("write e.g. `ramp(200 steps)`"));
             };
             let n = eval::number_in(steps, &mut NoNames, Unit::Steps)?;
-            Method::Ramp {
-                steps: eval::to_count(n, steps.span, "the ramp length")? as u64,
+            let steps_n = eval::to_count(n, steps.span, "the ramp length")? as u64;
+            if steps_n == 0 {
+                return Err(Diag::error(
+                    "gs::value",
+                    "a ramp of 0 steps switches the new units on at once",
+                )
+                .label(steps.span, "0 steps")
+                .help("ramp over at least 1 step, e.g. `ramp(200 steps)`, or grow `by zero`"));
             }
+            Method::Ramp { steps: steps_n }
         }
+    })
+}
+
+/// The gate of a `ramp` step taken on `model` (before it grows): the new
+/// units' positions are where growth puts fresh units (after the old ones;
+/// under grouped-query attention, after the old heads of every KV group).
+pub fn gate(step: &GrowthStep, model: &ModelConfig) -> Option<Gate> {
+    let Method::Ramp { steps } = step.method else {
+        return None;
+    };
+    let (from, to) = (step.from, step.to);
+    let new_units = match step.axis {
+        Axis::Heads if model.kv_heads != model.heads => {
+            let (g_old, g_new) = (from / model.kv_heads, to / model.kv_heads);
+            (0..to).filter(|h| h % g_new >= g_old).collect()
+        }
+        Axis::Heads | Axis::Ffn => (from..to).collect(),
+        _ => return None,
+    };
+    Some(Gate {
+        axis: step.axis,
+        steps,
+        size: to,
+        new_units,
     })
 }
 

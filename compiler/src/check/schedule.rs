@@ -7,7 +7,9 @@ use super::growth;
 use super::model::Model;
 use super::train::{self, TrainSettings};
 use crate::diag::{suggestion, Diag};
-use crate::plan::{Decay, GrowthStep, ModelConfig, RunKind, RunPlan, StagePlan, Target, Totals};
+use crate::plan::{
+    Decay, Gate, GrowthStep, ModelConfig, RunKind, RunPlan, StagePlan, Target, Totals,
+};
 use crate::syntax::{Budget, Expr, GrowBlock, SchedStmt, Span, Unit};
 
 /// A stage before the schedule's total length (and so its LR schedule) is known.
@@ -39,6 +41,9 @@ pub fn check(
     // Each pending step's `lr_scale` option.
     let mut pending_scales: Vec<Option<f64>> = Vec::new();
     let mut stage_scales: Vec<Vec<f64>> = Vec::new();
+    // The gates of the pending `ramp` steps, with the step each comes from.
+    let mut pending_gates: Vec<(Gate, Span)> = Vec::new();
+    let mut stage_gates: Vec<Vec<Gate>> = Vec::new();
     let mut pending_span: Option<Span> = None;
     let mut drafts: Vec<(Draft, Span)> = Vec::new();
     let mut unbounded: Option<Span> = None;
@@ -147,6 +152,31 @@ pub fn check(
                     steps,
                     until,
                 };
+                for (gate, span) in &pending_gates {
+                    if steps.is_some_and(|n| n < gate.steps) {
+                        diags.push(
+                            Diag::error(
+                                "gs::value",
+                                format!(
+                                    "this ramp of {} steps is longer than stage `{}`",
+                                    gate.steps, st.name.name
+                                ),
+                            )
+                            .label(
+                                *span,
+                                "the new units would not be fully on when the stage ends",
+                            )
+                            .label(st.name.span, format!("{} steps", steps.unwrap_or(0)))
+                            .help("ramp over at most the stage's steps, or train the stage longer"),
+                        );
+                    }
+                }
+                stage_gates.push(
+                    std::mem::take(&mut pending_gates)
+                        .into_iter()
+                        .map(|(g, _)| g)
+                        .collect(),
+                );
                 let scales = std::mem::take(&mut pending_scales);
                 stage_scales.push(if scales.iter().any(Option::is_some) {
                     scales.into_iter().map(|s| s.unwrap_or(1.0)).collect()
@@ -196,6 +226,27 @@ pub fn check(
                                     .label(g.span, "the loss will jump here")
                                     .help(help),
                             );
+                        }
+                        if let Some((_, ramp)) =
+                            pending_gates.iter().find(|(gt, _)| gt.axis == step.axis)
+                        {
+                            diags.push(
+                                Diag::error(
+                                    "gs::method",
+                                    format!(
+                                        "{} grows again before the stage that ramps its new units in",
+                                        step.axis.name()
+                                    ),
+                                )
+                                .label(g.span, "grows the gated axis")
+                                .label(*ramp, "ramped here")
+                                .help("grow the axis in one step (`grow heads + 2 by ramp(…)`), or put a stage between the two"),
+                            );
+                            broken = true;
+                            continue;
+                        }
+                        if let Some(gate) = growth::gate(&step, &cur) {
+                            pending_gates.push((gate, g.span));
                         }
                         pending.push(step);
                         pending_scales.push(scale);
@@ -289,8 +340,9 @@ pub fn check(
         drafts.into_iter().map(|(d, _)| d).collect(),
         train,
     );
-    for (stage, scales) in run.stages.iter_mut().zip(stage_scales) {
+    for ((stage, scales), gates) in run.stages.iter_mut().zip(stage_scales).zip(stage_gates) {
         stage.lr_scale = scales;
+        stage.gates = gates;
     }
     Some(run)
 }
@@ -315,6 +367,7 @@ pub fn assemble(name: &str, kind: RunKind, drafts: Vec<Draft>, train: &TrainSett
                 name: d.name,
                 growth: d.growth,
                 lr_scale: Vec::new(),
+                gates: Vec::new(),
                 train: train.config(d.model.arch, d.batch, d.lr, total_steps),
                 first_step,
                 steps: d.steps,

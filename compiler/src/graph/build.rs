@@ -2,14 +2,52 @@
 //! (growth.md, "Architectures").
 
 use super::ir::*;
-use crate::plan::{Activation, Arch, ModelConfig, NormKind, ParamRole};
+use crate::plan::{Activation, Arch, Axis, ModelConfig, NormKind, ParamRole, StagePlan};
+
+/// Which gates a stage's graph has (see [`crate::plan::Gate`]): inputs that
+/// multiply every head's attention output before Wo (`heads`, `[heads]`) or
+/// every FFN unit's activation before Wdown (`ffn`, `[ffn]`), in every layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gates {
+    pub heads: bool,
+    pub ffn: bool,
+}
+
+impl Gates {
+    /// The gates of `stage`'s ramps.
+    pub fn of(stage: &StagePlan) -> Gates {
+        Gates {
+            heads: stage.gate(Axis::Heads).is_some(),
+            ffn: stage.gate(Axis::Ffn).is_some(),
+        }
+    }
+}
 
 /// The forward graph of `cfg` on `batch` sequences of `cfg.context` tokens.
 /// Inputs: every parameter of `cfg.params()` in that order, then tokens and
 /// targets; outputs: the mean cross-entropy loss and the logits.
 pub fn build_forward(cfg: &ModelConfig, batch: usize) -> Result<Graph, GraphError> {
+    build_forward_gated(cfg, batch, Gates::default())
+}
+
+/// [`build_forward`] with `gates`: after tokens and targets the graph has
+/// the inputs `HeadGate` and/or `FfnGate`.
+pub fn build_forward_gated(
+    cfg: &ModelConfig,
+    batch: usize,
+    gates: Gates,
+) -> Result<Graph, GraphError> {
     validate(cfg, batch)?;
     let mut b = Builder::new(cfg, batch);
+    if gates.heads {
+        let g = b.g.add_input(Input::HeadGate, vec![cfg.heads], DType::F32);
+        // [heads, 1]: broadcasts over each head's head_dim values and the tokens.
+        let shape = vec![cfg.heads, 1];
+        b.head_gate = Some(b.g.add1(Op::Reshape { shape }, vec![g])?);
+    }
+    if gates.ffn {
+        b.ffn_gate = Some(b.g.add_input(Input::FfnGate, vec![cfg.ffn], DType::F32));
+    }
     let logits = match cfg.arch {
         Arch::Gpt => b.gpt()?,
         Arch::Ngpt => b.ngpt()?,
@@ -54,6 +92,10 @@ struct Builder<'a> {
     targets: TensorId,
     n: usize,
     batch: usize,
+    /// The head gate as `[heads, 1]`, if the stage has one.
+    head_gate: Option<TensorId>,
+    /// The FFN gate `[ffn]`, if the stage has one.
+    ffn_gate: Option<TensorId>,
 }
 
 impl<'a> Builder<'a> {
@@ -88,6 +130,24 @@ impl<'a> Builder<'a> {
             targets,
             n,
             batch,
+            head_gate: None,
+            ffn_gate: None,
+        }
+    }
+
+    /// Attention output `[n, heads, head_dim]` times the head gate, if any.
+    fn gate_heads(&mut self, y: TensorId) -> Result<TensorId, GraphError> {
+        match self.head_gate {
+            Some(g) => self.bin(BinaryOp::Mul, y, g),
+            None => Ok(y),
+        }
+    }
+
+    /// FFN activation `[n, ffn]` times the FFN gate, if any.
+    fn gate_ffn(&mut self, a: TensorId) -> Result<TensorId, GraphError> {
+        match self.ffn_gate {
+            Some(g) => self.bin(BinaryOp::Mul, a, g),
+            None => Ok(a),
         }
     }
 
@@ -216,6 +276,7 @@ impl<'a> Builder<'a> {
             let q = self.rope(q)?;
             let k = self.rope(k)?;
             let y = self.attention(q, k, v, 1.0 / (cfg.head_dim as f64).sqrt())?;
+            let y = self.gate_heads(y)?;
             let y = self.flat(y, cfg.q_dim())?;
             let o = self.linear(y, wo)?;
             h = self.bin(BinaryOp::Add, h, o)?;
@@ -237,6 +298,7 @@ impl<'a> Builder<'a> {
                     self.bin(BinaryOp::Mul, s, u)?
                 }
             };
+            let a = self.gate_ffn(a)?;
             let m = self.linear(a, down)?;
             h = self.bin(BinaryOp::Add, h, m)?;
             self.g.set_label(h, format!("layers.{l}.h_mlp"));
@@ -327,6 +389,7 @@ impl<'a> Builder<'a> {
                 (self.bin(BinaryOp::Mul, q, s2)?, k)
             };
             let y = self.attention(q, k, v, (cfg.head_dim as f64).sqrt())?;
+            let y = self.gate_heads(y)?;
             let y = self.flat(y, cfg.q_dim())?;
             let o = self.linear(y, wo)?;
             let alpha_p = self.param(ParamRole::AlphaAttn, at, "attn.alpha")?;
@@ -348,6 +411,7 @@ impl<'a> Builder<'a> {
             let v = self.bin(BinaryOp::Mul, v, sv)?;
             let act = self.g.add1(Op::Unary(UnaryOp::Silu), vec![v])?;
             let x = self.bin(BinaryOp::Mul, u, act)?;
+            let x = self.gate_ffn(x)?;
             let m = self.linear(x, down)?;
             let alpha_p = self.param(ParamRole::AlphaMlp, at, "mlp.alpha")?;
             let alpha = self.effective(alpha_p, self.scaled_factor(ParamRole::AlphaMlp, at)?)?;

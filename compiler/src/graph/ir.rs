@@ -46,6 +46,13 @@ pub enum Input {
     Lr,
     /// The optimizer step count, 1-based, for Adam's bias correction.
     Step,
+    /// Per-head gate `[heads]` of a stage whose heads grew by a ramp (Masked
+    /// Structural Growth): multiplies each head's attention output before
+    /// Wo. Written by the runtime every step; not a parameter.
+    HeadGate,
+    /// Per-unit gate `[ffn]` of a stage whose FFN grew by a ramp: multiplies
+    /// the FFN activation before Wdown.
+    FfnGate,
 }
 
 /// What a program hands back; `Param`, `AdamM` and `AdamV` replace the
@@ -214,6 +221,8 @@ impl Op {
             Op::Input(Input::Targets) => "targets",
             Op::Input(Input::Lr) => "lr",
             Op::Input(Input::Step) => "step",
+            Op::Input(Input::HeadGate) => "head_gate",
+            Op::Input(Input::FfnGate) => "ffn_gate",
             Op::Const(_) => "const",
             Op::Embedding => "embedding",
             Op::EmbeddingBwd { .. } => "embedding_bwd",

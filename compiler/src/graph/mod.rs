@@ -4,6 +4,6 @@ pub mod build;
 pub mod ir;
 pub mod render;
 
-pub use build::build_forward;
+pub use build::{build_forward, build_forward_gated, Gates};
 pub use ir::*;
 pub use render::render_graph;

@@ -439,6 +439,8 @@ fn assign_buffers(g: &Graph, kind: &[Kind]) -> R<(Vec<Buffer>, HashMap<TensorId,
                     Input::Targets => (Storage::Targets, "targets".into()),
                     Input::Lr => (Storage::Lr, "lr".into()),
                     Input::Step => (Storage::Step, "step".into()),
+                    Input::HeadGate => (Storage::HeadGate, "head_gate".into()),
+                    Input::FfnGate => (Storage::FfnGate, "ffn_gate".into()),
                 },
                 (_, Some(o)) => match *o {
                     Output::Loss => (Storage::Loss, "loss".into()),

@@ -143,6 +143,21 @@ fn stage_text(out: &mut String, s: &StagePlan) {
         "    model {arch}: d_model {}, heads {} × {} (kv {}), layers {}, ffn {}, vocab {}",
         m.d_model, m.heads, m.head_dim, m.kv_heads, m.layers, m.ffn, m.vocab
     );
+    for g in &s.gates {
+        let what = if g.axis == Axis::Heads {
+            "head outputs"
+        } else {
+            "ffn units"
+        };
+        let _ = writeln!(
+            out,
+            "    gate on {what}: new {} of {} ramped 0 → 1 over steps {}..{}",
+            unit_ranges(&g.new_units),
+            g.size,
+            s.first_step,
+            s.first_step + g.steps
+        );
+    }
     let _ = writeln!(
         out,
         "    {} parameters ({} non-embedding), {} FLOPs/token",
@@ -158,6 +173,28 @@ fn stage_text(out: &mut String, s: &StagePlan) {
         };
         let _ = writeln!(out, "      {name:<28} {}{times}", dims(&shape));
     }
+}
+
+/// Ascending indices as runs: `[2]`, `[64..96]`, `[1, 3..5]` (half-open).
+fn unit_ranges(units: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &u in units {
+        match runs.last_mut() {
+            Some((_, end)) if *end == u => *end += 1,
+            _ => runs.push((u, u + 1)),
+        }
+    }
+    let parts: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| {
+            if b == a + 1 {
+                a.to_string()
+            } else {
+                format!("{a}..{b}")
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 /// Per-layer parameters folded into `layers.*.…` lines.

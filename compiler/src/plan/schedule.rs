@@ -71,6 +71,10 @@ pub struct StagePlan {
     /// already includes these factors (and those of earlier stages).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lr_scale: Vec<f64>,
+    /// The gates of the units this stage's growth added by `ramp` (Masked
+    /// Structural Growth): at most one per axis (`heads`, `ffn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
     pub model: ModelConfig,
     pub train: TrainConfig,
     /// Global step at which the stage starts.
@@ -93,6 +97,53 @@ impl StagePlan {
 
     pub fn flops(&self) -> Option<f64> {
         self.tokens().map(|t| t as f64 * self.flops_per_token)
+    }
+
+    /// The gate of `axis`, if the stage has one.
+    pub fn gate(&self, axis: Axis) -> Option<&Gate> {
+        self.gates.iter().find(|g| g.axis == axis)
+    }
+}
+
+/// A gate over the units of one axis (`heads` or `ffn`, shared by every
+/// layer) in the stage entered by a `ramp` growth: it multiplies each head's
+/// attention output before Wo, or each FFN unit's activation before Wdown.
+/// The old units' entries are 1, the new ones' the ramp's value
+/// ([`Gate::ramp`]), so at the growth (value 0) the grown model computes
+/// exactly the old function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    pub axis: Axis,
+    /// The ramp's length: the new units are fully on from the stage's
+    /// `steps`-th training step on.
+    pub steps: u64,
+    /// The axis' size in the stage (the gate's length).
+    pub size: usize,
+    /// The new units, in ascending order.
+    pub new_units: Vec<usize>,
+}
+
+impl Gate {
+    /// The new units' value at global training step `step` (0-based, the
+    /// step about to run) of a stage starting at `first_step`:
+    /// `min(1, (step − first_step + 1) / steps)` — `1/steps` on the stage's
+    /// first step, 1 from its `steps`-th on. Before the stage (the growth
+    /// check) it is 0. It depends on the step alone, so a resumed run
+    /// recomputes it.
+    pub fn ramp(&self, first_step: u64, step: u64) -> f64 {
+        if step < first_step {
+            return 0.0;
+        }
+        ((step - first_step + 1) as f64 / self.steps.max(1) as f64).min(1.0)
+    }
+
+    /// The gate's entries when the new units stand at `ramp`.
+    pub fn values(&self, ramp: f64) -> Vec<f64> {
+        let mut v = vec![1.0; self.size];
+        for &u in &self.new_units {
+            v[u] = ramp;
+        }
+        v
     }
 }
 

@@ -179,9 +179,6 @@ pub fn grow(state: &ModelState, step: &GrowthStep, seed: u64) -> Result<ModelSta
         method: step.method.describe(),
         why: why.to_string(),
     };
-    if let Method::Ramp { .. } = step.method {
-        return Err(unsupported("mask ramps need a gate in the compiled graph, which is not built yet; use `zero` (gpt) or `copy`"));
-    }
     let fresh = init_params(&new, seed);
     let out = if step.axis == Axis::Layers {
         grow_layers(state, &new, step, &fresh)?
@@ -295,15 +292,22 @@ fn step_maps(old: &ModelConfig, new: &ModelConfig, step: &GrowthStep) -> Result<
                     ParamRole::WDown
                 });
             }
-            _ => return Err("ffn grows by copy or zero".into()),
+            // Fresh weights on both sides: the stage's gate, 0 at the
+            // growth, keeps the new units silent until it ramps up.
+            Method::Ramp { .. } => s.ffn = maps::extend(from, to),
+            _ => return Err("ffn grows by copy, zero or ramp".into()),
         },
         Axis::Heads => {
             let hd = old.head_dim;
             let mha = old.kv_heads == old.heads;
             let factor = (to % from == 0).then_some(to / from);
+            // Ramped heads sit where zero-initialised ones do (the plan's
+            // gate marks the same positions), with fresh weights throughout.
             let heads = match (step.method, mha) {
-                (Method::Zero, true) => maps::extend(from, to),
-                (Method::Zero, false) => maps::grouped_heads(from, to, old.kv_heads, None),
+                (Method::Zero | Method::Ramp { .. }, true) => maps::extend(from, to),
+                (Method::Zero | Method::Ramp { .. }, false) => {
+                    maps::grouped_heads(from, to, old.kv_heads, None)
+                }
                 (Method::Copy, _) => {
                     let n = factor.ok_or("copying heads needs a whole factor")?;
                     if mha {
@@ -312,7 +316,7 @@ fn step_maps(old: &ModelConfig, new: &ModelConfig, step: &GrowthStep) -> Result<
                         maps::grouped_heads(from, to, old.kv_heads, Some(n))
                     }
                 }
-                _ => return Err("heads grow by zero or copy".into()),
+                _ => return Err("heads grow by zero, copy or ramp".into()),
             };
             // Queries (and s_qk) are copied as they are; the output projection
             // of copies is divided by their count (gpt) or left to nGPT's Norm.

@@ -3,9 +3,10 @@
 //! compiler version, and cached on disk so a rerun or a resume skips compiling.
 
 use crate::fsutil::write_atomic;
+use gsc_compiler::graph::Gates;
 use gsc_compiler::kernel::KernelProgram;
 use gsc_compiler::plan::{ModelConfig, Plan, StagePlan};
-use gsc_compiler::{compile_stage, CompileError};
+use gsc_compiler::{compile_stage, compile_stage_gated, CompileError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -53,9 +54,12 @@ impl GrowthCheck {
         let batch = Self::batch(stage.train.batch);
         let mut grown = stage.model.clone();
         grown.context = prev.context;
+        // The grown model carries the stage's gates, checked at 0 for the
+        // new units (where a ramp starts).
+        let gates = Gates::of(stage);
         Ok(Some(GrowthCheck {
             before: compile_stage(prev, &stage.train, batch)?.forward_kernels,
-            after: compile_stage(&grown, &stage.train, batch)?.forward_kernels,
+            after: compile_stage_gated(&grown, &stage.train, batch, gates)?.forward_kernels,
         }))
     }
 }
@@ -130,7 +134,8 @@ impl Artifact {
             let mut prev: Option<&ModelConfig> = None;
             for s in &run.stages {
                 let at = |e| (format!("{}.{}", run.name, s.name), e);
-                let c = compile_stage(&s.model, &s.train, s.train.batch).map_err(at)?;
+                let c = compile_stage_gated(&s.model, &s.train, s.train.batch, Gates::of(s))
+                    .map_err(at)?;
                 let growth_check = match prev {
                     Some(p) => GrowthCheck::compile(p, s).map_err(at)?,
                     None => None,

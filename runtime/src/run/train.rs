@@ -10,7 +10,7 @@ use crate::data::{Batch, DataError, Dataset};
 use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
 use gsc_compiler::kernel::{KernelProgram, Storage};
-use gsc_compiler::plan::{DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
+use gsc_compiler::plan::{Axis, DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
 use gsc_compiler::CompileError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -355,6 +355,33 @@ pub fn learning_rate(stage: &StagePlan, step: u64) -> f64 {
     lr
 }
 
+/// Writes `stage`'s gates into `p` (see [`gsc_compiler::plan::Gate`]): the
+/// new units at their ramp's value for global training step `step`
+/// (0-based, the step about to run, or just run for an evaluation after
+/// it), or at 0 for `None`, the growth check. A stage without ramps has
+/// none to write.
+fn write_gates(
+    p: &mut dyn Program,
+    stage: &StagePlan,
+    step: Option<u64>,
+) -> Result<(), TrainError> {
+    for g in &stage.gates {
+        let storage = match g.axis {
+            Axis::Heads => Storage::HeadGate,
+            Axis::Ffn => Storage::FfnGate,
+            other => {
+                return Err(TrainError::Inconsistent(format!(
+                    "a gate on {}",
+                    other.name()
+                )))
+            }
+        };
+        let ramp = step.map_or(0.0, |s| g.ramp(stage.first_step, s));
+        p.write(storage, &to_f32(&g.values(ramp)))?;
+    }
+    Ok(())
+}
+
 /// Mean loss of the forward program (on the training step's parameters) over `batches`.
 fn evaluate(l: &mut Loaded, batches: &[Batch]) -> Result<f64, TrainError> {
     let mut total = 0.0;
@@ -397,6 +424,7 @@ fn train_stage(
         p.write_ints(Storage::Targets, &ints(&batch.targets))?;
         p.write(Storage::Lr, &[lr as f32])?;
         p.write(Storage::Step, &[(*step + 1) as f32])?;
+        write_gates(p.as_mut(), stage, Some(*step))?;
         p.run()?;
         let loss = p.read(Storage::Loss)?[0];
         *step += 1;
@@ -445,6 +473,8 @@ fn train_stage(
         }
         let eval_now = step.is_multiple_of(t.eval_every) || *step == end;
         if eval_now {
+            // The gates of the step just trained.
+            write_gates(loaded.forward.as_mut(), stage, Some(*step - 1))?;
             let v = evaluate(loaded, &val)?;
             last_val = Some(v);
             print_line(
@@ -580,8 +610,9 @@ fn grow_between(
             })?
             .ok_or_else(|| TrainError::Inconsistent("a growth that changes nothing".into()))?,
     };
-    let (before, logits_before) = forward_once(&check.before, &batch, prev, opts.backend)?;
-    let (after, logits_after) = forward_once(&check.after, &batch, &st, opts.backend)?;
+    let (before, logits_before) = forward_once(&check.before, &batch, prev, None, opts.backend)?;
+    // The new units' gates at 0: where their ramps start.
+    let (after, logits_after) = forward_once(&check.after, &batch, &st, Some(stage), opts.backend)?;
     let max_dlogit = logits_before
         .iter()
         .zip(&logits_after)
@@ -617,16 +648,21 @@ fn grow_between(
     Ok(st)
 }
 
-/// Loss and logits of the forward pass `program` with parameters `st` on one batch.
+/// Loss and logits of the forward pass `program` with parameters `st` on
+/// one batch; with the gates of `gated`'s ramps at 0, if given.
 fn forward_once(
     program: &KernelProgram,
     batch: &Batch,
     st: &ModelState,
+    gated: Option<&StagePlan>,
     backend: &dyn Backend,
 ) -> Result<(f64, Vec<f32>), TrainError> {
     let mut p = backend.load(program)?;
     for (i, w) in st.params.iter().enumerate() {
         p.write(Storage::Param(i), &to_f32(w))?;
+    }
+    if let Some(stage) = gated {
+        write_gates(p.as_mut(), stage, None)?;
     }
     p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
     p.write_ints(Storage::Targets, &ints(&batch.targets))?;

@@ -2,10 +2,11 @@
 //! compiled programs.
 #![allow(dead_code)]
 
+use gsc_compiler::graph::Gates;
 use gsc_compiler::init::rng::SplitMix64;
 use gsc_compiler::kernel::{KernelProgram, Storage};
 use gsc_compiler::plan::*;
-use gsc_compiler::{compile_stage, CompiledStage};
+use gsc_compiler::{compile_stage, compile_stage_gated, CompiledStage};
 use gsc_runtime::interp::{run, Float, Memory};
 
 pub fn tiny(arch: Arch, norm: NormKind, activation: Activation, tied: bool) -> ModelConfig {
@@ -92,8 +93,40 @@ pub fn memory<F: Float>(
     }
     mem.write_ints(Storage::Tokens, tokens).expect("tokens");
     mem.write_ints(Storage::Targets, targets).expect("targets");
+    for gate in [Storage::HeadGate, Storage::FfnGate] {
+        if let Some(b) = prog.buffers.iter().find(|b| b.storage == gate) {
+            mem.write(gate, &to_f(&gate_values(b.len))).expect("gate");
+        }
+    }
     mem
 }
+
+/// Gate values of a gated stage's tests: 1 for the first unit, then values
+/// between 0 and 1 (a ramp part-way), so that every gate entry matters.
+pub fn gate_values(len: usize) -> Vec<f64> {
+    (0..len).map(|i| 1.0 - 0.29 * (i % 4) as f64).collect()
+}
+
+/// A stage compiled with `gates`.
+pub fn gated_stage(cfg: &ModelConfig, train: &TrainConfig, gates: Gates) -> CompiledStage {
+    compile_stage_gated(cfg, train, BATCH, gates).expect("tiny gated model compiles")
+}
+
+/// Every combination of gates worth testing: heads, FFN, both.
+pub const GATES: [Gates; 3] = [
+    Gates {
+        heads: true,
+        ffn: false,
+    },
+    Gates {
+        heads: false,
+        ffn: true,
+    },
+    Gates {
+        heads: true,
+        ffn: true,
+    },
+];
 
 /// The loss of the forward kernels.
 pub fn loss(stage: &CompiledStage, params: &[Vec<f64>], tokens: &[i32], targets: &[i32]) -> f64 {
