@@ -8,8 +8,9 @@
 //! are checked entry by entry.
 
 use gsc_compiler::check_source;
-use gsc_compiler::kernel::Storage;
-use gsc_compiler::plan::{ModelConfig, StagePlan};
+use gsc_compiler::graph::Gates;
+use gsc_compiler::kernel::{KernelProgram, Storage};
+use gsc_compiler::plan::{Axis, ModelConfig, StagePlan};
 use gsc_runtime::backend::{Backend, Cpu};
 use gsc_runtime::grow::{grow, ModelState};
 use gsc_runtime::interp::{run, Memory};
@@ -50,13 +51,48 @@ fn perturbed(cfg: &ModelConfig, seed: u64) -> ModelState {
     s
 }
 
+/// The gate buffers of `stage` (units growing in by a ramp) with the new
+/// units at `ramp`.
+fn gate_values(stage: &StagePlan, ramp: f64) -> Vec<(Storage, Vec<f64>)> {
+    stage
+        .gates
+        .iter()
+        .map(|g| {
+            let s = match g.axis {
+                Axis::Heads => Storage::HeadGate,
+                _ => Storage::FfnGate,
+            };
+            (s, g.values(ramp))
+        })
+        .collect()
+}
+
+fn compile(stage: &StagePlan, cfg: &ModelConfig, batch: usize) -> KernelProgram {
+    gsc_compiler::compile_stage_gated(cfg, &stage.train, batch, Gates::of(stage))
+        .unwrap()
+        .forward_kernels
+}
+
+/// The forward pass's logits in the interpreter (f64), the gates of
+/// `stage`'s ramps (if any) at 0: where they start.
 fn logits(stage: &StagePlan, cfg: &ModelConfig, st: &ModelState, tokens: &[i32]) -> Vec<f64> {
-    let batch = tokens.len() / cfg.context;
-    let compiled = gsc_compiler::compile_stage(cfg, &stage.train, batch).unwrap();
-    let prog = compiled.forward_kernels;
+    logits_at(stage, cfg, st, tokens, 0.0)
+}
+
+fn logits_at(
+    stage: &StagePlan,
+    cfg: &ModelConfig,
+    st: &ModelState,
+    tokens: &[i32],
+    ramp: f64,
+) -> Vec<f64> {
+    let prog = compile(stage, cfg, tokens.len() / cfg.context);
     let mut mem = Memory::<f64>::new(&prog);
     for (i, p) in st.params.iter().enumerate() {
         mem.write(Storage::Param(i), p).unwrap();
+    }
+    for (s, v) in gate_values(stage, ramp) {
+        mem.write(s, &v).unwrap();
     }
     mem.write_ints(Storage::Tokens, tokens).unwrap();
     mem.write_ints(Storage::Targets, tokens).unwrap();
@@ -66,12 +102,14 @@ fn logits(stage: &StagePlan, cfg: &ModelConfig, st: &ModelState, tokens: &[i32])
 
 /// The same forward pass on the CPU backend (f32, JIT-compiled loops).
 fn cpu_logits(stage: &StagePlan, cfg: &ModelConfig, st: &ModelState, tokens: &[i32]) -> Vec<f32> {
-    let batch = tokens.len() / cfg.context;
-    let compiled = gsc_compiler::compile_stage(cfg, &stage.train, batch).unwrap();
-    let mut p = Cpu.load(&compiled.forward_kernels).unwrap();
+    let prog = compile(stage, cfg, tokens.len() / cfg.context);
+    let mut p = Cpu.load(&prog).unwrap();
+    let f32s = |w: &[f64]| -> Vec<f32> { w.iter().map(|&x| x as f32).collect() };
     for (i, w) in st.params.iter().enumerate() {
-        let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
-        p.write(Storage::Param(i), &w).unwrap();
+        p.write(Storage::Param(i), &f32s(w)).unwrap();
+    }
+    for (s, v) in gate_values(stage, 0.0) {
+        p.write(s, &f32s(&v)).unwrap();
     }
     p.write_ints(Storage::Tokens, tokens).unwrap();
     p.write_ints(Storage::Targets, tokens).unwrap();
@@ -253,6 +291,61 @@ fn ngpt_every_exact_step() {
         "grow context to 16",
     ] {
         assert_preserved("ngpt", NGPT, steps);
+    }
+}
+
+/// `ramp` (Masked Structural Growth) on heads and FFN units, alone, together
+/// and among other steps, with grouped queries, gpt and nGPT: with the gates
+/// at 0 the grown model is the old one, though the new units' weights are
+/// fresh on both sides.
+#[test]
+fn ramps_are_exact_at_their_start() {
+    let gqa = "context = 8 d_model = 16 heads = 4 head_dim = 4 kv_heads = 2 layers = 1 ffn = 32";
+    for arch in ["gpt", "ngpt"] {
+        let base = if arch == "gpt" { GPT } else { NGPT };
+        for (model, steps) in [
+            (base, "grow heads + 1 by ramp(1 step)"),
+            (base, "grow ffn + 8 by ramp(1 step)"),
+            (base, "grow ffn * 1.5 by ramp(1 step)\n grow heads + 1 by ramp(1 step)"),
+            (
+                base,
+                "grow d_model * 1.25 by isometric(split = uneven)\n grow heads + 1 by ramp(1 step)\n                  grow ffn * 1.5 by ramp(1 step)\n grow layers + 1 at [1]",
+            ),
+            (gqa, "grow heads + 2 by ramp(1 step)"),
+            (gqa, "grow heads + 4 by ramp(1 step)\n grow kv_heads * 2 by copy"),
+        ] {
+            assert_preserved(arch, model, steps);
+        }
+    }
+}
+
+/// The gates are live: with the new units fully on, fresh weights on both
+/// sides change the function (so it is the gate, not a zero weight, that
+/// kept it at the start).
+#[test]
+fn ramped_units_change_the_function_once_on() {
+    for (arch, model) in [("gpt", GPT), ("ngpt", NGPT)] {
+        for steps in [
+            "grow heads + 1 by ramp(1 step)",
+            "grow ffn + 8 by ramp(1 step)",
+        ] {
+            let (a, b) = plan(arch, model, steps);
+            assert_eq!(b.gates.len(), 1, "{arch} {steps}");
+            let st = perturbed(&a.model, 3);
+            let grown = grow(&st, &b.growth[0], 1).unwrap();
+            let t = tokens(2 * a.model.context);
+            let l0 = logits(&b, &grown.config, &grown, &t);
+            let l1 = logits_at(&b, &grown.config, &grown, &t, 1.0);
+            let moved = l0
+                .iter()
+                .zip(&l1)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                moved > 1e-3,
+                "{arch} {steps}: the gate changes nothing ({moved:e})"
+            );
+        }
     }
 }
 
