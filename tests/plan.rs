@@ -24,10 +24,11 @@ fn example_plans() {
 }
 
 /// Small files that each show one growth transform: HyperCloning on
-/// d_model (eps kept), the asymmetric moment reset, and `lr_scale`.
+/// d_model (eps kept), the asymmetric moment reset, `lr_scale`, and gates
+/// ramping new heads and FFN units in.
 #[test]
 fn fixture_plans() {
-    for stem in ["hypercloning", "asymmetric", "lr_scale"] {
+    for stem in ["hypercloning", "asymmetric", "lr_scale", "ramp"] {
         let path = std::path::PathBuf::from(format!("tests/fixtures/{stem}.gs"));
         let source = std::fs::read_to_string(&path).unwrap();
         let name = format!("fixtures/{stem}.gs");

@@ -284,16 +284,9 @@ fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag>
                     .help("write e.g. `ramp(200 steps)`"));
             };
             let n = eval::number_in(steps, &mut NoNames, Unit::Steps)?;
-            let steps_n = eval::to_count(n, steps.span, "the ramp length")? as u64;
-            if steps_n == 0 {
-                return Err(Diag::error(
-                    "gs::value",
-                    "a ramp of 0 steps switches the new units on at once",
-                )
-                .label(steps.span, "0 steps")
-                .help("ramp over at least 1 step, e.g. `ramp(200 steps)`, or grow `by zero`"));
+            Method::Ramp {
+                steps: eval::to_count(n, steps.span, "the ramp length")? as u64,
             }
-            Method::Ramp { steps: steps_n }
         }
     })
 }

@@ -240,7 +240,10 @@ pub fn check(
                                 )
                                 .label(g.span, "grows the gated axis")
                                 .label(*ramp, "ramped here")
-                                .help("grow the axis in one step (`grow heads + 2 by ramp(…)`), or put a stage between the two"),
+                                .help(format!(
+                                    "grow {} once, by ramp, before this stage, or put a stage between the two steps",
+                                    step.axis.name()
+                                )),
                             );
                             broken = true;
                             continue;
