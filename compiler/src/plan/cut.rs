@@ -5,15 +5,19 @@
 use super::{Plan, RunPlan, Totals};
 
 impl Plan {
-    /// Caps every stage at `steps` steps (uncapped `until` stages included).
-    /// Stage boundaries, totals and the LR schedule follow: warmup, decay
-    /// and re-warms shrink in proportion to the run.
+    /// Caps every stage at `steps` steps (uncapped `until` stages included)
+    /// and its evaluations at `EVAL_BATCHES` batches. Stage boundaries,
+    /// totals and the LR schedule follow: warmup, decay and re-warms shrink
+    /// in proportion to the run.
     pub fn cut_short(&mut self, steps: u64) {
         for run in &mut self.runs {
             run.cut_short(steps.max(1));
         }
     }
 }
+
+/// Batches per evaluation in a plan cut short.
+pub const EVAL_BATCHES: usize = 2;
 
 impl RunPlan {
     fn cut_short(&mut self, cap: u64) {
@@ -39,6 +43,7 @@ impl RunPlan {
             stage.steps = Some(steps);
             stage.first_step = first_step;
             first_step += steps;
+            stage.train.eval_batches = stage.train.eval_batches.min(EVAL_BATCHES);
             let s = &mut stage.train.schedule;
             s.total_steps = total;
             s.warmup_steps = scale(s.warmup_steps);
@@ -88,6 +93,7 @@ mod tests {
         assert_eq!(run.totals.steps, 20);
         assert!(run.totals.bounded);
         assert_eq!(run.stages[1].growth.len(), 1);
+        assert_eq!(run.stages[1].train.eval_batches, super::EVAL_BATCHES);
     }
 
     #[test]
