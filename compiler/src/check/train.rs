@@ -336,7 +336,9 @@ fn length(e: &crate::syntax::Expr, what: &str, share: &str) -> Result<Length, Di
             format!("{what} is a number of steps or a percentage of the run"),
         )
         .label(e.span, "not steps or %")
-        .help(format!("write e.g. `{what} = 100 steps` or `{what} = {share}`"))),
+        .help(format!(
+            "write e.g. `{what} = 100 steps` or `{what} = {share}`"
+        ))),
     }
 }
 
