@@ -80,10 +80,11 @@ enum Command {
         /// stage and growth of every run (kept by --resume).
         #[arg(long, value_name = "N", conflicts_with = "resume")]
         max_stage_steps: Option<u64>,
-        /// Periodic checkpoints to keep per run (the newest); the ones just
-        /// before and after every growth are always kept.
-        #[arg(long, value_name = "N", default_value_t = 3)]
-        keep_checkpoints: usize,
+        /// Periodic checkpoints to keep per run, the newest [default: 3, or
+        /// what the resumed run was started with]; the ones just before and
+        /// after every growth are always kept.
+        #[arg(long, value_name = "N")]
+        keep_checkpoints: Option<usize>,
         /// Peak GFLOP/s of the machine, for MFU (both cores of the reference machine).
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,

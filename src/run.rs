@@ -72,8 +72,8 @@ pub struct RunArgs {
     pub only: Option<String>,
     /// Every stage cut to at most this many steps.
     pub max_stage_steps: Option<u64>,
-    /// Periodic checkpoints kept per run.
-    pub keep_checkpoints: usize,
+    /// Periodic checkpoints kept per run (None: the run's own setting, or 3).
+    pub keep_checkpoints: Option<usize>,
     pub peak_gflops: f64,
 }
 
@@ -107,6 +107,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             // and one cut short stays cut short.
             args.only = args.only.take().or(m.only_run);
             args.max_stage_steps = m.max_stage_steps;
+            args.keep_checkpoints = args.keep_checkpoints.or(m.keep_checkpoints);
             if m.runtime_version != gsc_runtime::VERSION {
                 eprintln!(
                     "warning: this run was started by gsc runtime {}, and this is {}: its \
@@ -211,6 +212,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 machine: Machine::describe(),
                 only_run: args.only.clone(),
                 max_stage_steps: args.max_stage_steps,
+                keep_checkpoints: args.keep_checkpoints,
                 started_unix: unix_now(),
             };
             d.write_manifest(&manifest)
@@ -257,7 +259,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         artifact: &artifact,
         peak_flops: args.peak_gflops * 1e9,
         progress: std::io::stderr().is_terminal(),
-        keep_checkpoints: args.keep_checkpoints,
+        keep_checkpoints: args.keep_checkpoints.unwrap_or(3),
     };
     let mut summaries = Vec::new();
     for run in &plan.runs {

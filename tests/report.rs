@@ -31,6 +31,7 @@ fn run_dir(
         started_unix: 0,
         only_run: Some(name.into()),
         max_stage_steps: None,
+        keep_checkpoints: None,
     })
     .unwrap();
     let at = |flops: f64| json!({ "flops": flops, "tokens": flops / 1e6, "seconds": flops / 1e9 });

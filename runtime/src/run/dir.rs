@@ -33,6 +33,9 @@ pub struct Manifest {
     /// `--max-stage-steps`: every stage was cut to at most this many steps.
     #[serde(default)]
     pub max_stage_steps: Option<u64>,
+    /// `--keep-checkpoints`, if given: kept by a resume that does not give it.
+    #[serde(default)]
+    pub keep_checkpoints: Option<usize>,
 }
 
 pub struct RunDir {
