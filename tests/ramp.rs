@@ -10,14 +10,18 @@ fn gsc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gsc"))
 }
 
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+fn run_dir(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir() && !p.ends_with(".cache"))
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
-    std::fs::read_to_string(dirs[0].join("metrics.jsonl"))
+    dirs[0].clone()
+}
+
+fn records(root: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir(root).join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -101,4 +105,89 @@ fn the_gated_stage_reads_its_gates() {
         !text.contains("head_gate") && !text.contains("ffn_gate"),
         "{text}"
     );
+}
+
+/// The tensors of a checkpoint: its bytes after the safetensors header
+/// (which records the wall time spent).
+fn tensors(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].to_vec()
+}
+
+/// The periodic checkpoints of `run`, oldest first.
+fn step_checkpoints(dir: &Path, run: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints").join(run))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A run resumed in the middle of a ramp ends with the parameters of the
+/// uninterrupted run, to the bit: the gates depend on the step alone.
+#[test]
+fn resumed_mid_ramp_equals_uninterrupted() {
+    let root = std::env::temp_dir().join(format!("gsc-ramp-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let o = gsc()
+        .args([
+            "run",
+            "tests/fixtures/ramp.gs",
+            "--keep-checkpoints",
+            "100",
+            "--runs-dir",
+        ])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = run_dir(&root);
+    let mut finals = vec![];
+    for run in ["g", "n"] {
+        let files = step_checkpoints(&dir, run);
+        let last = files.last().unwrap().clone();
+        assert!(last.ends_with("step-000000020.safetensors"), "{last:?}");
+        finals.push((last.clone(), tensors(&last)));
+        // Back to step 12, two steps into the ramp of steps 10..15.
+        for f in files {
+            let step: u64 = f.file_stem().unwrap().to_string_lossy()["step-".len()..]
+                .parse()
+                .unwrap();
+            if step > 12 {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        let kept = step_checkpoints(&dir, run);
+        assert!(
+            kept.last().unwrap().ends_with("step-000000012.safetensors"),
+            "{kept:?}"
+        );
+    }
+    // As if killed there: no run has ended.
+    let metrics = dir.join("metrics.jsonl");
+    let kept: String = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"run_end\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&metrics, kept).unwrap();
+    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (path, bytes) in finals {
+        assert!(
+            tensors(&path) == bytes,
+            "{}: the resumed run ended elsewhere",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }

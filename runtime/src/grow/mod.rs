@@ -5,7 +5,9 @@
 //! Every step is a set of index maps, one per kind of axis (the residual
 //! stream, the query/key-value heads, the FFN units, the vocabulary): each
 //! parameter's axes are remapped, new units take fresh initial values, and
-//! output-side weights of new units start at zero where exactness needs it.
+//! output-side weights of new units start at zero where exactness needs it
+//! (under `ramp` they are fresh too: the stage's gate, 0 at the growth,
+//! keeps the new units silent).
 //! Adam's first moment follows the same linear map as the parameter and the
 //! second moment the squared map — the moments the grown model would have
 //! had, had it been trained all along (gradients map like the weights).
