@@ -2,13 +2,13 @@
 //! command goes through every stage and growth of every run quickly (the
 //! examples' tests, and a user's dry run before a long one).
 
-use super::{Plan, RunPlan, Totals};
+use super::{Method, Plan, RunPlan, Totals};
 
 impl Plan {
     /// Caps every stage at `steps` steps (uncapped `until` stages included)
     /// and its evaluations at `EVAL_BATCHES` batches. Stage boundaries,
     /// totals and the LR schedule follow: warmup, decay and re-warms shrink
-    /// in proportion to the run.
+    /// in proportion to the run, and ramps to fit their stage.
     pub fn cut_short(&mut self, steps: u64) {
         for run in &mut self.runs {
             run.cut_short(steps.max(1));
@@ -50,6 +50,13 @@ impl RunPlan {
             s.decay_steps = scale(s.decay_steps);
             for g in &mut stage.growth {
                 g.rewarm_steps = scale(g.rewarm_steps);
+                if let Method::Ramp { steps: n } = &mut g.method {
+                    *n = (*n).min(steps);
+                }
+            }
+            // A ramp ends within its stage, as the check requires.
+            for gate in &mut stage.gates {
+                gate.steps = gate.steps.min(steps);
             }
             totals.steps += steps;
             totals.tokens += stage.tokens().unwrap_or(0);
@@ -65,7 +72,7 @@ mod tests {
     use crate::plan::Plan;
     use std::path::Path;
 
-    fn plan(train: &str, last_stage: &str) -> Plan {
+    fn plan(train: &str, growth: &str, last_stage: &str) -> Plan {
         let dir = std::env::temp_dir().join(format!("gsc-cut-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.txt"), "some text to train on. ".repeat(400)).unwrap();
@@ -76,6 +83,7 @@ mod tests {
             grow m {{
                 stage a: train 900 steps
                 grow layers + 1, rewarm = 50 steps
+                {growth}
                 stage b: train {last_stage}
             }}"#
         );
@@ -85,7 +93,7 @@ mod tests {
 
     #[test]
     fn every_stage_is_kept_and_capped() {
-        let mut plan = plan("constant", "until val_loss <= 0.1");
+        let mut plan = plan("constant", "", "until val_loss <= 0.1");
         plan.cut_short(10);
         let run = &plan.runs[0];
         let steps: Vec<_> = run.stages.iter().map(|s| (s.first_step, s.steps)).collect();
@@ -98,12 +106,18 @@ mod tests {
 
     #[test]
     fn the_lr_schedule_shrinks_with_the_run() {
-        let mut plan = plan("wsd(warmup = 100 steps, decay = 20%)", "100 steps");
+        let mut plan = plan(
+            "wsd(warmup = 100 steps, decay = 20%)",
+            "grow heads + 1 by ramp(50 steps)",
+            "100 steps",
+        );
         plan.cut_short(10);
         let b = &plan.runs[0].stages[1];
         let s = &b.train.schedule;
         // 1000 steps became 20: everything in proportion.
         assert_eq!((s.total_steps, s.warmup_steps, s.decay_steps), (20, 2, 4));
         assert_eq!(b.growth[0].rewarm_steps, 1);
+        // The ramp still ends within its stage, now 10 steps long.
+        assert_eq!(b.gates[0].steps, 10);
     }
 }
