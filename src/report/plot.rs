@@ -18,35 +18,50 @@ const FONTS: &[&str] = &[
     "/System/Library/Fonts/Supplemental/Arial.ttf",
 ];
 
-/// The plots written, by file name (`.svg`; a `.png` sits beside each).
+/// The plots written, by file name (`.svg`; a `.png` sits beside each), with
+/// their captions: against FLOPs and against tokens, one pair for each
+/// architecture when the runs have several.
 pub fn write(runs: &[Run], out: &Path) -> Result<Vec<(String, String)>, String> {
     font()?;
     let axes: [(&str, &str, Axis); 2] = [
         ("loss_vs_flops", "FLOPs (every stage charged)", |s| s.flops),
         ("loss_vs_tokens", "tokens", |s| s.tokens),
     ];
+    let mut archs: Vec<&str> = Vec::new();
+    for r in runs {
+        if !archs.contains(&r.arch.as_str()) {
+            archs.push(&r.arch);
+        }
+    }
     let mut written = Vec::new();
-    for (name, xlabel, x) in axes {
-        let svg = out.join(format!("{name}.svg"));
-        let png = out.join(format!("{name}.png"));
-        draw(
-            SVGBackend::new(&svg, SIZE).into_drawing_area(),
-            runs,
-            xlabel,
-            x,
-        )
-        .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
-        draw(
-            BitMapBackend::new(&png, SIZE).into_drawing_area(),
-            runs,
-            xlabel,
-            x,
-        )
-        .map_err(|e| format!("drawing {}: {e}", png.display()))?;
-        written.push((
-            format!("{name}.svg"),
-            format!("validation loss against {xlabel}"),
-        ));
+    for arch in &archs {
+        let group: Vec<&Run> = runs.iter().filter(|r| r.arch == *arch).collect();
+        for (name, xlabel, x) in axes {
+            let name = match archs.len() {
+                1 => name.to_string(),
+                _ => format!("{name}_{arch}"),
+            };
+            let svg = out.join(format!("{name}.svg"));
+            let png = out.join(format!("{name}.png"));
+            draw(
+                SVGBackend::new(&svg, SIZE).into_drawing_area(),
+                &group,
+                xlabel,
+                x,
+            )
+            .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
+            draw(
+                BitMapBackend::new(&png, SIZE).into_drawing_area(),
+                &group,
+                xlabel,
+                x,
+            )
+            .map_err(|e| format!("drawing {}: {e}", png.display()))?;
+            written.push((
+                format!("{name}.svg"),
+                format!("{arch}: validation loss against {xlabel}"),
+            ));
+        }
     }
     Ok(written)
 }
@@ -80,7 +95,7 @@ fn font() -> Result<(), String> {
 
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    runs: &[Run],
+    runs: &[&Run],
     xlabel: &str,
     x: Axis,
 ) -> Result<(), String>
@@ -129,15 +144,30 @@ where
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;
-    for (i, (run, line)) in runs.iter().zip(&lines).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+    // One colour per run name; a run's first seed drawn solid, the others dashed.
+    let mut names: Vec<&str> = Vec::new();
+    let mut seeds: Vec<u64> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+        if !seeds.contains(&r.seed) {
+            seeds.push(r.seed);
+        }
+    }
+    for (run, line) in runs.iter().zip(&lines) {
+        let color =
+            Palette99::pick(names.iter().position(|n| *n == run.name).unwrap_or(0)).to_rgba();
+        let style = color.stroke_width(2);
+        let series = if seeds.first() == Some(&run.seed) {
+            chart.draw_series(LineSeries::new(line.clone(), style))
+        } else {
+            chart.draw_series(DashedLineSeries::new(line.clone(), 8, 5, style))
+        };
+        series
             .map_err(err)?
             .label(run.label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
         let grown = run
             .growths
             .iter()
