@@ -17,7 +17,8 @@
 //               80 % of the budget, then two more;
 //   *_doubling  half the final width, doubled by HyperCloning at 50 %.
 //
-// Two seeds, one run per core: about 75 minutes on two cores.
+// Two seeds, one run per core: about 75 minutes on two cores; with
+// gutenberg_small.gs, the whole main experiment takes about 90 minutes.
 //
 //   ./scripts/experiment examples/experiments/gutenberg_medium.gs --seeds 1,2
 //
