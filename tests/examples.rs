@@ -5,13 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 fn gsc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gsc"))
-        .args(args)
-        .output()
-        .expect("gsc runs")
+    common::gsc().args(args).output().expect("gsc runs")
 }
 
 #[test]
@@ -68,13 +64,7 @@ fn every_run_of_every_example_gets_through_every_stage() {
 
 /// The records of the one run directory under `runs_dir`.
 fn metrics(runs_dir: &Path) -> Vec<serde_json::Value> {
-    let dirs: Vec<_> = std::fs::read_dir(runs_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("run.json").is_file())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{}", runs_dir.display());
-    let text = std::fs::read_to_string(dirs[0].join("metrics.jsonl")).unwrap();
+    let text = std::fs::read_to_string(common::run_dir(runs_dir).join("metrics.jsonl")).unwrap();
     text.lines()
         .map(|l| serde_json::from_str(l).expect("a JSON record"))
         .collect()

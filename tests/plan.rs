@@ -8,18 +8,7 @@ use gsc_compiler::{check_source, plan::render::plan_text};
 #[test]
 fn example_plans() {
     for path in common::examples() {
-        let source = std::fs::read_to_string(&path).unwrap();
-        let name = format!("examples/{}.gs", common::stem(&path));
-        let checked = check_source(&name, &source, path.parent().unwrap(), &[]);
-        assert!(
-            !checked.report.has_errors(),
-            "{}",
-            checked.report.render(false)
-        );
-        let plan = checked.plan.expect("a file without errors has a plan");
-        let stem = common::stem(&path);
-        insta::assert_snapshot!(format!("{stem}.plan"), plan_text(&plan));
-        insta::assert_json_snapshot!(format!("{stem}.plan.json"), plan);
+        snapshot_plan(&path, &format!("examples/{}.gs", common::stem(&path)));
     }
 }
 
@@ -30,18 +19,23 @@ fn example_plans() {
 fn fixture_plans() {
     for stem in ["hypercloning", "asymmetric", "lr_scale", "ramp"] {
         let path = std::path::PathBuf::from(format!("tests/fixtures/{stem}.gs"));
-        let source = std::fs::read_to_string(&path).unwrap();
-        let name = format!("fixtures/{stem}.gs");
-        let checked = check_source(&name, &source, path.parent().unwrap(), &[]);
-        assert!(
-            !checked.report.has_errors(),
-            "{}",
-            checked.report.render(false)
-        );
-        let plan = checked.plan.expect("a file without errors has a plan");
-        insta::assert_snapshot!(format!("{stem}.plan"), plan_text(&plan));
-        insta::assert_json_snapshot!(format!("{stem}.plan.json"), plan);
+        snapshot_plan(&path, &format!("fixtures/{stem}.gs"));
     }
+}
+
+/// Snapshots the plan of the file at `path` (shown as `name`), as text and JSON.
+fn snapshot_plan(path: &std::path::Path, name: &str) {
+    let source = std::fs::read_to_string(path).unwrap();
+    let checked = check_source(name, &source, path.parent().unwrap(), &[]);
+    assert!(
+        !checked.report.has_errors(),
+        "{}",
+        checked.report.render(false)
+    );
+    let plan = checked.plan.expect("a file without errors has a plan");
+    let stem = common::stem(path);
+    insta::assert_snapshot!(format!("{stem}.plan"), plan_text(&plan));
+    insta::assert_json_snapshot!(format!("{stem}.plan.json"), plan);
 }
 
 /// The numbers of performance.md's reference model S, computed by hand there.

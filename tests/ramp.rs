@@ -3,22 +3,11 @@
 //! past it, and its growth records show the loss kept exactly (the new
 //! units start behind gates at 0); the gated stage's kernels read the gates.
 
+mod common;
+
+use common::{gsc, run_dir};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn gsc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gsc"))
-}
-
-fn run_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with(".cache"))
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
 
 fn records(root: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir(root).join("metrics.jsonl"))

@@ -1,23 +1,13 @@
 //! A run killed at any moment and resumed ends with exactly the parameters
 //! of an uninterrupted run; and its metrics hold each step once.
 
+mod common;
+
+use common::{gsc, run_dir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn gsc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gsc"))
-}
-
-fn run_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with(".cache"))
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs[0].clone()
-}
 
 /// The periodic checkpoints of run `tiny`, oldest first.
 fn step_checkpoints(dir: &Path) -> Vec<PathBuf> {

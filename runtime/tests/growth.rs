@@ -17,6 +17,17 @@ use gsc_runtime::interp::{run, Memory};
 use proptest::prelude::*;
 use std::path::Path;
 
+/// The plan of `src` (data from tests/fixtures), which must check cleanly.
+fn checked_plan(src: &str) -> gsc_compiler::plan::Plan {
+    let checked = check_source("t.gs", src, Path::new("../tests/fixtures"), &[]);
+    assert!(
+        !checked.report.has_errors(),
+        "{}",
+        checked.report.render(false)
+    );
+    checked.plan.unwrap()
+}
+
 /// Plans `model { … }` grown by `steps`, returning (first stage, second stage).
 fn plan(arch: &str, model: &str, steps: &str) -> (StagePlan, StagePlan) {
     let src = format!(
@@ -24,13 +35,7 @@ fn plan(arch: &str, model: &str, steps: &str) -> (StagePlan, StagePlan) {
          train {{ optimizer = adamw(lr = 1e-3, weight_decay = 0) batch = 2 sequences }}\n\
          grow m {{\n stage a: train 1 step\n {steps}\n stage b: train 1 step\n}}\n"
     );
-    let checked = check_source("t.gs", &src, Path::new("../tests/fixtures"), &[]);
-    assert!(
-        !checked.report.has_errors(),
-        "{}",
-        checked.report.render(false)
-    );
-    let plan = checked.plan.unwrap();
+    let plan = checked_plan(&src);
     let stages = &plan.runs[0].stages;
     (stages[0].clone(), stages[1].clone())
 }
@@ -238,13 +243,7 @@ fn doubling_baselines() {
              train {{ optimizer = adamw(lr = 1e-3, weight_decay = 0) batch = 2 sequences }}\n\
              grow m {{ stage a: train 4 steps }}\ncompare d = doubling(m, same steps)\n"
         );
-        let checked = check_source("t.gs", &src, Path::new("../tests/fixtures"), &[]);
-        assert!(
-            !checked.report.has_errors(),
-            "{}",
-            checked.report.render(false)
-        );
-        let plan = checked.plan.unwrap();
+        let plan = checked_plan(&src);
         let stages = &plan.runs[1].stages;
         assert_stages_preserved(&stages[0], &stages[1], &format!("doubling {arch} {model}"));
     }
