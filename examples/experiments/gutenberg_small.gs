@@ -17,8 +17,9 @@
 //               80 % of the budget, then the second;
 //   *_doubling  half the final width, doubled by HyperCloning at 50 %.
 //
-// Two seeds, one run per core: about 17 minutes on two cores; with
-// gutenberg_medium.gs, the whole main experiment takes about 90 minutes.
+// Two seeds, one run per core: about 25 minutes on two cores (31 measured
+// on a machine that was also building); with gutenberg_medium.gs, the
+// whole main experiment takes about 2 hours.
 //
 //   ./scripts/experiment examples/experiments/gutenberg_small.gs --seeds 1,2
 //

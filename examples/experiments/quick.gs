@@ -15,7 +15,7 @@
 //
 // Every run gets the same FLOPs (1.94e12, every stage charged): `gsc report`
 // says where each growth run reached scratch's final loss (and within 0.5 %
-// of it), if it did, and its loss at equal compute. About 3 minutes on two
+// of it), if it did, and its loss at equal compute. About 4 minutes on two
 // cores:
 //
 //   ./scripts/experiment examples/experiments/quick.gs
