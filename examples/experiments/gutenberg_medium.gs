@@ -17,8 +17,8 @@
 //               80 % of the budget, then two more;
 //   *_doubling  half the final width, doubled by HyperCloning at 50 %.
 //
-// Two seeds, one run per core: about 105 minutes on two cores (its runs
-// took 11 to 16 minutes each, two to four sharing the cores); with
+// Two seeds, one run per core: about 105 minutes on two cores (estimated:
+// its runs took 11 to 16 minutes each, two to four sharing the cores); with
 // gutenberg_small.gs, the whole main experiment takes about 2 hours.
 //
 //   ./scripts/experiment examples/experiments/gutenberg_medium.gs --seeds 1,2

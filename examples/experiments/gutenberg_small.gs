@@ -17,9 +17,9 @@
 //               80 % of the budget, then the second;
 //   *_doubling  half the final width, doubled by HyperCloning at 50 %.
 //
-// Two seeds, one run per core: about 25 minutes on two cores (31 measured
-// on a machine that was also building); with gutenberg_medium.gs, the
-// whole main experiment takes about 2 hours.
+// Two seeds, one run per core: 31 minutes on two cores (measured on a
+// machine that was also building); with gutenberg_medium.gs, the whole
+// main experiment takes about 2 hours.
 //
 //   ./scripts/experiment examples/experiments/gutenberg_small.gs --seeds 1,2
 //

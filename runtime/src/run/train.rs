@@ -192,15 +192,12 @@ pub fn train_run(
                     &prev, stage, si, step, progress, corpus, metrics, opts, &run.name,
                 )?;
                 // The states just before and after every growth are kept,
-                // so that a growth can be checked from the files.
-                save_state(
-                    &ckpt_dir.join(growth_name(si, "before")),
-                    run,
-                    si - 1,
-                    step,
-                    &prev,
-                    progress,
-                )?;
+                // so that a growth can be checked from the files. The one
+                // before is the previous stage's final checkpoint: linked
+                // under its own name (pruning leaves it), not written again.
+                let before = ckpt_dir.join(growth_name(si, "before"));
+                link(&ckpt_dir.join(checkpoint_name(step)), &before)
+                    .map_err(io(format!("keeping {}", before.display())))?;
                 save_state(
                     &ckpt_dir.join(growth_name(si, "after")),
                     run,
@@ -683,7 +680,6 @@ fn growth_name(si: usize, when: &str) -> String {
     format!("growth-{si:02}-{when}.safetensors")
 }
 
-#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     dir: &Path,
     run: &RunPlan,
@@ -702,6 +698,16 @@ fn save_checkpoint(
         progress,
     )?;
     prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
+}
+
+/// `to` as a second name of the file `from` (a copy where the file system
+/// has no hard links), replacing what `to` held.
+fn link(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(drop))
 }
 
 /// Parameters and Adam moments of `st`, at the end of global step `step`
