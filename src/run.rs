@@ -9,7 +9,8 @@ use gsc_runtime::run::artifact::{
     content_hash, Artifact, PtxProgram, COMPILER_VERSION, RUN_ARTIFACT,
 };
 use gsc_runtime::run::dir::{unix_now, Manifest, Metrics, RunDir};
-use gsc_runtime::run::train::{resume_step, train_run, Corpus, Options};
+use gsc_runtime::run::interrupt;
+use gsc_runtime::run::train::{newest_good_checkpoint, train_run, Corpus, Options, TrainError};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,14 @@ pub fn artifact_hash(source: &str, overrides: &[String]) -> String {
     content_hash(&parts)
 }
 
+/// The key of a source with its overrides, whatever compiles it: every
+/// checkpoint carries it, so that a resume never starts from another file's.
+pub fn source_hash(source: &str, overrides: &[String]) -> String {
+    let mut parts = vec![source];
+    parts.extend(overrides.iter().map(String::as_str));
+    content_hash(&parts)
+}
+
 /// Returns false after printing what went wrong.
 pub fn run(args: RunArgs, color: bool) -> bool {
     match try_run(args, color) {
@@ -96,6 +105,7 @@ pub fn run(args: RunArgs, color: bool) -> bool {
 }
 
 fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
+    interrupt::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     // A backend this build lacks is refused before anything is compiled.
     args.backend.built()?;
     // A resumed run: its directory and the artifact it was started with.
@@ -182,7 +192,6 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         .collect();
     let backend = args.backend.backend(ptx)?;
 
-    let resuming = resumed.is_some();
     let dir = match resumed {
         Some((d, _)) => d,
         None => {
@@ -232,26 +241,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         .filter(|r| r["kind"] == "run_end")
         .filter_map(|r| r["run"].as_str().map(str::to_string))
         .collect();
-    let mut metrics = if resuming {
-        // Records of an unfinished run past its last checkpoint are logged again.
-        let keep_through: Vec<(String, Option<u64>)> = plan
-            .runs
-            .iter()
-            .filter(|r| !finished.contains(&r.name))
-            .map(|r| (r.name.clone(), resume_step(&dir, r)))
-            .collect();
-        Metrics::reopen(&metrics_path, |rec| {
-            let run = rec["run"].as_str().unwrap_or("");
-            match keep_through.iter().find(|(n, _)| n == run) {
-                Some((_, Some(step))) => rec["step"].as_u64().is_some_and(|s| s <= *step),
-                Some((_, None)) => false,
-                None => true,
-            }
-        })
-    } else {
-        Metrics::open(&metrics_path)
-    }
-    .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
+    // A resumed run drops what it logged after its checkpoint (see `train_run`).
+    let mut metrics = Metrics::open(&metrics_path)
+        .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
 
     let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
     let opts = Options {
@@ -260,6 +252,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         peak_flops: args.peak_gflops * 1e9,
         progress: std::io::stderr().is_terminal(),
         keep_checkpoints: args.keep_checkpoints.unwrap_or(3),
+        source_hash: &source_hash(&source, &overrides),
     };
     let mut summaries = Vec::new();
     for run in &plan.runs {
@@ -272,8 +265,24 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             run.stages.len(),
             if run.stages.len() == 1 { "" } else { "s" }
         );
-        let summary = train_run(run, &corpus, &dir, &mut metrics, &opts)
-            .map_err(|e| format!("run `{}`: {e}", run.name))?;
+        let summary = match train_run(run, &corpus, &dir, &mut metrics, &opts) {
+            Ok(s) => s,
+            Err(e @ TrainError::Interrupted { signal, .. }) => {
+                eprintln!(
+                    "gsc: run `{}` {e}\nresume with: gsc run --resume {}",
+                    run.name,
+                    dir.path.display()
+                );
+                std::process::exit(interrupt::exit_status(signal));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "run `{}`: {e}\n{}",
+                    run.name,
+                    after_failure(&dir, run)
+                ))
+            }
+        };
         summaries.push((summary, run.totals));
     }
     if !summaries.is_empty() {
@@ -292,6 +301,18 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// What a failed run left to resume from.
+fn after_failure(dir: &RunDir, run: &gsc_compiler::plan::RunPlan) -> String {
+    let resume = format!("gsc run --resume {}", dir.path.display());
+    match newest_good_checkpoint(dir, run) {
+        Some((path, step)) => format!(
+            "the newest checkpoint, {} (step {step}), is intact: resume from it with `{resume}`",
+            path.display()
+        ),
+        None => format!("no checkpoint of it was written: `{resume}` starts it again"),
+    }
 }
 
 /// The artifact a run was started with, so that the resumed steps execute the

@@ -21,6 +21,34 @@ pub fn run_dir(root: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
+/// An empty directory for test `name` under the system's temporary folder.
+pub fn fresh(name: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("gsc-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// A checkpoint's tensors (the bytes after the safetensors header) and its
+/// metadata document.
+pub fn checkpoint_parts(path: &Path) -> (Vec<u8>, serde_json::Value) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta = serde_json::from_str(header["__metadata__"]["gsc"].as_str().unwrap()).unwrap();
+    (bytes[8 + n..].to_vec(), meta)
+}
+
+/// The periodic checkpoints of run `run` in run directory `dir`, oldest first.
+pub fn step_checkpoints(dir: &Path, run: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints").join(run))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| stem(p).starts_with("step-"));
+    files.sort();
+    files
+}
+
 pub fn gs_files(dir: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))

@@ -3,51 +3,24 @@
 
 mod common;
 
-use common::{gsc, run_dir};
+use common::{checkpoint_parts, fresh, gsc, run_dir, step_checkpoints};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// The periodic checkpoints of run `tiny`, oldest first.
-fn step_checkpoints(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints/tiny"))
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("step-")
-    });
-    files.sort();
-    files
-}
-
-/// The tensors of the final checkpoint (the bytes after the safetensors
-/// header), and the tokens and FLOPs it records.
+/// The tensors of the final checkpoint, and the tokens and FLOPs it records.
 fn final_checkpoint(dir: &Path) -> (Vec<u8>, serde_json::Value) {
-    let files = step_checkpoints(dir);
+    let files = step_checkpoints(dir, "tiny");
     let last = files.last().expect("a checkpoint");
     assert!(last.ends_with("step-000000080.safetensors"), "{last:?}");
-    let bytes = std::fs::read(last).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(header["__metadata__"]["gsc"].as_str().unwrap()).unwrap();
+    let (tensors, meta) = checkpoint_parts(last);
     let spent = serde_json::json!([meta["progress"]["tokens"], meta["progress"]["flops"]]);
-    (bytes[8 + n..].to_vec(), spent)
+    (tensors, spent)
 }
 
 fn checkpoints(dir: &Path) -> usize {
-    step_checkpoints(dir).len()
-}
-
-fn fresh(name: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("gsc-resume-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    root
+    step_checkpoints(dir, "tiny").len()
 }
 
 /// Copies the run's artifact into `cache` under its hash with every kernel

@@ -3,7 +3,9 @@
 //!
 //! Files are written atomically — to a temporary file in the same folder,
 //! flushed to disk, then renamed over the target — so a crash mid-save
-//! leaves the previous checkpoint intact, never a half-written one.
+//! leaves the previous checkpoint intact, never a half-written one. Every
+//! tensor's CRC-32 and that of the JSON document are stored beside them and
+//! verified on load, so a damaged file is refused, never trained on.
 //! By convention parameters keep their plan names (`layers.0.attn.wq`) and
 //! Adam's moments are prefixed `adam_m.` and `adam_v.`.
 
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// The safetensors metadata key holding the JSON document.
 const META_KEY: &str = "gsc";
+/// The metadata key holding the checksums: `{"meta": crc, "tensors": {name: crc}}`.
+const CRC_KEY: &str = "gsc.crc32";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -59,6 +63,10 @@ pub enum CheckpointError {
     Unexpected { path: PathBuf, names: Vec<String> },
     #[error("checkpoint {}: metadata is not valid JSON: {reason}", path.display())]
     Metadata { path: PathBuf, reason: String },
+    #[error("checkpoint {} has no checksums or no metadata (written by an older gsc, or its header is damaged)", path.display())]
+    Unverified { path: PathBuf },
+    #[error("checkpoint {} is corrupt: {what} does not match its checksum", path.display())]
+    Checksum { path: PathBuf, what: String },
 }
 
 /// A tensor to save, borrowed from the caller's buffers.
@@ -122,7 +130,13 @@ pub fn save(
             });
         }
     }
-    let info = Some(HashMap::from([(META_KEY.to_owned(), metadata.to_string())]));
+    let meta = metadata.to_string();
+    let crcs: BTreeMap<&str, u32> = tensors.iter().map(|t| (t.name, f32_crc(t.data))).collect();
+    let crc = serde_json::json!({ "meta": crc32fast::hash(meta.as_bytes()), "tensors": crcs });
+    let info = Some(HashMap::from([
+        (META_KEY.to_owned(), meta),
+        (CRC_KEY.to_owned(), crc.to_string()),
+    ]));
     let tmp = temp_path(path);
     let write = || -> Result<(), CheckpointError> {
         let views = tensors.iter().map(|t| (t.name, F32View(*t)));
@@ -156,6 +170,18 @@ pub fn save(
     result
 }
 
+/// CRC-32 of `data` as stored: little-endian bytes.
+fn f32_crc(data: &[f32]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let mut bytes = Vec::with_capacity(4 * 4096.min(data.len()));
+    for chunk in data.chunks(4096) {
+        bytes.clear();
+        bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+        h.update(&bytes);
+    }
+    h.finalize()
+}
+
 /// `dir/.name.tmp-PID`: in the target's folder so the rename cannot cross
 /// filesystems, hidden, and distinct per process.
 fn temp_path(path: &Path) -> PathBuf {
@@ -164,6 +190,53 @@ fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The JSON document of the checkpoint at `path`, read from its header
+/// alone and not verified: enough to order files, never to trust them.
+pub fn peek_metadata(path: &Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut f = File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // safetensors' own bound on a header.
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_str(header["__metadata__"][META_KEY].as_str()?).ok()
+}
+
+/// The checksums a file was written with.
+#[derive(serde::Deserialize)]
+struct Checksums {
+    meta: Option<u32>,
+    tensors: BTreeMap<String, u32>,
+}
+
+impl Checksums {
+    fn read(path: &Path, text: Option<&String>) -> Result<Checksums, CheckpointError> {
+        let unverified = || CheckpointError::Unverified {
+            path: path.to_owned(),
+        };
+        serde_json::from_str(text.ok_or_else(unverified)?).map_err(|_| unverified())
+    }
+}
+
+/// `found` against `stored`: a part without a checksum is as bad as a
+/// wrong one (a damaged header can drop it).
+fn verify(path: &Path, what: &str, found: u32, stored: Option<u32>) -> Result<(), CheckpointError> {
+    if stored == Some(found) {
+        Ok(())
+    } else {
+        Err(CheckpointError::Checksum {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        })
+    }
 }
 
 /// A checkpoint read back into memory.
@@ -175,7 +248,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads and checks the whole file: header, offsets, dtypes, metadata.
+    /// Reads and checks the whole file: header, offsets, dtypes, metadata,
+    /// and every checksum.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
             path: path.to_owned(),
@@ -187,13 +261,22 @@ impl Checkpoint {
         };
         let st = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
-        let metadata = match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
-            Some(text) => serde_json::from_str(text).map_err(|e| CheckpointError::Metadata {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?,
-            None => serde_json::Value::Null,
-        };
+        let info = header.metadata().as_ref();
+        let text = info.and_then(|m| m.get(META_KEY));
+        let crcs = Checksums::read(path, info.and_then(|m| m.get(CRC_KEY)))?;
+        let text = text.ok_or_else(|| CheckpointError::Unverified {
+            path: path.to_owned(),
+        })?;
+        verify(
+            path,
+            "its metadata",
+            crc32fast::hash(text.as_bytes()),
+            crcs.meta,
+        )?;
+        let metadata = serde_json::from_str(text).map_err(|e| CheckpointError::Metadata {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.iter() {
             if view.dtype() != Dtype::F32 {
@@ -203,6 +286,9 @@ impl Checkpoint {
                     dtype: format!("{:?}", view.dtype()),
                 });
             }
+            let stored = crcs.tensors.get(name).copied();
+            let what = format!("tensor {name}");
+            verify(path, &what, crc32fast::hash(view.data()), stored)?;
             let data = view
                 .data()
                 .chunks_exact(4)
@@ -210,6 +296,12 @@ impl Checkpoint {
                 .collect();
             let shape = view.shape().to_vec();
             tensors.insert(name.to_owned(), Tensor { shape, data });
+        }
+        if let Some(name) = crcs.tensors.keys().find(|n| !tensors.contains_key(*n)) {
+            return Err(CheckpointError::Missing {
+                path: path.to_owned(),
+                name: name.clone(),
+            });
         }
         Ok(Checkpoint {
             path: path.to_owned(),
@@ -392,6 +484,94 @@ mod tests {
         assert!(matches!(err, CheckpointError::Unexpected { ref names, .. } if names.len() == 4));
         let err = ck.validate([("lm_head", &[8usize, 4][..])]).unwrap_err();
         assert!(matches!(err, CheckpointError::Missing { .. }));
+    }
+
+    /// The bytes of a saved checkpoint of [`sample`], and where its data begins.
+    fn saved(dir: &TempDir) -> (PathBuf, Vec<u8>, usize) {
+        let path = dir.0.join("ck.safetensors");
+        save(&path, &refs(&sample()), &serde_json::json!({"step": 100})).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        (path, bytes, 8 + header)
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_tensor_or_the_metadata_is_named() {
+        let dir = TempDir::new("flip");
+        let (path, bytes, data_start) = saved(&dir);
+        let mut flipped = bytes.clone();
+        flipped[data_start + 4 * 32 + 3] ^= 0x10; // one bit of some tensor
+        std::fs::write(&path, &flipped).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Checksum { .. }), "{err}");
+        assert!(
+            err.to_string().contains("ck.safetensors") && err.to_string().contains("tensor"),
+            "{err}"
+        );
+
+        // `"step":100` → `"step":900`: still valid JSON, caught by its checksum.
+        let text = String::from_utf8_lossy(&bytes[..data_start]).into_owned();
+        let at = text.find("100").unwrap();
+        let mut lied = bytes.clone();
+        lied[at] = b'9';
+        std::fs::write(&path, &lied).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "checkpoint {} is corrupt: its metadata does not match its checksum",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_file_without_checksums_is_refused() {
+        let dir = TempDir::new("nocrc");
+        let path = dir.0.join("plain.safetensors");
+        let data = [1.0f32, 2.0];
+        let view = F32View(TensorRef {
+            name: "w",
+            shape: &[2],
+            data: &data,
+        });
+        let info = Some(HashMap::from([(META_KEY.to_owned(), "{}".to_owned())]));
+        safetensors::serialize_to_file([("w", view)], &info, &path).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Unverified { .. }), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// Random byte changes and truncations: every damaged file is refused
+        /// with an error naming it, or (a header byte that JSON ignores)
+        /// loads exactly what was saved; never a panic, never other numbers.
+        #[test]
+        fn damaged_checkpoints_never_lie(
+            edits in proptest::collection::vec((0usize..1 << 20, 0u8..=255), 1..4),
+            cut in proptest::option::of(0usize..1 << 20),
+        ) {
+            let dir = TempDir::new(&format!("fuzz-{}", edits[0].0));
+            let (path, bytes, _) = saved(&dir);
+            let original = Checkpoint::load(&path).unwrap();
+            let mut damaged = bytes.clone();
+            for &(at, value) in &edits {
+                let at = at % damaged.len();
+                damaged[at] = value;
+            }
+            if let Some(cut) = cut {
+                damaged.truncate(cut % damaged.len());
+            }
+            std::fs::write(&path, &damaged).unwrap();
+            match Checkpoint::load(&path) {
+                Err(e) => proptest::prop_assert!(e.to_string().contains("ck.safetensors"), "{e}"),
+                Ok(ck) => {
+                    proptest::prop_assert_eq!(ck.metadata, original.metadata);
+                    proptest::prop_assert_eq!(ck.tensors, original.tensors);
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::fsutil::write_atomic;
 use crate::machine::Machine;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -103,19 +104,27 @@ impl RunDir {
 }
 
 /// `metrics.jsonl`, appended one line at a time and flushed, so a killed run
-/// keeps every line it logged.
+/// keeps every line it logged. It counts each run's records: a checkpoint
+/// stores its run's count, and a resume from it drops the records logged
+/// after it, which the resumed run logs again.
 pub struct Metrics {
+    path: PathBuf,
     file: std::fs::File,
+    counts: HashMap<String, u64>,
 }
 
 impl Metrics {
     /// Opens the log for appending.
     pub fn open(path: &Path) -> std::io::Result<Metrics> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Metrics { file })
+        let mut counts = HashMap::new();
+        for r in Metrics::records(path)? {
+            *counts.entry(run_of(&r)).or_default() += 1;
+        }
+        Ok(Metrics {
+            path: path.to_owned(),
+            file: append(path)?,
+            counts,
+        })
     }
 
     /// Every record logged so far (unreadable lines, from a kill mid-write, are skipped).
@@ -130,40 +139,53 @@ impl Metrics {
             .collect())
     }
 
-    /// Opens the log of a resumed run, keeping only the records `keep`
-    /// accepts: the ones logged after the checkpoint it resumes from will be
-    /// logged again.
-    pub fn reopen(
-        path: &Path,
-        keep: impl Fn(&serde_json::Value) -> bool,
-    ) -> std::io::Result<Metrics> {
-        if path.exists() {
-            {
-                let kept: Vec<String> = Metrics::records(path)?
-                    .iter()
-                    .filter(|r| keep(r))
-                    .map(|r| r.to_string())
-                    .collect();
-                let mut text = kept.join("\n");
-                if !text.is_empty() {
-                    text.push('\n');
+    /// Records of `run` logged so far.
+    pub fn count(&self, run: &str) -> u64 {
+        self.counts.get(run).copied().unwrap_or(0)
+    }
+
+    /// Keeps the first `keep` records of `run` (and every other run's),
+    /// dropping what a killed process logged after the checkpoint a resume
+    /// starts from, and any line it left half-written.
+    pub fn truncate_run(&mut self, run: &str, keep: u64) -> std::io::Result<()> {
+        let mut seen = 0;
+        let mut text = String::new();
+        for r in Metrics::records(&self.path)? {
+            if run_of(&r) == run {
+                seen += 1;
+                if seen > keep {
+                    continue;
                 }
-                write_atomic(path, text.as_bytes())?;
             }
+            text.push_str(&r.to_string());
+            text.push('\n');
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Metrics { file })
+        write_atomic(&self.path, text.as_bytes())?;
+        // The rename replaced the file: append to the new one.
+        self.file = append(&self.path)?;
+        self.counts.insert(run.to_owned(), keep.min(seen));
+        Ok(())
     }
 
     pub fn log(&mut self, record: &serde_json::Value) -> std::io::Result<()> {
         let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         line.push('\n');
         self.file.write_all(line.as_bytes())?;
-        self.file.flush()
+        self.file.flush()?;
+        *self.counts.entry(run_of(record)).or_default() += 1;
+        Ok(())
     }
+}
+
+fn run_of(record: &serde_json::Value) -> String {
+    record["run"].as_str().unwrap_or_default().to_owned()
+}
+
+fn append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 pub fn unix_now() -> u64 {
@@ -212,16 +234,27 @@ mod tests {
         let path = dir.join("metrics.jsonl");
         let mut m = Metrics::open(&path).unwrap();
         for step in [10, 20, 30] {
-            m.log(&serde_json::json!({ "step": step, "loss": 1.0 }))
+            m.log(&serde_json::json!({ "run": "a", "step": step, "loss": 1.0 }))
                 .unwrap();
         }
-        drop(m);
-        let mut m =
-            Metrics::reopen(&path, |r| r["step"].as_u64().is_some_and(|s| s <= 20)).unwrap();
-        m.log(&serde_json::json!({ "step": 30, "loss": 0.5 }))
+        m.log(&serde_json::json!({ "run": "b", "step": 10 }))
             .unwrap();
+        drop(m);
+        // A kill mid-line leaves half a record.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"run\":\"a\",\"st")
+            .unwrap();
+        let mut m = Metrics::open(&path).unwrap();
+        assert_eq!((m.count("a"), m.count("b")), (3, 1));
+        m.truncate_run("a", 2).unwrap();
+        m.log(&serde_json::json!({ "run": "a", "step": 30, "loss": 0.5 }))
+            .unwrap();
+        assert_eq!(m.count("a"), 3);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 3);
+        assert_eq!(text.lines().count(), 4, "{text}");
         assert!(text.lines().last().unwrap().contains("0.5"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -2,4 +2,5 @@
 
 pub mod artifact;
 pub mod dir;
+pub mod interrupt;
 pub mod train;

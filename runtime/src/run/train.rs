@@ -4,6 +4,7 @@
 
 use super::artifact::{Artifact, GrowthCheck};
 use super::dir::{Metrics, RunDir};
+use super::interrupt;
 use crate::backend::{Backend, BackendError, Program};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
 use crate::data::{Batch, DataError, Dataset};
@@ -48,6 +49,13 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error("stopped by {} after step {step} of stage `{stage}`; its state is in {}", interrupt::name(*signal), checkpoint.display())]
+    Interrupted {
+        signal: i32,
+        stage: String,
+        step: u64,
+        checkpoint: PathBuf,
+    },
     /// The plan, the artifact and the runtime disagree: a bug, reported plainly.
     #[error("internal error: {0}")]
     Inconsistent(String),
@@ -69,6 +77,9 @@ pub struct Options<'a> {
     pub progress: bool,
     /// Checkpoints to keep per run (the newest).
     pub keep_checkpoints: usize,
+    /// Content hash of the source and overrides, stored in every checkpoint
+    /// so that a resume never starts from another file's.
+    pub source_hash: &'a str,
 }
 
 /// The text of the data, shared by every stage (stages differ in context).
@@ -105,12 +116,24 @@ impl Corpus {
     }
 }
 
-/// Where a resumed run starts: the state at the end of global step `step`.
+/// Where a resumed run starts: the state at the end of global step `step`,
+/// after the run had logged `records` metrics records.
 struct Resume {
     stage: usize,
     step: u64,
     state: ModelState,
     progress: Progress,
+    records: u64,
+}
+
+/// What a checkpoint's metadata records of the moment it was taken.
+struct Taken<'a> {
+    run: &'a RunPlan,
+    stage: usize,
+    step: u64,
+    progress: Progress,
+    records: u64,
+    source: &'a str,
 }
 
 /// What a run has spent so far, every stage charged: the tokens and FLOPs
@@ -166,7 +189,11 @@ pub fn train_run(
     let started = Instant::now();
     let ckpt_dir = dir.checkpoints().join(&run.name);
     std::fs::create_dir_all(&ckpt_dir).map_err(io(format!("creating {}", ckpt_dir.display())))?;
-    let resume = latest_checkpoint(&ckpt_dir, run)?;
+    let resume = resume_point(&ckpt_dir, run, opts.source_hash)?;
+    // What was logged after that checkpoint is logged again.
+    metrics
+        .truncate_run(&run.name, resume.as_ref().map_or(0, |r| r.records))
+        .map_err(io("rewriting metrics"))?;
     let first_stage = resume.as_ref().map_or(0, |r| r.stage);
     let mut step = resume.as_ref().map_or(0, |r| r.step);
     let mut progress = resume.as_ref().map_or(Progress::default(), |r| r.progress);
@@ -181,6 +208,15 @@ pub fn train_run(
     let mut final_val = None;
 
     for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
+        if let (Some(signal), Some(prev)) = (interrupt::requested(), si.checked_sub(1)) {
+            // The previous stage's final checkpoint holds the state.
+            return Err(TrainError::Interrupted {
+                signal,
+                stage: run.stages[prev].name.clone(),
+                step,
+                checkpoint: ckpt_dir.join(checkpoint_name(step)),
+            });
+        }
         let data = corpus.dataset(stage.model.context)?;
         // Entering a stage from the previous one's state: grow it first.
         let resumed_here = state.as_ref().is_some_and(|s| s.config == stage.model);
@@ -198,14 +234,8 @@ pub fn train_run(
                 let before = ckpt_dir.join(growth_name(si, "before"));
                 link(&ckpt_dir.join(checkpoint_name(step)), &before)
                     .map_err(io(format!("keeping {}", before.display())))?;
-                save_state(
-                    &ckpt_dir.join(growth_name(si, "after")),
-                    run,
-                    si,
-                    step,
-                    &grown,
-                    progress,
-                )?;
+                let taken = taken(run, si, step, progress, metrics, opts);
+                save_state(&ckpt_dir.join(growth_name(si, "after")), &grown, &taken)?;
                 grown
             }
             None => ModelState::init(&stage.model, stage.train.seed),
@@ -227,15 +257,8 @@ pub fn train_run(
         final_val = outcome.or(final_val);
         st = read_state(&loaded, &stage.model)?;
         progress.seconds = clock.seconds();
-        save_checkpoint(
-            &ckpt_dir,
-            run,
-            si,
-            step,
-            &st,
-            progress,
-            opts.keep_checkpoints,
-        )?;
+        let taken = taken(run, si, step, progress, metrics, opts);
+        save_checkpoint(&ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         state = Some(st);
     }
     progress.seconds = clock.seconds();
@@ -414,6 +437,21 @@ fn train_stage(
     let mut window = Instant::now();
     let mut window_steps = 0u64;
     while *step < end {
+        if let Some(signal) = interrupt::requested() {
+            let st = read_state(loaded, &stage.model)?;
+            progress.seconds = clock.seconds();
+            let taken = taken(run, si, *step, *progress, metrics, opts);
+            save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(TrainError::Interrupted {
+                signal,
+                stage: stage.name.clone(),
+                step: *step,
+                checkpoint: ckpt_dir.join(checkpoint_name(*step)),
+            });
+        }
         let batch = data.train_batch(t.seed, *step, t.batch);
         let lr = learning_rate(stage, *step);
         let p = &mut loaded.step;
@@ -506,15 +544,8 @@ fn train_stage(
         if step.is_multiple_of(t.checkpoint_every) && *step < end {
             let st = read_state(loaded, &stage.model)?;
             progress.seconds = clock.seconds();
-            save_checkpoint(
-                ckpt_dir,
-                run,
-                si,
-                *step,
-                &st,
-                *progress,
-                opts.keep_checkpoints,
-            )?;
+            let taken = taken(run, si, *step, *progress, metrics, opts);
+            save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         }
         if eval_now {
             // Evaluation time is not training time.
@@ -680,23 +711,31 @@ fn growth_name(si: usize, when: &str) -> String {
     format!("growth-{si:02}-{when}.safetensors")
 }
 
+fn taken<'a>(
+    run: &'a RunPlan,
+    stage: usize,
+    step: u64,
+    progress: Progress,
+    metrics: &Metrics,
+    opts: &Options<'a>,
+) -> Taken<'a> {
+    Taken {
+        run,
+        stage,
+        step,
+        progress,
+        records: metrics.count(&run.name),
+        source: opts.source_hash,
+    }
+}
+
 fn save_checkpoint(
     dir: &Path,
-    run: &RunPlan,
-    si: usize,
-    step: u64,
     st: &ModelState,
-    progress: Progress,
+    taken: &Taken,
     keep: usize,
 ) -> Result<(), TrainError> {
-    save_state(
-        &dir.join(checkpoint_name(step)),
-        run,
-        si,
-        step,
-        st,
-        progress,
-    )?;
+    save_state(&dir.join(checkpoint_name(taken.step)), st, taken)?;
     prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
 }
 
@@ -710,16 +749,9 @@ fn link(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(drop))
 }
 
-/// Parameters and Adam moments of `st`, at the end of global step `step`
-/// of stage `si`, written atomically to `path`.
-fn save_state(
-    path: &Path,
-    run: &RunPlan,
-    si: usize,
-    step: u64,
-    st: &ModelState,
-    progress: Progress,
-) -> Result<(), TrainError> {
+/// Parameters and Adam moments of `st`, taken at `taken`, written
+/// atomically to `path`.
+fn save_state(path: &Path, st: &ModelState, taken: &Taken) -> Result<(), TrainError> {
     let specs = st.config.params();
     let data: Vec<[Vec<f32>; 3]> = (0..specs.len())
         .map(|i| [to_f32(&st.params[i]), to_f32(&st.m[i]), to_f32(&st.v[i])])
@@ -744,20 +776,26 @@ fn save_state(
             });
         }
     }
-    let stage = &run.stages[si];
-    let meta = json!({ "run": run.name, "stage": stage.name, "stage_index": si, "step": step,
-        "model": st.config, "progress": progress });
+    let stage = &taken.run.stages[taken.stage];
+    let meta = json!({ "run": taken.run.name, "stage": stage.name, "stage_index": taken.stage,
+        "step": taken.step, "model": st.config, "progress": taken.progress,
+        "records": taken.records, "source": taken.source });
     Ok(checkpoint::save(path, &tensors, &meta)?)
 }
 
 fn checkpoint_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    files_named(dir, |n| n.starts_with("step-"))
+}
+
+/// The files of `dir` whose name `keep` accepts, sorted by name.
+fn files_named(dir: &Path, keep: impl Fn(&str) -> bool) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+                .is_some_and(|n| n.ends_with(".safetensors") && keep(n))
         })
         .collect();
     files.sort();
@@ -772,40 +810,100 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The global step of `run`'s newest checkpoint under `dir`, if any.
-pub fn resume_step(dir: &RunDir, run: &RunPlan) -> Option<u64> {
-    let files = checkpoint_files(&dir.checkpoints().join(&run.name)).ok()?;
-    let name = files
-        .last()?
-        .file_stem()?
-        .to_str()?
-        .strip_prefix("step-")?
-        .to_string();
-    name.parse().ok()
+/// Every checkpoint of the run in `dir` a resume may start from (the
+/// periodic ones and those around growths), newest first by the step and
+/// stage their headers name; files whose header cannot be read come last.
+fn resume_candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = files_named(dir, |n| !n.starts_with('.'))?;
+    let key = |p: &PathBuf| {
+        checkpoint::peek_metadata(p).map(|m| (m["step"].as_u64(), m["stage_index"].as_u64()))
+    };
+    files.sort_by_cached_key(|p| std::cmp::Reverse(key(p)));
+    Ok(files)
 }
 
-/// The newest checkpoint of `run`, as the state to continue from.
-fn latest_checkpoint(dir: &Path, run: &RunPlan) -> Result<Option<Resume>, TrainError> {
-    let files = checkpoint_files(dir).map_err(io(format!("listing {}", dir.display())))?;
-    let Some(path) = files.last() else {
-        return Ok(None);
-    };
+/// The newest checkpoint of `run` under `dir` that verifies and belongs to
+/// this run and plan, as the state to continue from; each newer one refused
+/// is named, and none at all (or none good) starts the run afresh.
+fn resume_point(dir: &Path, run: &RunPlan, source: &str) -> Result<Option<Resume>, TrainError> {
+    // A process killed mid-write leaves its temporary file behind.
+    for f in files_named(dir, |n| n.starts_with('.') && n.contains(".tmp-")).unwrap_or_default() {
+        let _ = std::fs::remove_file(f);
+    }
+    let files = resume_candidates(dir).map_err(io(format!("listing {}", dir.display())))?;
+    let mut refused = 0;
+    for path in &files {
+        match load_resume(path, run, source) {
+            Ok(r) => {
+                if refused > 0 {
+                    eprintln!(
+                        "{:<8} resuming from {} (step {}), the newest good checkpoint",
+                        run.name,
+                        path.display(),
+                        r.step
+                    );
+                }
+                return Ok(Some(r));
+            }
+            Err(e) => {
+                refused += 1;
+                eprintln!("warning: {e}: skipping it");
+            }
+        }
+    }
+    if refused > 0 {
+        eprintln!(
+            "warning: no usable checkpoint of run `{}` in {}: it starts from the beginning",
+            run.name,
+            dir.display()
+        );
+    }
+    Ok(None)
+}
+
+/// The checkpoint at `path` as the state to continue `run` from.
+fn load_resume(path: &Path, run: &RunPlan, source: &str) -> Result<Resume, TrainError> {
     let ck = Checkpoint::load(path)?;
     let meta = &ck.metadata;
-    let (Some(stage), Some(step)) = (meta["stage_index"].as_u64(), meta["step"].as_u64()) else {
-        return Err(TrainError::Resume(format!(
-            "{} has no stage and step in its metadata",
-            path.display()
+    let refuse = |why: String| TrainError::Resume(format!("checkpoint {} {why}", path.display()));
+    if meta["run"] != run.name.as_str() {
+        return Err(refuse(format!(
+            "belongs to run {}, not `{}`",
+            meta["run"], run.name
         )));
+    }
+    if meta["source"] != source {
+        return Err(refuse(
+            "was written from another source file or other overrides".into(),
+        ));
+    }
+    let (Some(stage), Some(step)) = (meta["stage_index"].as_u64(), meta["step"].as_u64()) else {
+        return Err(refuse("has no stage and step in its metadata".into()));
     };
     let Some(plan_stage) = run.stages.get(stage as usize) else {
-        return Err(TrainError::Resume(format!(
-            "{} is from stage {stage}, which the plan does not have",
-            path.display()
+        return Err(refuse(format!(
+            "is from stage {stage}, which the plan does not have"
         )));
     };
     let config = plan_stage.model.clone();
+    if meta["model"] != json!(config) {
+        return Err(refuse(format!(
+            "holds another model than stage `{}` of the plan",
+            plan_stage.name
+        )));
+    }
     let specs = config.params();
+    let expected: Vec<(String, &[usize])> = specs
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.name.clone(), &s.shape[..]),
+                (format!("adam_m.{}", s.name), &s.shape[..]),
+                (format!("adam_v.{}", s.name), &s.shape[..]),
+            ]
+        })
+        .collect();
+    ck.validate(expected.iter().map(|(n, s)| (n.as_str(), *s)))?;
     let mut state = ModelState {
         config,
         params: Vec::new(),
@@ -827,12 +925,23 @@ fn latest_checkpoint(dir: &Path, run: &RunPlan) -> Result<Option<Resume>, TrainE
         .steps
         .is_some_and(|n| step >= plan_stage.first_step + n);
     let stage = if finished { stage + 1 } else { stage };
-    // Checkpoints from before progress was recorded start it at zero.
     let progress = serde_json::from_value(meta["progress"].clone()).unwrap_or_default();
-    Ok(Some(Resume {
+    Ok(Resume {
         stage,
         step,
         state,
         progress,
-    }))
+        records: meta["records"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The newest checkpoint of `run` that loads and verifies, if any: what a
+/// failed run leaves to resume from.
+pub fn newest_good_checkpoint(dir: &RunDir, run: &RunPlan) -> Option<(PathBuf, u64)> {
+    let dir = dir.checkpoints().join(&run.name);
+    resume_candidates(&dir).ok()?.into_iter().find_map(|p| {
+        let ck = Checkpoint::load(&p).ok()?;
+        let step = ck.metadata["step"].as_u64()?;
+        Some((p, step))
+    })
 }
