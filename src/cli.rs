@@ -88,6 +88,10 @@ enum Command {
         /// Peak GFLOP/s of the machine, for MFU (both cores of the reference machine).
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,
+        /// Resume although a data file changed since the run last read it
+        /// (logged in metrics.jsonl).
+        #[arg(long, requires = "resume")]
+        allow_data_change: bool,
     },
     /// Compare finished (or running) runs: the compute each needed to reach
     /// the loss of the from-scratch run of its final shape, plots of the
@@ -214,6 +218,7 @@ pub fn main() -> ExitCode {
             max_stage_steps,
             keep_checkpoints,
             peak_gflops,
+            allow_data_change,
         } => run::run(
             run::RunArgs {
                 file,
@@ -226,6 +231,7 @@ pub fn main() -> ExitCode {
                 max_stage_steps,
                 keep_checkpoints,
                 peak_gflops,
+                allow_data_change,
             },
             color(),
         ),

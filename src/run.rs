@@ -10,7 +10,9 @@ use gsc_runtime::run::artifact::{
 };
 use gsc_runtime::run::dir::{unix_now, Manifest, Metrics, RunDir};
 use gsc_runtime::run::interrupt;
-use gsc_runtime::run::train::{newest_good_checkpoint, train_run, Corpus, Options, TrainError};
+use gsc_runtime::run::train::{
+    newest_good_checkpoint, train_run, Corpus, DataFile, Options, TrainError,
+};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ pub struct RunArgs {
     /// Periodic checkpoints kept per run (None: the run's own setting, or 3).
     pub keep_checkpoints: Option<usize>,
     pub peak_gflops: f64,
+    /// Resume even though a data file changed since the run last read it.
+    pub allow_data_change: bool,
 }
 
 /// The artifact key of a source with its overrides, for this compiler.
@@ -109,10 +113,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     // A backend this build lacks is refused before anything is compiled.
     args.backend.built()?;
     // A resumed run: its directory and the artifact it was started with.
+    let mut read_before = None;
     let (resumed, source_path, source, overrides) = match (&args.resume, &args.file) {
         (Some(resume), _) => {
             let dir = RunDir::open(resume).map_err(|e| e.to_string())?;
             let m = dir.manifest().map_err(|e| e.to_string())?;
+            read_before = Some(m.clone());
             // A run started with `--run NAME` resumes as that run alone,
             // and one cut short stays cut short.
             args.only = args.only.take().or(m.only_run);
@@ -184,6 +190,13 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         if artifact.stages.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64() * 1e3,
     );
+    // The data is read (and checked against what a resumed run read)
+    // before a run directory is made for it.
+    let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
+    let data_change = match &read_before {
+        Some(m) => data_change(&m.data, &corpus.files, args.allow_data_change)?,
+        None => None,
+    };
     // The device is opened before a run directory is made for it.
     let ptx = artifact
         .stages
@@ -222,6 +235,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 only_run: args.only.clone(),
                 max_stage_steps: args.max_stage_steps,
                 keep_checkpoints: args.keep_checkpoints,
+                data: corpus.files.clone(),
                 started_unix: unix_now(),
             };
             d.write_manifest(&manifest)
@@ -244,8 +258,16 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     // A resumed run drops what it logged after its checkpoint (see `train_run`).
     let mut metrics = Metrics::open(&metrics_path)
         .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
-
-    let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
+    if let (Some(record), Some(mut m)) = (data_change, read_before) {
+        // Allowed: logged, and the run continues on (and now compares
+        // against) the new data.
+        metrics
+            .log(&record)
+            .map_err(|e| format!("writing metrics: {e}"))?;
+        m.data = corpus.files.clone();
+        dir.write_manifest(&m)
+            .map_err(|e| format!("writing run.json: {e}"))?;
+    }
     let opts = Options {
         backend: backend.as_ref(),
         artifact: &artifact,
@@ -301,6 +323,51 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// The files of `now` that differ from what the run read `before`: an
+/// error naming them, or with `allow`, the metrics record of the change.
+/// Run directories from before data was recorded have nothing to compare.
+fn data_change(
+    before: &[DataFile],
+    now: &[DataFile],
+    allow: bool,
+) -> Result<Option<serde_json::Value>, String> {
+    if before.is_empty() || before == now {
+        return Ok(None);
+    }
+    let changed: Vec<String> = now
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| match before.iter().find(|b| b.path == f.path) {
+            Some(b) => format!(
+                "{} ({} bytes, sha256 {}…; the run read {} bytes, sha256 {}…)",
+                f.path,
+                f.bytes,
+                &f.sha256[..12],
+                b.bytes,
+                &b.sha256[..12]
+            ),
+            None => format!("{} (not read by the run before)", f.path),
+        })
+        .collect();
+    let changed = if changed.is_empty() {
+        "the set of data files".to_string()
+    } else {
+        changed.join(", ")
+    };
+    if !allow {
+        return Err(format!(
+            "the data changed since the run last read it: {changed}. The resumed steps would \
+             train on other batches than an uninterrupted run: restore the data, or pass \
+             --allow-data-change to continue on the new data (it is logged in metrics.jsonl)"
+        ));
+    }
+    eprintln!("warning: the data changed since the run last read it: {changed}; continuing on it, as --allow-data-change asks");
+    Ok(Some(
+        serde_json::json!({ "kind": "data_changed", "run": "", "step": 0,
+        "before": before, "after": now, "unix": unix_now() }),
+    ))
 }
 
 /// What a failed run left to resume from.

@@ -293,3 +293,49 @@ fn a_checkpoint_of_another_file_is_refused() {
     std::fs::remove_file(planted).unwrap();
     assert!(final_tensors(&dir) == *reference(RESUME));
 }
+
+#[test]
+fn a_resume_over_changed_data_is_refused_unless_allowed() {
+    let root = fresh("data");
+    let text = root.join("text.txt");
+    std::fs::copy("tests/fixtures/small.txt", &text).unwrap();
+    let source = std::fs::read_to_string(RESUME)
+        .unwrap()
+        .replace("\"small.txt\"", "\"text.txt\"")
+        .replace("40 steps", "4 steps");
+    let file = root.join("data.gs");
+    std::fs::write(&file, source).unwrap();
+    let o = run(gsc().arg("run").arg(&file).arg("--runs-dir").arg(&root));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = run_dir(&root);
+    let manifest = std::fs::read_to_string(dir.join("run.json")).unwrap();
+    assert!(manifest.contains("\"sha256\""), "{manifest}");
+
+    std::fs::write(
+        &text,
+        "another text entirely, long enough to sample from. ".repeat(20),
+    )
+    .unwrap();
+    let o = resume(&dir);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the data changed since the run last read it")
+            && err.contains("text.txt (1020 bytes")
+            && err.contains("--allow-data-change"),
+        "{err}"
+    );
+    let o = run(gsc()
+        .args(["run", "--allow-data-change", "--resume"])
+        .arg(&dir));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"kind\":\"data_changed\""), "{metrics}");
+    // The run now compares against the data it continued on.
+    let o = resume(&dir);
+    assert!(
+        o.status.success() && !stderr(&o).contains("data changed"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -32,6 +32,7 @@ fn run_dir(
         only_run: Some(name.into()),
         max_stage_steps: None,
         keep_checkpoints: None,
+        data: Vec::new(),
     })
     .unwrap();
     let at = |flops: f64| json!({ "flops": flops, "tokens": flops / 1e6, "seconds": flops / 1e9 });

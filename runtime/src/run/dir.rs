@@ -5,6 +5,7 @@
 
 use crate::fsutil::write_atomic;
 use crate::machine::Machine;
+use crate::run::train::DataFile;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -37,6 +38,10 @@ pub struct Manifest {
     /// `--keep-checkpoints`, if given: kept by a resume that does not give it.
     #[serde(default)]
     pub keep_checkpoints: Option<usize>,
+    /// The data files and their hashes, as the run last read them; empty in
+    /// run directories from before they were recorded.
+    #[serde(default)]
+    pub data: Vec<DataFile>,
 }
 
 pub struct RunDir {

@@ -87,22 +87,41 @@ pub struct Corpus {
     pub name: PathBuf,
     pub bytes: Vec<u8>,
     pub val_fraction: f64,
+    /// What each file held when it was read.
+    pub files: Vec<DataFile>,
+}
+
+/// A data file as a run saw it: a resume over other contents would train
+/// on other batches, so run.json records these and a resume compares them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 impl Corpus {
     pub fn read(data: &DataPlan) -> Result<Corpus, TrainError> {
+        use sha2::Digest;
         let mut bytes = Vec::new();
+        let mut files = Vec::new();
         for f in &data.files {
-            bytes.extend(
-                std::fs::read(&f.resolved)
-                    .map_err(io(format!("reading data file {}", f.resolved)))?,
-            );
+            let text = std::fs::read(&f.resolved)
+                .map_err(io(format!("reading data file {}", f.resolved)))?;
+            let digest = sha2::Sha256::digest(&text);
+            files.push(DataFile {
+                path: f.resolved.clone(),
+                bytes: text.len() as u64,
+                sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+            bytes.extend(text);
         }
         let name = PathBuf::from(data.files.first().map_or("data", |f| f.resolved.as_str()));
         Ok(Corpus {
             name,
             bytes,
             val_fraction: data.val_fraction,
+            files,
         })
     }
 
