@@ -109,8 +109,12 @@ impl Corpus {
             let text = std::fs::read(&f.resolved)
                 .map_err(io(format!("reading data file {}", f.resolved)))?;
             let digest = sha2::Sha256::digest(&text);
+            // Absolute: a resume resolves the paths from the absolute
+            // source path run.json keeps.
+            let path = std::fs::canonicalize(&f.resolved)
+                .map_or_else(|_| f.resolved.clone(), |p| p.display().to_string());
             files.push(DataFile {
-                path: f.resolved.clone(),
+                path,
                 bytes: text.len() as u64,
                 sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
             });
@@ -143,6 +147,7 @@ struct Resume {
     state: ModelState,
     progress: Progress,
     records: u64,
+    val_loss: Option<f64>,
 }
 
 /// What a checkpoint's metadata records of the moment it was taken.
@@ -151,6 +156,10 @@ struct Taken<'a> {
     stage: usize,
     step: u64,
     progress: Progress,
+    /// The run's last validation loss.
+    val_loss: Option<f64>,
+    /// The stage is over (its budget spent, or its target reached).
+    stage_done: bool,
     records: u64,
     source: &'a str,
 }
@@ -163,6 +172,14 @@ pub struct Progress {
     pub tokens: f64,
     pub flops: f64,
     pub seconds: f64,
+}
+
+/// Where a run stands: its global step, what it has spent, and its last
+/// validation loss.
+struct Cursor {
+    step: u64,
+    progress: Progress,
+    val_loss: Option<f64>,
 }
 
 /// The progress clock of one process: the seconds of earlier processes
@@ -220,11 +237,11 @@ pub fn train_run(
         before: progress.seconds,
         started,
     };
+    let mut final_val = resume.as_ref().and_then(|r| r.val_loss);
     let mut state: Option<ModelState> = resume.map(|r| r.state);
     if state.is_none() {
         log_run_start(run, metrics)?;
     }
-    let mut final_val = None;
 
     for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
         if let (Some(signal), Some(prev)) = (interrupt::requested(), si.checked_sub(1)) {
@@ -253,30 +270,37 @@ pub fn train_run(
                 let before = ckpt_dir.join(growth_name(si, "before"));
                 link(&ckpt_dir.join(checkpoint_name(step)), &before)
                     .map_err(io(format!("keeping {}", before.display())))?;
-                let taken = taken(run, si, step, progress, metrics, opts);
+                let taken = taken(run, si, step, progress, final_val, metrics, opts);
                 save_state(&ckpt_dir.join(growth_name(si, "after")), &grown, &taken)?;
                 grown
             }
             None => ModelState::init(&stage.model, stage.train.seed),
         };
         let mut loaded = load_stage(&run.name, stage, &st, opts)?;
-        let outcome = train_stage(
+        let mut cursor = Cursor {
+            step,
+            progress,
+            val_loss: final_val,
+        };
+        train_stage(
             run,
             stage,
             si,
             &mut loaded,
             &data,
-            &mut step,
-            &mut progress,
+            &mut cursor,
             &clock,
             &ckpt_dir,
             metrics,
             opts,
         )?;
-        final_val = outcome.or(final_val);
+        (step, progress, final_val) = (cursor.step, cursor.progress, cursor.val_loss);
         st = read_state(&loaded, &stage.model)?;
         progress.seconds = clock.seconds();
-        let taken = taken(run, si, step, progress, metrics, opts);
+        let taken = Taken {
+            stage_done: true,
+            ..taken(run, si, step, progress, final_val, metrics, opts)
+        };
         save_checkpoint(&ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         state = Some(st);
     }
@@ -440,26 +464,24 @@ fn train_stage(
     si: usize,
     loaded: &mut Loaded,
     data: &Dataset,
-    step: &mut u64,
-    progress: &mut Progress,
+    c: &mut Cursor,
     clock: &Clock,
     ckpt_dir: &Path,
     metrics: &mut Metrics,
     opts: &Options,
-) -> Result<Option<f64>, TrainError> {
+) -> Result<(), TrainError> {
     let t = &stage.train;
     let end = stage.first_step + stage.steps.unwrap_or(u64::MAX - stage.first_step);
     let tokens_per_step = stage.tokens_per_step() as f64;
     let val = data.val_batches(t.eval_batches, t.batch);
-    let bar = progress_bar(opts.progress, stage, *step, end);
-    let mut last_val = None;
+    let bar = progress_bar(opts.progress, stage, c.step, end);
     let mut window = Instant::now();
     let mut window_steps = 0u64;
-    while *step < end {
+    while c.step < end {
         if let Some(signal) = interrupt::requested() {
             let st = read_state(loaded, &stage.model)?;
-            progress.seconds = clock.seconds();
-            let taken = taken(run, si, *step, *progress, metrics, opts);
+            c.progress.seconds = clock.seconds();
+            let taken = taken(run, si, c.step, c.progress, c.val_loss, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
             if let Some(b) = &bar {
                 b.abandon();
@@ -467,36 +489,36 @@ fn train_stage(
             return Err(TrainError::Interrupted {
                 signal,
                 stage: stage.name.clone(),
-                step: *step,
-                checkpoint: ckpt_dir.join(checkpoint_name(*step)),
+                step: c.step,
+                checkpoint: ckpt_dir.join(checkpoint_name(c.step)),
             });
         }
-        let batch = data.train_batch(t.seed, *step, t.batch);
-        let lr = learning_rate(stage, *step);
+        let batch = data.train_batch(t.seed, c.step, t.batch);
+        let lr = learning_rate(stage, c.step);
         let p = &mut loaded.step;
         p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
         p.write_ints(Storage::Targets, &ints(&batch.targets))?;
         p.write(Storage::Lr, &[lr as f32])?;
-        p.write(Storage::Step, &[(*step + 1) as f32])?;
-        write_gates(p.as_mut(), stage, Some(*step))?;
+        p.write(Storage::Step, &[(c.step + 1) as f32])?;
+        write_gates(p.as_mut(), stage, Some(c.step))?;
         p.run()?;
         let loss = p.read(Storage::Loss)?[0];
-        *step += 1;
-        progress.tokens += tokens_per_step;
-        progress.flops += tokens_per_step * stage.flops_per_token;
-        progress.seconds = clock.seconds();
+        c.step += 1;
+        c.progress.tokens += tokens_per_step;
+        c.progress.flops += tokens_per_step * stage.flops_per_token;
+        c.progress.seconds = clock.seconds();
         window_steps += 1;
         if !loss.is_finite() {
             return Err(TrainError::Diverged {
                 stage: stage.name.clone(),
-                step: *step,
+                step: c.step,
                 loss,
             });
         }
         if let Some(b) = &bar {
-            b.set_position(*step);
+            b.set_position(c.step);
         }
-        if step.is_multiple_of(t.log_every) || *step == end {
+        if c.step.is_multiple_of(t.log_every) || c.step == end {
             let secs = window.elapsed().as_secs_f64() / window_steps as f64;
             let tok_s = tokens_per_step / secs;
             let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
@@ -505,7 +527,7 @@ fn train_stage(
                 "{:<8} {:<8} step {:>6}  loss {:.4}  lr {:.2e}  gnorm {:.3}  {:>7.1} ms/step  {:>8.0} tok/s  MFU {:>5.1}%",
                 run.name,
                 stage.name,
-                *step,
+                c.step,
                 loss,
                 lr,
                 gnorm,
@@ -516,31 +538,31 @@ fn train_stage(
             print_line(&bar, &line);
             metrics
                 .log(&json!({
-                    "kind": "step", "run": run.name, "stage": stage.name, "step": *step, "loss": loss, "lr": lr,
+                    "kind": "step", "run": run.name, "stage": stage.name, "step": c.step, "loss": loss, "lr": lr,
                     "grad_norm": gnorm, "ms_per_step": secs * 1e3, "tokens_per_s": tok_s, "mfu": mfu,
-                    "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds,
+                    "tokens": c.progress.tokens, "flops": c.progress.flops, "seconds": c.progress.seconds,
                     "peak_rss": peak_rss_bytes(),
                 }))
                 .map_err(io("writing metrics"))?;
             window = Instant::now();
             window_steps = 0;
         }
-        let eval_now = step.is_multiple_of(t.eval_every) || *step == end;
+        let eval_now = c.step.is_multiple_of(t.eval_every) || c.step == end;
         if eval_now {
             // The gates of the step just trained.
-            write_gates(loaded.forward.as_mut(), stage, Some(*step - 1))?;
+            write_gates(loaded.forward.as_mut(), stage, Some(c.step - 1))?;
             let v = evaluate(loaded, &val)?;
-            last_val = Some(v);
+            c.val_loss = Some(v);
             print_line(
                 &bar,
                 &format!(
                     "{:<8} {:<8} step {:>6}  val_loss {v:.4}",
-                    run.name, stage.name, *step
+                    run.name, stage.name, c.step
                 ),
             );
             metrics
-                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": *step, "val_loss": v,
-                    "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }))
+                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": c.step, "val_loss": v,
+                    "tokens": c.progress.tokens, "flops": c.progress.flops, "seconds": c.progress.seconds }))
                 .map_err(io("writing metrics"))?;
             if let Some(target) = &stage.until {
                 let hit = if target.strict {
@@ -553,17 +575,17 @@ fn train_stage(
                         &bar,
                         &format!(
                             "{:<8} {:<8} reached val_loss {v:.4} at step {}",
-                            run.name, stage.name, *step
+                            run.name, stage.name, c.step
                         ),
                     );
                     break;
                 }
             }
         }
-        if step.is_multiple_of(t.checkpoint_every) && *step < end {
+        if c.step.is_multiple_of(t.checkpoint_every) && c.step < end {
             let st = read_state(loaded, &stage.model)?;
-            progress.seconds = clock.seconds();
-            let taken = taken(run, si, *step, *progress, metrics, opts);
+            c.progress.seconds = clock.seconds();
+            let taken = taken(run, si, c.step, c.progress, c.val_loss, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         }
         if eval_now {
@@ -575,7 +597,7 @@ fn train_stage(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok(last_val)
+    Ok(())
 }
 
 fn progress_bar(
@@ -735,6 +757,7 @@ fn taken<'a>(
     stage: usize,
     step: u64,
     progress: Progress,
+    val_loss: Option<f64>,
     metrics: &Metrics,
     opts: &Options<'a>,
 ) -> Taken<'a> {
@@ -743,6 +766,8 @@ fn taken<'a>(
         stage,
         step,
         progress,
+        val_loss,
+        stage_done: false,
         records: metrics.count(&run.name),
         source: opts.source_hash,
     }
@@ -798,6 +823,7 @@ fn save_state(path: &Path, st: &ModelState, taken: &Taken) -> Result<(), TrainEr
     let stage = &taken.run.stages[taken.stage];
     let meta = json!({ "run": taken.run.name, "stage": stage.name, "stage_index": taken.stage,
         "step": taken.step, "model": st.config, "progress": taken.progress,
+        "val_loss": taken.val_loss, "stage_done": taken.stage_done,
         "records": taken.records, "source": taken.source });
     Ok(checkpoint::save(path, &tensors, &meta)?)
 }
@@ -940,9 +966,7 @@ fn load_resume(path: &Path, run: &RunPlan, source: &str) -> Result<Resume, Train
     }
     // A checkpoint at the very end of a stage continues with the next one.
     let stage = stage as usize;
-    let finished = plan_stage
-        .steps
-        .is_some_and(|n| step >= plan_stage.first_step + n);
+    let finished = meta["stage_done"] == true;
     let stage = if finished { stage + 1 } else { stage };
     let progress = serde_json::from_value(meta["progress"].clone()).unwrap_or_default();
     Ok(Resume {
@@ -951,6 +975,7 @@ fn load_resume(path: &Path, run: &RunPlan, source: &str) -> Result<Resume, Train
         state,
         progress,
         records: meta["records"].as_u64().unwrap_or(0),
+        val_loss: meta["val_loss"].as_f64(),
     })
 }
 
