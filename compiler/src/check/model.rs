@@ -308,6 +308,10 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
             return None;
         }
     };
+    if !head_dim.is_multiple_of(2) {
+        diags.push(odd_head_dim(&s, header, d_model, heads, head_dim));
+        return None;
+    }
     let kv_heads = match kv_heads {
         None => heads,
         Some((kv, ks)) => {
@@ -406,6 +410,41 @@ fn report(diags: &mut Vec<Diag>, d: Diag, block: Span) {
 }
 
 /// "try heads = 4 or 8": the divisors of `n` closest to `wanted`.
+/// RoPE rotates pairs of coordinates, so a head's width must be even.
+fn odd_head_dim(s: &Settings, header: Span, d_model: usize, heads: usize, hd: usize) -> Diag {
+    let rope = "RoPE rotates pairs of coordinates";
+    let nearest_even = (2..=d_model)
+        .step_by(2)
+        .filter(|d| d_model.is_multiple_of(*d))
+        .min_by_key(|d| d.abs_diff(hd));
+    let (at, label, help) = match (s.get("head_dim"), s.get("heads"), nearest_even) {
+        // With both written, head_dim need not divide d_model.
+        (Some(h), Some(_), _) => (
+            h.value.span,
+            "odd".to_string(),
+            format!("{rope}: make head_dim even, such as head_dim = {}", hd + 1),
+        ),
+        (Some(h), None, Some(e)) => (
+            h.value.span,
+            "odd".to_string(),
+            format!("{rope}: choose an even head_dim that divides d_model = {d_model}, such as head_dim = {e}"),
+        ),
+        (None, Some(h), Some(e)) => (
+            h.value.span,
+            format!("head_dim = {d_model} / {heads} = {hd}"),
+            format!("{rope}: choose heads so that d_model / heads is even, such as heads = {} (head_dim = {e})", d_model / e),
+        ),
+        (h, heads_set, _) => (
+            h.or(heads_set).map_or(header, |h| h.value.span),
+            "odd".to_string(),
+            format!("{rope}, and no even head_dim divides d_model = {d_model}: make d_model even"),
+        ),
+    };
+    Diag::error("gs::divisibility", format!("head_dim = {hd} is odd"))
+        .label(at, label)
+        .help(help)
+}
+
 pub fn nearest_divisors(n: usize, wanted: usize, key: &str) -> String {
     let divisors: Vec<usize> = (1..=n).filter(|d| n.is_multiple_of(*d)).collect();
     let below = divisors.iter().rev().find(|d| **d < wanted);

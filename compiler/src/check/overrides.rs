@@ -115,6 +115,10 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
             }
             ["data", rest @ ..] | ["model", rest @ ..] => {
                 let is_data = path[0] == "data";
+                let key = match rest {
+                    [key] | [_, key] => *key,
+                    _ => return Err(unknown("expected one key after the block")),
+                };
                 let blocks: Vec<&mut Vec<Setting>> = file
                     .items
                     .iter_mut()
@@ -130,10 +134,6 @@ pub fn apply(file: &mut File, overrides: Vec<Override>) -> Result<(), Diag> {
                         _ => None,
                     })
                     .collect();
-                let key = match rest {
-                    [key] | [_, key] => *key,
-                    _ => return Err(unknown("expected one key after the block")),
-                };
                 if blocks.len() != 1 {
                     return Err(unknown(if blocks.is_empty() {
                         "no such block"
