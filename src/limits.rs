@@ -148,28 +148,16 @@ fn state_bytes(model: &ModelConfig) -> u64 {
 }
 
 /// Training `stage`, beside its programs: the f64 state the loop keeps,
-/// and at a checkpoint a second f64 copy read back and its f32 copy being
-/// written (a periodic checkpoint keeps the first copy too; the one ending
-/// the stage replaces it); the corpus and the stage's copy of it.
+/// and at a checkpoint (periodic, or on an interrupt: at any step) a
+/// second f64 copy read back and its f32 copy being written; the corpus
+/// and the stage's copy of it.
 fn training_memory(stage: &StagePlan, corpus: u64) -> Memory {
     let state = state_bytes(&stage.model);
-    let checkpoint = if periodic_checkpoint(stage) {
-        state + state / 2
-    } else {
-        state
-    };
     Memory {
-        state: state + checkpoint,
+        state: 2 * state + state / 2,
         data: 2 * corpus,
         ..Memory::default()
     }
-}
-
-/// Whether a periodic checkpoint falls inside the stage (before its end).
-fn periodic_checkpoint(stage: &StagePlan) -> bool {
-    let every = stage.train.checkpoint_every.max(1);
-    let next = (stage.first_step / every + 1) * every;
-    stage.steps.is_none_or(|n| next < stage.first_step + n)
 }
 
 /// Entering `stage` by growth from `prev`: the old state and a copy of it
@@ -706,8 +694,8 @@ mod tests {
             .map(|i| state_bytes(&plan.runs[0].stages[i].model))
             .into();
         let step0 = program_memory(&artifact.stages[0].step, false);
-        // The first stage: 40 steps, a checkpoint every 50: none periodic.
-        assert_eq!(small.memory.state, 2 * p0);
+        // The first stage: its state, and a checkpoint's copies of it.
+        assert_eq!(small.memory.state, 2 * p0 + p0 / 2);
         assert_eq!(small.memory.data, 2 * corpus);
         assert_eq!(small.memory.runtime, 7);
         assert_eq!(small.memory.params, step0.params);
