@@ -88,6 +88,10 @@ enum Command {
         /// Peak GFLOP/s of the machine, for MFU (both cores of the reference machine).
         #[arg(long, default_value_t = 548.0)]
         peak_gflops: f64,
+        /// Train even if the memory or disk space the run needs (checked
+        /// before it starts) is not there.
+        #[arg(long)]
+        no_limits: bool,
         /// Resume although a data file changed since the run last read it
         /// (logged in metrics.jsonl).
         #[arg(long, requires = "resume")]
@@ -218,6 +222,7 @@ pub fn main() -> ExitCode {
             max_stage_steps,
             keep_checkpoints,
             peak_gflops,
+            no_limits,
             allow_data_change,
         } => run::run(
             run::RunArgs {
@@ -231,6 +236,7 @@ pub fn main() -> ExitCode {
                 max_stage_steps,
                 keep_checkpoints,
                 peak_gflops,
+                no_limits,
                 allow_data_change,
             },
             color(),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod limits;
 mod mlir;
 mod report;
 mod run;

@@ -80,6 +80,8 @@ pub struct RunArgs {
     pub peak_gflops: f64,
     /// Resume even though a data file changed since the run last read it.
     pub allow_data_change: bool,
+    /// Train even if the memory or disk the run needs is not there.
+    pub no_limits: bool,
 }
 
 /// The artifact key of a source with its overrides, for this compiler.
@@ -190,6 +192,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         if artifact.stages.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64() * 1e3,
     );
+    crate::limits::enforce(
+        &args,
+        &plan,
+        &artifact,
+        resumed.as_ref().map(|(d, _)| &d.path),
+    )?;
     // The data is read (and checked against what a resumed run read)
     // before a run directory is made for it.
     let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
@@ -364,10 +372,8 @@ fn data_change(
         ));
     }
     eprintln!("warning: the data changed since the run last read it: {changed}; continuing on it, as --allow-data-change asks");
-    Ok(Some(
-        serde_json::json!({ "kind": "data_changed", "run": "", "step": 0,
-        "before": before, "after": now, "unix": unix_now() }),
-    ))
+    Ok(Some(serde_json::json!({ "kind": "data_changed", "run": "", "step": 0,
+        "before": before, "after": now, "unix": unix_now() })))
 }
 
 /// What a failed run left to resume from.
