@@ -1,13 +1,14 @@
 //! Fuzzing the front end and the compiler: no input makes `gsc` panic or
-//! hang. Generated and mutated `.gs` files, and `--set` overrides on valid
-//! ones, go through check and plan, and every input that checks clean is
-//! compiled to every stage's kernels as `gsc run` compiles them. Mutations
+//! hang. Generated growth schedules, mutated `.gs` files, and `--set`
+//! overrides on valid ones go through check and plan, and every input that
+//! checks clean is compiled to every stage's kernels as `gsc run` compiles
+//! them. Mutations
 //! work on the language (a value replaced by one of another kind, numbers
 //! pushed to extremes, statements duplicated, dropped, swapped or inserted,
 //! growth methods swapped), seeded from the examples, the fixtures, the
 //! grammar reference's examples and the ui cases.
 //!
-//! `GSC_FUZZ_CASES` inputs (300 by default, for CI) from `GSC_FUZZ_SEED`
+//! `GSC_FUZZ_CASES` inputs (500 by default, for CI) from `GSC_FUZZ_SEED`
 //! (1 by default); `scripts/fuzz N` runs N of them in a release build. Case
 //! `i` depends on the seed and `i` alone, so `GSC_FUZZ_CASES=i+1` replays
 //! it. A panic or hang prints its input, to become a ui test.
@@ -38,9 +39,12 @@ const MAX_COMPILED_LAYERS: usize = 128;
 /// `--set` overrides.
 const OVERRIDE_SHARE: u64 = 25;
 
+/// Share of the rest, in percent, that are generated growth schedules.
+const GENERATED_SHARE: u64 = 35;
+
 #[test]
 fn front_end_and_compiler() {
-    let cases = env_number("GSC_FUZZ_CASES", 300);
+    let cases = env_number("GSC_FUZZ_CASES", 500);
     let seed = env_number("GSC_FUZZ_SEED", 1);
     let seeds = seeds();
     let valid: Vec<&Seed> = seeds.iter().filter(|s| s.plans()).collect();
@@ -339,6 +343,9 @@ fn generate(rng: &mut Rng, seeds: &[Seed], valid: &[&Seed]) -> Case {
     if rng.chance(OVERRIDE_SHARE) {
         return override_case(rng, valid);
     }
+    if rng.chance(GENERATED_SHARE) {
+        return generated_case(rng, seeds);
+    }
     // Mostly valid seeds, whose mutants reach the planner and the compiler.
     let seed = if rng.chance(70) {
         *rng.pick(valid)
@@ -364,6 +371,117 @@ fn generate(rng: &mut Rng, seeds: &[Seed], valid: &[&Seed]) -> Case {
         overrides: seed.overrides.clone(),
         via_set: false,
     }
+}
+
+/// A file written from scratch: a small model of random shape and a
+/// schedule of random stages and growth steps (axes, operators, amounts,
+/// methods and options), sometimes a baseline, then perhaps one edit.
+fn generated_case(rng: &mut Rng, seeds: &[Seed]) -> Case {
+    let mut source = format!(
+        "data text {{ text = \"../data/tinyshakespeare.txt\" }}\n{}\n{}\n{}\n",
+        generated_model(rng),
+        generated_train(rng),
+        generated_schedule(rng)
+    );
+    if rng.chance(30) {
+        source.push_str(rng.pick(&FILE_ITEMS[..4]).replace("NAME", "base").as_str());
+    }
+    if rng.chance(30) {
+        source = mutate(rng, &source, seeds);
+    }
+    Case {
+        origin: "a generated schedule".into(),
+        source,
+        base: PathBuf::from("examples"),
+        overrides: vec![],
+        via_set: false,
+    }
+}
+
+fn generated_model(rng: &mut Rng) -> String {
+    let arch = rng.pick(&["gpt", "ngpt"]);
+    let d_model = rng.pick(&[8, 16, 24, 32, 48, 64]);
+    let heads = rng.pick(&[1, 2, 4]);
+    let mut settings = format!(
+        "context = {}  d_model = {d_model}  heads = {heads}  layers = {}",
+        rng.pick(&[4, 8, 16, 33]),
+        1 + rng.below(3)
+    );
+    // nGPT has no norm layers, is always SwiGLU and untied.
+    let extras = if *arch == "gpt" {
+        MODEL_EXTRAS
+    } else {
+        &MODEL_EXTRAS[..2]
+    };
+    for extra in extras {
+        if rng.chance(20) {
+            settings.push_str("  ");
+            settings.push_str(rng.pick::<&str>(extra));
+        }
+    }
+    format!("model base = {arch} {{ {settings} }}")
+}
+
+fn generated_train(rng: &mut Rng) -> String {
+    let pool = if rng.chance(80) {
+        VALID_TRAIN
+    } else {
+        TRAIN_STMTS
+    };
+    let stmts: Vec<&str> = (0..rng.below(3)).map(|_| *rng.pick(pool)).collect();
+    format!(
+        "train {{ batch = {}\n{} }}",
+        1 + rng.below(4),
+        stmts.join("\n")
+    )
+}
+
+fn generated_schedule(rng: &mut Rng) -> String {
+    let mut lines = vec![format!("stage s0: train {}", generated_budget(rng))];
+    for i in 1..1 + rng.below(4) {
+        for _ in 0..rng.below(4) {
+            lines.push(generated_growth(rng));
+        }
+        lines.push(format!("stage s{i}: train {}", generated_budget(rng)));
+    }
+    format!("grow base {{\n    {}\n}}", lines.join("\n    "))
+}
+
+fn generated_budget(rng: &mut Rng) -> String {
+    match rng.below(6) {
+        0 => format!("{} tokens", 1 + rng.below(5000)),
+        1 => format!("{}e6 flops", 1 + rng.below(900)),
+        2 => format!("until val_loss <= 1.5 or {} steps", 1 + rng.below(9)),
+        _ => format!("{} steps", 1 + rng.below(9)),
+    }
+}
+
+fn generated_growth(rng: &mut Rng) -> String {
+    if rng.chance(15) {
+        return rng
+            .pick(&["set batch = 2 sequences", "set lr = 2e-3"])
+            .to_string();
+    }
+    let axis = rng.pick(&AXES[..6]);
+    let amount = match rng.below(3) {
+        0 => format!(
+            "to {}",
+            rng.pick(&["2 * d_model", "64", "4 * d_model", "context * 2", "8"])
+        ),
+        1 => format!("* {}", rng.pick(&["2", "1.5", "1.25", "3", "0.5"])),
+        _ => format!("+ {}", 1 + rng.below(3)),
+    };
+    let mut step = format!("grow {axis} {amount}");
+    if rng.chance(10) {
+        step.push_str(rng.pick::<&str>(&[" at [0]", " at [0, 1]", " at [1]"]));
+    }
+    if rng.chance(50) {
+        step.push_str(&format!(" by {}", rng.pick(METHODS)));
+    }
+    if rng.chance(30) {
+        step.push_str(&format!(", {}", rng.pick(GROWTH_OPTIONS)));
+    }
+    step
 }
 
 fn arbitrary_bytes(rng: &mut Rng) -> String {
@@ -1140,6 +1258,19 @@ const TRAIN_STMTS: &[&str] = &[
     "eval every 10 steps on 0 batches",
 ];
 
+/// Train statements that check clean (the batch aside), for generated files.
+const VALID_TRAIN: &[&str] = &[
+    "optimizer = adamw(lr = 3e-3, weight_decay = 0)",
+    "schedule = cosine(warmup = 10%)",
+    "schedule = linear(warmup = 1 steps, min = 0)",
+    "schedule = wsd(decay = 50%)",
+    "clip = none",
+    "seed = 7",
+    "eval every 2 steps on 1 batches",
+    "checkpoint every 1 steps",
+    "log every 1 steps",
+];
+
 const SCHEDULE_STMTS: &[&str] = &[
     "grow layers + 2 at [0, 3]",
     "grow layers + 1 at [99]",
@@ -1170,6 +1301,31 @@ const SCHEDULE_STMTS: &[&str] = &[
     "stage v: train until val_loss < 0 or 3 steps",
     "stage f: train 1e6 flops",
     "stage t: train 1 tokens",
+];
+
+/// Optional model settings, one of each group at most; the first two
+/// apply to nGPT too.
+const MODEL_EXTRAS: &[&[&str]] = &[
+    &["kv_heads = 1", "kv_heads = 2"],
+    &["ffn = 3 * d_model", "ffn = 40", "ffn = 1"],
+    &["norm = layernorm", "norm = rmsnorm"],
+    &["activation = swiglu", "activation = gelu"],
+    &["tied = false", "tied = true"],
+    &["vocab = 300", "vocab = tokenizer"],
+];
+
+const GROWTH_OPTIONS: &[&str] = &[
+    "noise = 1e-3",
+    "noise = -1",
+    "optimizer = zero_new",
+    "optimizer = asymmetric",
+    "optimizer = reset",
+    "optimizer = map",
+    "rewarm = 3 steps",
+    "rewarm = 1e999 steps",
+    "lr_scale = 0.5",
+    "lr_scale = 0",
+    "lr_scale = 1e308",
 ];
 
 const POOLS: &[&[&str]] = &[
