@@ -2,11 +2,10 @@
 //! hang. Generated growth schedules, mutated `.gs` files, and `--set`
 //! overrides on valid ones go through check and plan, and every input that
 //! checks clean is compiled to every stage's kernels as `gsc run` compiles
-//! them. Mutations
-//! work on the language (a value replaced by one of another kind, numbers
-//! pushed to extremes, statements duplicated, dropped, swapped or inserted,
-//! growth methods swapped), seeded from the examples, the fixtures, the
-//! grammar reference's examples and the ui cases.
+//! them. Mutations work on the language (a value replaced by one of another
+//! kind, numbers pushed to extremes, statements duplicated, dropped, swapped
+//! or inserted, growth methods swapped), seeded from the examples, the
+//! fixtures, the grammar reference's examples and the ui cases.
 //!
 //! `GSC_FUZZ_CASES` inputs (500 by default, for CI) from `GSC_FUZZ_SEED`
 //! (1 by default); `scripts/fuzz N` runs N of them in a release build. Case
