@@ -97,6 +97,12 @@ enum Command {
         #[arg(long, requires = "resume")]
         allow_data_change: bool,
     },
+    /// Check checkpoint files: every tensor and the metadata against their
+    /// checksums. Exit 1 if any file is damaged.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Compare finished (or running) runs: the compute each needed to reach
     /// the loss of the from-scratch run of its final shape, plots of the
     /// validation loss against FLOPs and tokens, and a markdown summary.
@@ -241,6 +247,7 @@ pub fn main() -> ExitCode {
             },
             color(),
         ),
+        Command::Verify { files } => files.iter().filter(|f| !verify(f)).count() == 0,
         Command::Report {
             dirs,
             out,
@@ -516,4 +523,26 @@ fn command_line() -> String {
         .chain(args.map(quote))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// One line per checkpoint: what it holds, or what is wrong with it.
+fn verify(path: &Path) -> bool {
+    match gsc_runtime::checkpoint::Checkpoint::load(path) {
+        Ok(ck) => {
+            let m = &ck.metadata;
+            println!(
+                "ok       {}: run {}, stage {}, step {}, {} tensors",
+                path.display(),
+                m["run"],
+                m["stage"],
+                m["step"],
+                ck.names().count()
+            );
+            true
+        }
+        Err(e) => {
+            println!("damaged  {e}");
+            false
+        }
+    }
 }

@@ -247,6 +247,21 @@ fn a_corrupt_checkpoint_is_named_and_the_resume_falls_back() {
     let at = bytes.len() - 100;
     bytes[at] ^= 1;
     std::fs::write(damaged, bytes).unwrap();
+    // `gsc verify` tells the two apart.
+    let good = &files[files.len() - 3];
+    let o = run(gsc().arg("verify").arg(damaged).arg(good));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "damaged  checkpoint {} is corrupt: tensor",
+            damaged.display()
+        )) && out.contains(&format!(
+            "ok       {}: run \"tiny\", stage \"b\", step 70",
+            good.display()
+        )),
+        "{out}"
+    );
     let o = resume(&dir);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
@@ -337,5 +352,96 @@ fn a_resume_over_changed_data_is_refused_unless_allowed() {
         o.status.success() && !stderr(&o).contains("data changed"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// RESUME with a learning rate that overflows the parameters at its first
+/// step (so the second is non-finite), and `extra` in its train block.
+fn diverging(name: &str, extra: &str) -> (PathBuf, Output) {
+    let root = fresh(name);
+    let small = std::fs::canonicalize("tests/fixtures/small.txt").unwrap();
+    let source = std::fs::read_to_string(RESUME)
+        .unwrap()
+        .replace(
+            "\"small.txt\"",
+            &format!("{:?}", small.display().to_string()),
+        )
+        .replace(
+            "optimizer = adamw(lr = 3e-3)",
+            &format!("optimizer = adamw(lr = 1e30)\n    clip = none\n    {extra}"),
+        );
+    let file = root.join("diverging.gs");
+    std::fs::write(&file, source).unwrap();
+    let o = run(gsc().arg("run").arg(&file).arg("--runs-dir").arg(&root));
+    (run_dir(&root), o)
+}
+
+fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_nonfinite_step_stops_the_run_naming_where() {
+    let (dir, o) = diverging("nan-stop", "");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("step 2 of stage `a` went non-finite (loss ")
+            && err.contains("gradient norm NaN); the first non-finite tensor: the gradients")
+            && err.contains("set `on_nonfinite`"),
+        "{err}"
+    );
+    // Nothing of the failed step was logged or saved.
+    assert!(records(&dir, "step").iter().all(|r| r["loss"].is_number()));
+}
+
+#[test]
+fn a_rollback_lowers_the_learning_rate_and_trains_on() {
+    let (dir, o) = diverging("nan-rollback", "on_nonfinite = rollback(lr = 1e-32)");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("step 2 of stage `a` went non-finite")
+            && err.contains("back to the newest checkpoint, the learning rate times 1e-32"),
+        "{err}"
+    );
+    let events = records(&dir, "nonfinite");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["lr_factor"], 1e-32);
+    // Every step logged once, at the lowered rate, with a finite loss.
+    let steps = records(&dir, "step");
+    assert_eq!(steps.len(), 16);
+    assert!(steps
+        .iter()
+        .all(|r| r["lr"].as_f64().unwrap() <= 1e-2 + 1e-12));
+}
+
+#[test]
+fn skipping_leaves_batches_out_and_gives_up_after_ten() {
+    // Every step after the first overflows: each is left out in turn,
+    // until the policy has acted ten times.
+    let (dir, o) = diverging("nan-skip", "on_nonfinite = skip");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for step in 2..=11 {
+        assert!(
+            err.contains(&format!("leaving out the batch of step {step}\n")),
+            "{step}: {err}"
+        );
+    }
+    assert!(
+        err.contains("step 12 of stage `a` went non-finite"),
+        "{err}"
+    );
+    let events = records(&dir, "nonfinite");
+    assert_eq!(events.len(), 10);
+    assert_eq!(
+        events[9]["skipped"],
+        serde_json::json!((1..=10).collect::<Vec<u64>>())
     );
 }

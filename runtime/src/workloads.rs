@@ -74,5 +74,6 @@ pub fn train_config() -> TrainConfig {
         eval_batches: 1,
         checkpoint_every: 1,
         log_every: 1,
+        on_nonfinite: Default::default(),
     }
 }

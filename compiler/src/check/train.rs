@@ -5,7 +5,7 @@
 use super::eval::{self, Args, NoNames};
 use super::settings::Settings;
 use crate::diag::{suggestion, Diag};
-use crate::plan::{AdamW, Arch, Decay, LrSchedule, TrainConfig};
+use crate::plan::{AdamW, Arch, Decay, LrSchedule, NonFinite, TrainConfig};
 use crate::syntax::{Every, Span, TrainBlock, TrainStmt, Unit};
 
 const KEYS: &[&str] = &[
@@ -15,6 +15,7 @@ const KEYS: &[&str] = &[
     "seed",
     "clip",
     "precision",
+    "on_nonfinite",
 ];
 const EVERY: &[&str] = &["eval", "checkpoint", "log"];
 
@@ -42,6 +43,7 @@ pub struct TrainSettings {
     pub eval_batches: usize,
     pub checkpoint_every: u64,
     pub log_every: u64,
+    pub on_nonfinite: NonFinite,
     /// Where `schedule = …` was written (the block when it was not).
     pub schedule_span: Span,
 }
@@ -79,6 +81,7 @@ impl TrainSettings {
             eval_batches: self.eval_batches,
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
+            on_nonfinite: self.on_nonfinite,
         }
     }
 }
@@ -105,6 +108,7 @@ pub fn defaults(span: Span) -> TrainSettings {
         eval_batches: 20,
         checkpoint_every: 1000,
         log_every: 10,
+        on_nonfinite: NonFinite::Stop,
         schedule_span: span,
     }
 }
@@ -148,6 +152,9 @@ pub fn check(block: &TrainBlock, diags: &mut Vec<Diag>) -> TrainSettings {
     }
     if let Some(c) = s.get("clip") {
         report(clip(&c.value).map(|c| t.clip = c));
+    }
+    if let Some(n) = s.get("on_nonfinite") {
+        report(on_nonfinite(&n.value).map(|n| t.on_nonfinite = n));
     }
     if let Some(p) = s.get("precision") {
         report(
@@ -366,6 +373,60 @@ fn clip(e: &crate::syntax::Expr) -> Result<Option<f64>, Diag> {
         };
     }
     positive(e, "the clipping threshold").map(Some)
+}
+
+/// `stop`, `skip`, `rollback` or `rollback(lr = F)`, F in (0, 1).
+fn on_nonfinite(e: &crate::syntax::Expr) -> Result<NonFinite, Diag> {
+    const HELP: &str = "write `on_nonfinite = stop` (the default), `skip`, or `rollback(lr = 0.5)`";
+    let unknown = |name: &str, span| {
+        Diag::error(
+            "gs::unknown-name",
+            format!("unknown policy `{name}` for a non-finite loss"),
+        )
+        .label(span, "not a policy")
+        .help(HELP)
+    };
+    if let crate::syntax::ExprKind::Ref { name } = &e.kind {
+        return match name.name.as_str() {
+            "stop" => Ok(NonFinite::Stop),
+            "skip" => Ok(NonFinite::Skip),
+            "rollback" => Ok(NonFinite::Rollback { lr_factor: 0.5 }),
+            other => Err(unknown(other, name.span)),
+        };
+    }
+    let mut diags = Vec::new();
+    let Some(args) = Args::of(e, &["lr"], &mut diags) else {
+        return Err(diags.remove(0));
+    };
+    if args.callee != "rollback" {
+        return Err(unknown(args.callee, args.callee_span));
+    }
+    if let Some(d) = diags.into_iter().next() {
+        return Err(d);
+    }
+    if let Some(p) = args.positional.first() {
+        return Err(
+            Diag::error("gs::argument", "rollback's argument must be named")
+                .label(p.span, "unnamed")
+                .help("write e.g. `rollback(lr = 0.5)`"),
+        );
+    }
+    let lr_factor = match args.get("lr") {
+        Some(lr) => {
+            let v = eval::number(lr, &mut NoNames)?;
+            if !(v > 0.0 && v < 1.0) {
+                return Err(Diag::error(
+                    "gs::value",
+                    "the learning rate after a rollback is a fraction of the one before, in (0, 1)",
+                )
+                .label(lr.span, "not in (0, 1)")
+                .help("write e.g. `rollback(lr = 0.5)` or `rollback(lr = 50%)`"));
+            }
+            v
+        }
+        None => 0.5,
+    };
+    Ok(NonFinite::Rollback { lr_factor })
 }
 
 fn every(e: &Every, t: &mut TrainSettings) -> Result<(), Diag> {

@@ -77,6 +77,26 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub checkpoint_every: u64,
     pub log_every: u64,
+    /// What a non-finite loss or gradient does to the run.
+    #[serde(default)]
+    pub on_nonfinite: NonFinite,
+}
+
+/// The policy for a step whose loss or gradient norm is NaN or infinite.
+/// Whatever it is, the step's update is undone by returning to the newest
+/// checkpoint, whose state every step checks finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum NonFinite {
+    /// Stop the run, naming the stage, the step and the first non-finite
+    /// tensor; the checkpoints hold the last good state.
+    #[default]
+    Stop,
+    /// Return to the newest checkpoint and train on, leaving out the batch
+    /// of the failed step.
+    Skip,
+    /// Return to the newest checkpoint and train on from it with the
+    /// learning rate times `lr_factor` (again at each further rollback).
+    Rollback { lr_factor: f64 },
 }
 
 #[cfg(test)]

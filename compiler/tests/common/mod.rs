@@ -46,5 +46,6 @@ pub fn train(clip: Option<f64>) -> TrainConfig {
         eval_batches: 1,
         checkpoint_every: 100,
         log_every: 1,
+        on_nonfinite: Default::default(),
     }
 }

@@ -11,7 +11,7 @@ use crate::data::{Batch, DataError, Dataset};
 use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
 use gsc_compiler::kernel::{KernelProgram, Storage};
-use gsc_compiler::plan::{Axis, DataPlan, ModelConfig, ParamSpec, RunPlan, StagePlan};
+use gsc_compiler::plan::{Axis, DataPlan, ModelConfig, NonFinite, ParamSpec, RunPlan, StagePlan};
 use gsc_compiler::CompileError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -40,8 +40,18 @@ pub enum TrainError {
         max_dlogit: f64,
         tolerance: f64,
     },
-    #[error("the loss became {loss} at step {step} of stage `{stage}`: lower the learning rate or enable clipping")]
-    Diverged { stage: String, step: u64, loss: f32 },
+    #[error(
+        "step {step} of stage `{stage}` went non-finite (loss {loss}, gradient norm {grad_norm}); \
+         the first non-finite tensor: {first}. The checkpoints hold the last good state: lower \
+         the learning rate, enable clipping, or set `on_nonfinite` (skip or rollback)"
+    )]
+    NonFinite {
+        stage: String,
+        step: u64,
+        loss: f32,
+        grad_norm: f32,
+        first: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -139,25 +149,20 @@ impl Corpus {
     }
 }
 
-/// Where a resumed run starts: the state at the end of global step `step`,
-/// after the run had logged `records` metrics records.
+/// Where a resumed run starts: stage `stage` with `state`, at `at`, after
+/// the run had logged `records` metrics records.
 struct Resume {
     stage: usize,
-    step: u64,
     state: ModelState,
-    progress: Progress,
+    at: Cursor,
     records: u64,
-    val_loss: Option<f64>,
 }
 
 /// What a checkpoint's metadata records of the moment it was taken.
 struct Taken<'a> {
     run: &'a RunPlan,
     stage: usize,
-    step: u64,
-    progress: Progress,
-    /// The run's last validation loss.
-    val_loss: Option<f64>,
+    at: &'a Cursor,
     /// The stage is over (its budget spent, or its target reached).
     stage_done: bool,
     records: u64,
@@ -174,13 +179,40 @@ pub struct Progress {
     pub seconds: f64,
 }
 
-/// Where a run stands: its global step, what it has spent, and its last
-/// validation loss.
+/// Where a run stands: its global step, what it has spent, its last
+/// validation loss, and what its non-finite steps did to it.
+#[derive(Clone, Debug, Default)]
 struct Cursor {
     step: u64,
     progress: Progress,
     val_loss: Option<f64>,
+    faults: Faults,
 }
+
+/// What the run's `on_nonfinite` policy has done: the 0-based steps whose
+/// batch is left out, the factor on the learning rate, and how often it
+/// acted. Kept in every checkpoint, so a resume goes on the same way.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Faults {
+    skipped: Vec<u64>,
+    lr_factor: f64,
+    events: u32,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            skipped: Vec::new(),
+            lr_factor: 1.0,
+            events: 0,
+        }
+    }
+}
+
+/// At most this many non-finite steps are skipped or rolled back per run;
+/// the next one stops it.
+const MAX_NONFINITE_EVENTS: u32 = 10;
 
 /// The progress clock of one process: the seconds of earlier processes
 /// plus this one's.
@@ -214,13 +246,76 @@ struct Loaded {
 
 /// Trains `run` (every stage, growing between them), logging to `metrics`
 /// and checkpointing under `dir`. Resumes from the run's newest checkpoint
-/// when there is one.
+/// when there is one; a non-finite step under a `skip` or `rollback`
+/// policy resumes from it in the same way.
 pub fn train_run(
     run: &RunPlan,
     corpus: &Corpus,
     dir: &RunDir,
     metrics: &mut Metrics,
     opts: &Options,
+) -> Result<RunSummary, TrainError> {
+    let started = Instant::now();
+    let policy = run
+        .stages
+        .first()
+        .map_or(NonFinite::Stop, |s| s.train.on_nonfinite);
+    let mut faults = None;
+    let mut events = Vec::new();
+    loop {
+        let outcome = train_from(run, corpus, dir, metrics, opts, &mut faults, &events);
+        let f = faults.as_mut().filter(|f| f.events < MAX_NONFINITE_EVENTS);
+        match (outcome, f, policy) {
+            (
+                Err(TrainError::NonFinite {
+                    stage, step, first, ..
+                }),
+                Some(f),
+                NonFinite::Skip | NonFinite::Rollback { .. },
+            ) => {
+                f.events += 1;
+                let action = match policy {
+                    NonFinite::Rollback { lr_factor } => {
+                        f.lr_factor *= lr_factor;
+                        format!("the learning rate times {:e} from there", f.lr_factor)
+                    }
+                    _ => {
+                        f.skipped.push(step - 1);
+                        format!("leaving out the batch of step {step}")
+                    }
+                };
+                eprintln!(
+                    "warning: run `{}`: step {step} of stage `{stage}` went non-finite ({first}): \
+                     back to the newest checkpoint, {action}",
+                    run.name
+                );
+                events.push(
+                    json!({ "kind": "nonfinite", "run": run.name, "stage": stage,
+                    "step": step, "event": f.events, "first": first, "policy": policy,
+                    "skipped": f.skipped, "lr_factor": f.lr_factor }),
+                );
+            }
+            (outcome, ..) => {
+                return outcome.map(|s| RunSummary {
+                    seconds: started.elapsed().as_secs_f64(),
+                    ..s
+                })
+            }
+        }
+    }
+}
+
+/// [`train_run`] from the run's newest good checkpoint, with the policy's
+/// `faults` so far (those of the checkpoint, the first time), logging the
+/// policy's `events` the checkpoint's metrics do not hold yet.
+fn train_from(
+    run: &RunPlan,
+    corpus: &Corpus,
+    dir: &RunDir,
+    metrics: &mut Metrics,
+    opts: &Options,
+    faults: &mut Option<Faults>,
+    events: &[serde_json::Value],
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
     let ckpt_dir = dir.checkpoints().join(&run.name);
@@ -231,16 +326,24 @@ pub fn train_run(
         .truncate_run(&run.name, resume.as_ref().map_or(0, |r| r.records))
         .map_err(io("rewriting metrics"))?;
     let first_stage = resume.as_ref().map_or(0, |r| r.stage);
-    let mut step = resume.as_ref().map_or(0, |r| r.step);
-    let mut progress = resume.as_ref().map_or(Progress::default(), |r| r.progress);
+    let (mut state, mut at) = match resume {
+        Some(r) => (Some(r.state), r.at),
+        None => (None, Cursor::default()),
+    };
+    let logged = at.faults.events;
+    at.faults = faults.get_or_insert(at.faults.clone()).clone();
     let clock = Clock {
-        before: progress.seconds,
+        before: at.progress.seconds,
         started,
     };
-    let mut final_val = resume.as_ref().and_then(|r| r.val_loss);
-    let mut state: Option<ModelState> = resume.map(|r| r.state);
     if state.is_none() {
         log_run_start(run, metrics)?;
+    }
+    for e in events
+        .iter()
+        .filter(|e| e["event"].as_u64() > Some(logged.into()))
+    {
+        metrics.log(e).map_err(io("writing metrics"))?;
     }
 
     for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
@@ -249,8 +352,8 @@ pub fn train_run(
             return Err(TrainError::Interrupted {
                 signal,
                 stage: run.stages[prev].name.clone(),
-                step,
-                checkpoint: ckpt_dir.join(checkpoint_name(step)),
+                step: at.step,
+                checkpoint: ckpt_dir.join(checkpoint_name(at.step)),
             });
         }
         let data = corpus.dataset(stage.model.context)?;
@@ -259,62 +362,65 @@ pub fn train_run(
         let mut st = match state.take() {
             Some(s) if resumed_here => s,
             Some(prev) => {
-                progress.seconds = clock.seconds();
+                at.progress.seconds = clock.seconds();
                 let grown = grow_between(
-                    &prev, stage, si, step, progress, corpus, metrics, opts, &run.name,
+                    &prev,
+                    stage,
+                    si,
+                    at.step,
+                    at.progress,
+                    corpus,
+                    metrics,
+                    opts,
+                    &run.name,
                 )?;
                 // The states just before and after every growth are kept,
                 // so that a growth can be checked from the files. The one
                 // before is the previous stage's final checkpoint: linked
                 // under its own name (pruning leaves it), not written again.
                 let before = ckpt_dir.join(growth_name(si, "before"));
-                link(&ckpt_dir.join(checkpoint_name(step)), &before)
+                link(&ckpt_dir.join(checkpoint_name(at.step)), &before)
                     .map_err(io(format!("keeping {}", before.display())))?;
-                let taken = taken(run, si, step, progress, final_val, metrics, opts);
+                let taken = taken(run, si, &at, metrics, opts);
                 save_state(&ckpt_dir.join(growth_name(si, "after")), &grown, &taken)?;
                 grown
             }
             None => ModelState::init(&stage.model, stage.train.seed),
         };
         let mut loaded = load_stage(&run.name, stage, &st, opts)?;
-        let mut cursor = Cursor {
-            step,
-            progress,
-            val_loss: final_val,
-        };
         train_stage(
             run,
             stage,
             si,
             &mut loaded,
             &data,
-            &mut cursor,
+            &mut at,
             &clock,
             &ckpt_dir,
             metrics,
             opts,
         )?;
-        (step, progress, final_val) = (cursor.step, cursor.progress, cursor.val_loss);
         st = read_state(&loaded, &stage.model)?;
-        progress.seconds = clock.seconds();
+        at.progress.seconds = clock.seconds();
         let taken = Taken {
             stage_done: true,
-            ..taken(run, si, step, progress, final_val, metrics, opts)
+            ..taken(run, si, &at, metrics, opts)
         };
         save_checkpoint(&ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         state = Some(st);
     }
-    progress.seconds = clock.seconds();
+    at.progress.seconds = clock.seconds();
+    let p = at.progress;
     metrics
         .log(
-            &json!({ "kind": "run_end", "run": run.name, "step": step, "val_loss": final_val,
-            "tokens": progress.tokens, "flops": progress.flops, "seconds": progress.seconds }),
+            &json!({ "kind": "run_end", "run": run.name, "step": at.step, "val_loss": at.val_loss,
+            "tokens": p.tokens, "flops": p.flops, "seconds": p.seconds }),
         )
         .map_err(io("writing metrics"))?;
     Ok(RunSummary {
         name: run.name.clone(),
-        steps: step,
-        final_val_loss: final_val,
+        steps: at.step,
+        final_val_loss: at.val_loss,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -481,7 +587,7 @@ fn train_stage(
         if let Some(signal) = interrupt::requested() {
             let st = read_state(loaded, &stage.model)?;
             c.progress.seconds = clock.seconds();
-            let taken = taken(run, si, c.step, c.progress, c.val_loss, metrics, opts);
+            let taken = taken(run, si, c, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
             if let Some(b) = &bar {
                 b.abandon();
@@ -493,8 +599,14 @@ fn train_stage(
                 checkpoint: ckpt_dir.join(checkpoint_name(c.step)),
             });
         }
+        if c.faults.skipped.contains(&c.step) {
+            // Left out by `on_nonfinite = skip`: no update, and no
+            // evaluation or checkpoint of its own.
+            c.step += 1;
+            continue;
+        }
         let batch = data.train_batch(t.seed, c.step, t.batch);
-        let lr = learning_rate(stage, c.step);
+        let lr = learning_rate(stage, c.step) * c.faults.lr_factor;
         let p = &mut loaded.step;
         p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
         p.write_ints(Storage::Targets, &ints(&batch.targets))?;
@@ -503,16 +615,22 @@ fn train_stage(
         write_gates(p.as_mut(), stage, Some(c.step))?;
         p.run()?;
         let loss = p.read(Storage::Loss)?[0];
+        let grad_norm = p.read(Storage::GradNorm)?[0];
         c.step += 1;
         c.progress.tokens += tokens_per_step;
         c.progress.flops += tokens_per_step * stage.flops_per_token;
         c.progress.seconds = clock.seconds();
         window_steps += 1;
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged {
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(TrainError::NonFinite {
                 stage: stage.name.clone(),
                 step: c.step,
                 loss,
+                grad_norm,
+                first: first_nonfinite(loaded, loss)?,
             });
         }
         if let Some(b) = &bar {
@@ -522,7 +640,7 @@ fn train_stage(
             let secs = window.elapsed().as_secs_f64() / window_steps as f64;
             let tok_s = tokens_per_step / secs;
             let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
-            let gnorm = f64::from(loaded.step.read(Storage::GradNorm)?[0]);
+            let gnorm = f64::from(grad_norm);
             let line = format!(
                 "{:<8} {:<8} step {:>6}  loss {:.4}  lr {:.2e}  gnorm {:.3}  {:>7.1} ms/step  {:>8.0} tok/s  MFU {:>5.1}%",
                 run.name,
@@ -585,7 +703,7 @@ fn train_stage(
         if c.step.is_multiple_of(t.checkpoint_every) && c.step < end {
             let st = read_state(loaded, &stage.model)?;
             c.progress.seconds = clock.seconds();
-            let taken = taken(run, si, c.step, c.progress, c.val_loss, metrics, opts);
+            let taken = taken(run, si, c, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         }
         if eval_now {
@@ -598,6 +716,38 @@ fn train_stage(
         b.finish_and_clear();
     }
     Ok(())
+}
+
+/// The first tensor of a failed step that is not finite, in the order the
+/// step computes them: its logits (where the program keeps them), its
+/// loss, its gradients (through their norm), then each parameter and
+/// moment after the update.
+fn first_nonfinite(l: &Loaded, loss: f32) -> Result<String, TrainError> {
+    let finite = |x: &[f32]| x.iter().all(|v| v.is_finite());
+    if !loss.is_finite() {
+        let logits_bad = l.step.read(Storage::Logits).is_ok_and(|x| !finite(&x));
+        return Ok(if logits_bad {
+            "the logits (the forward pass overflowed)".into()
+        } else {
+            "the loss".into()
+        });
+    }
+    for (i, spec) in l.specs.iter().enumerate() {
+        if !finite(&l.step.read(Storage::Param(i))?) {
+            return Ok(format!(
+                "the gradients, then `{}` after the update",
+                spec.name
+            ));
+        }
+    }
+    for (i, spec) in l.specs.iter().enumerate() {
+        for (s, what) in [(Storage::AdamM(i), "adam_m"), (Storage::AdamV(i), "adam_v")] {
+            if !finite(&l.step.read(s)?) {
+                return Ok(format!("the gradients, then `{what}.{}`", spec.name));
+            }
+        }
+    }
+    Ok("the gradients (their norm overflowed)".into())
 }
 
 fn progress_bar(
@@ -755,18 +905,14 @@ fn growth_name(si: usize, when: &str) -> String {
 fn taken<'a>(
     run: &'a RunPlan,
     stage: usize,
-    step: u64,
-    progress: Progress,
-    val_loss: Option<f64>,
+    at: &'a Cursor,
     metrics: &Metrics,
     opts: &Options<'a>,
 ) -> Taken<'a> {
     Taken {
         run,
         stage,
-        step,
-        progress,
-        val_loss,
+        at,
         stage_done: false,
         records: metrics.count(&run.name),
         source: opts.source_hash,
@@ -779,7 +925,7 @@ fn save_checkpoint(
     taken: &Taken,
     keep: usize,
 ) -> Result<(), TrainError> {
-    save_state(&dir.join(checkpoint_name(taken.step)), st, taken)?;
+    save_state(&dir.join(checkpoint_name(taken.at.step)), st, taken)?;
     prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
 }
 
@@ -822,8 +968,8 @@ fn save_state(path: &Path, st: &ModelState, taken: &Taken) -> Result<(), TrainEr
     }
     let stage = &taken.run.stages[taken.stage];
     let meta = json!({ "run": taken.run.name, "stage": stage.name, "stage_index": taken.stage,
-        "step": taken.step, "model": st.config, "progress": taken.progress,
-        "val_loss": taken.val_loss, "stage_done": taken.stage_done,
+        "step": taken.at.step, "model": st.config, "progress": taken.at.progress,
+        "val_loss": taken.at.val_loss, "faults": taken.at.faults, "stage_done": taken.stage_done,
         "records": taken.records, "source": taken.source });
     Ok(checkpoint::save(path, &tensors, &meta)?)
 }
@@ -885,7 +1031,7 @@ fn resume_point(dir: &Path, run: &RunPlan, source: &str) -> Result<Option<Resume
                         "{:<8} resuming from {} (step {}), the newest good checkpoint",
                         run.name,
                         path.display(),
-                        r.step
+                        r.at.step
                     );
                 }
                 return Ok(Some(r));
@@ -968,14 +1114,19 @@ fn load_resume(path: &Path, run: &RunPlan, source: &str) -> Result<Resume, Train
     let stage = stage as usize;
     let finished = meta["stage_done"] == true;
     let stage = if finished { stage + 1 } else { stage };
-    let progress = serde_json::from_value(meta["progress"].clone()).unwrap_or_default();
+    fn parse<T: serde::de::DeserializeOwned>(meta: &serde_json::Value, key: &str) -> Option<T> {
+        serde_json::from_value(meta[key].clone()).ok()
+    }
     Ok(Resume {
         stage,
-        step,
         state,
-        progress,
+        at: Cursor {
+            step,
+            progress: parse(meta, "progress").unwrap_or_default(),
+            val_loss: meta["val_loss"].as_f64(),
+            faults: parse(meta, "faults").unwrap_or_default(),
+        },
         records: meta["records"].as_u64().unwrap_or(0),
-        val_loss: meta["val_loss"].as_f64(),
     })
 }
 

@@ -52,6 +52,7 @@ pub fn train_config(lr: f64, weight_decay: f64, clip: Option<f64>) -> TrainConfi
         eval_batches: 1,
         checkpoint_every: 100,
         log_every: 1,
+        on_nonfinite: Default::default(),
     }
 }
 

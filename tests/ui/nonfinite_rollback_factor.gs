@@ -1,0 +1,20 @@
+// expect: gs::value
+data text {
+    text = "../fixtures/small.txt"
+}
+
+model base = gpt {
+    context = 16
+    d_model = 32
+    heads = 2
+    layers = 2
+}
+
+train {
+    optimizer = adamw(lr = 1e-3)
+    on_nonfinite = rollback(lr = 2)
+}
+
+grow base {
+    stage main: train 10 steps
+}
