@@ -372,8 +372,10 @@ fn data_change(
         ));
     }
     eprintln!("warning: the data changed since the run last read it: {changed}; continuing on it, as --allow-data-change asks");
-    Ok(Some(serde_json::json!({ "kind": "data_changed", "run": "", "step": 0,
-        "before": before, "after": now, "unix": unix_now() })))
+    Ok(Some(
+        serde_json::json!({ "kind": "data_changed", "run": "", "step": 0,
+        "before": before, "after": now, "unix": unix_now() }),
+    ))
 }
 
 /// What a failed run left to resume from.

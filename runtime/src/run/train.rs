@@ -570,7 +570,7 @@ fn train_stage(
     si: usize,
     loaded: &mut Loaded,
     data: &Dataset,
-    c: &mut Cursor,
+    at: &mut Cursor,
     clock: &Clock,
     ckpt_dir: &Path,
     metrics: &mut Metrics,
@@ -580,14 +580,14 @@ fn train_stage(
     let end = stage.first_step + stage.steps.unwrap_or(u64::MAX - stage.first_step);
     let tokens_per_step = stage.tokens_per_step() as f64;
     let val = data.val_batches(t.eval_batches, t.batch);
-    let bar = progress_bar(opts.progress, stage, c.step, end);
+    let bar = progress_bar(opts.progress, stage, at.step, end);
     let mut window = Instant::now();
     let mut window_steps = 0u64;
-    while c.step < end {
+    while at.step < end {
         if let Some(signal) = interrupt::requested() {
             let st = read_state(loaded, &stage.model)?;
-            c.progress.seconds = clock.seconds();
-            let taken = taken(run, si, c, metrics, opts);
+            at.progress.seconds = clock.seconds();
+            let taken = taken(run, si, at, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
             if let Some(b) = &bar {
                 b.abandon();
@@ -595,31 +595,31 @@ fn train_stage(
             return Err(TrainError::Interrupted {
                 signal,
                 stage: stage.name.clone(),
-                step: c.step,
-                checkpoint: ckpt_dir.join(checkpoint_name(c.step)),
+                step: at.step,
+                checkpoint: ckpt_dir.join(checkpoint_name(at.step)),
             });
         }
-        if c.faults.skipped.contains(&c.step) {
+        if at.faults.skipped.contains(&at.step) {
             // Left out by `on_nonfinite = skip`: no update, and no
             // evaluation or checkpoint of its own.
-            c.step += 1;
+            at.step += 1;
             continue;
         }
-        let batch = data.train_batch(t.seed, c.step, t.batch);
-        let lr = learning_rate(stage, c.step) * c.faults.lr_factor;
+        let batch = data.train_batch(t.seed, at.step, t.batch);
+        let lr = learning_rate(stage, at.step) * at.faults.lr_factor;
         let p = &mut loaded.step;
         p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
         p.write_ints(Storage::Targets, &ints(&batch.targets))?;
         p.write(Storage::Lr, &[lr as f32])?;
-        p.write(Storage::Step, &[(c.step + 1) as f32])?;
-        write_gates(p.as_mut(), stage, Some(c.step))?;
+        p.write(Storage::Step, &[(at.step + 1) as f32])?;
+        write_gates(p.as_mut(), stage, Some(at.step))?;
         p.run()?;
         let loss = p.read(Storage::Loss)?[0];
         let grad_norm = p.read(Storage::GradNorm)?[0];
-        c.step += 1;
-        c.progress.tokens += tokens_per_step;
-        c.progress.flops += tokens_per_step * stage.flops_per_token;
-        c.progress.seconds = clock.seconds();
+        at.step += 1;
+        at.progress.tokens += tokens_per_step;
+        at.progress.flops += tokens_per_step * stage.flops_per_token;
+        at.progress.seconds = clock.seconds();
         window_steps += 1;
         if !(loss.is_finite() && grad_norm.is_finite()) {
             if let Some(b) = &bar {
@@ -627,16 +627,16 @@ fn train_stage(
             }
             return Err(TrainError::NonFinite {
                 stage: stage.name.clone(),
-                step: c.step,
+                step: at.step,
                 loss,
                 grad_norm,
                 first: first_nonfinite(loaded, loss)?,
             });
         }
         if let Some(b) = &bar {
-            b.set_position(c.step);
+            b.set_position(at.step);
         }
-        if c.step.is_multiple_of(t.log_every) || c.step == end {
+        if at.step.is_multiple_of(t.log_every) || at.step == end {
             let secs = window.elapsed().as_secs_f64() / window_steps as f64;
             let tok_s = tokens_per_step / secs;
             let mfu = tok_s * stage.flops_per_token / opts.peak_flops;
@@ -645,7 +645,7 @@ fn train_stage(
                 "{:<8} {:<8} step {:>6}  loss {:.4}  lr {:.2e}  gnorm {:.3}  {:>7.1} ms/step  {:>8.0} tok/s  MFU {:>5.1}%",
                 run.name,
                 stage.name,
-                c.step,
+                at.step,
                 loss,
                 lr,
                 gnorm,
@@ -656,31 +656,31 @@ fn train_stage(
             print_line(&bar, &line);
             metrics
                 .log(&json!({
-                    "kind": "step", "run": run.name, "stage": stage.name, "step": c.step, "loss": loss, "lr": lr,
+                    "kind": "step", "run": run.name, "stage": stage.name, "step": at.step, "loss": loss, "lr": lr,
                     "grad_norm": gnorm, "ms_per_step": secs * 1e3, "tokens_per_s": tok_s, "mfu": mfu,
-                    "tokens": c.progress.tokens, "flops": c.progress.flops, "seconds": c.progress.seconds,
+                    "tokens": at.progress.tokens, "flops": at.progress.flops, "seconds": at.progress.seconds,
                     "peak_rss": peak_rss_bytes(),
                 }))
                 .map_err(io("writing metrics"))?;
             window = Instant::now();
             window_steps = 0;
         }
-        let eval_now = c.step.is_multiple_of(t.eval_every) || c.step == end;
+        let eval_now = at.step.is_multiple_of(t.eval_every) || at.step == end;
         if eval_now {
             // The gates of the step just trained.
-            write_gates(loaded.forward.as_mut(), stage, Some(c.step - 1))?;
+            write_gates(loaded.forward.as_mut(), stage, Some(at.step - 1))?;
             let v = evaluate(loaded, &val)?;
-            c.val_loss = Some(v);
+            at.val_loss = Some(v);
             print_line(
                 &bar,
                 &format!(
                     "{:<8} {:<8} step {:>6}  val_loss {v:.4}",
-                    run.name, stage.name, c.step
+                    run.name, stage.name, at.step
                 ),
             );
             metrics
-                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": c.step, "val_loss": v,
-                    "tokens": c.progress.tokens, "flops": c.progress.flops, "seconds": c.progress.seconds }))
+                .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": at.step, "val_loss": v,
+                    "tokens": at.progress.tokens, "flops": at.progress.flops, "seconds": at.progress.seconds }))
                 .map_err(io("writing metrics"))?;
             if let Some(target) = &stage.until {
                 let hit = if target.strict {
@@ -693,17 +693,17 @@ fn train_stage(
                         &bar,
                         &format!(
                             "{:<8} {:<8} reached val_loss {v:.4} at step {}",
-                            run.name, stage.name, c.step
+                            run.name, stage.name, at.step
                         ),
                     );
                     break;
                 }
             }
         }
-        if c.step.is_multiple_of(t.checkpoint_every) && c.step < end {
+        if at.step.is_multiple_of(t.checkpoint_every) && at.step < end {
             let st = read_state(loaded, &stage.model)?;
-            c.progress.seconds = clock.seconds();
-            let taken = taken(run, si, c, metrics, opts);
+            at.progress.seconds = clock.seconds();
+            let taken = taken(run, si, at, metrics, opts);
             save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
         }
         if eval_now {
