@@ -90,6 +90,8 @@ fn overrides() {
         "modle.d_model=3",
         "grow.tiny.nope=5 steps",
         "grow.nope.grown=5 steps",
+        "train.batch=4\nmodel x = gpt {}",
+        "train\n.batch=4",
     ] {
         let unknown = check_source("smoke.gs", &source, dir, &[key.to_string()]);
         assert!(

@@ -21,6 +21,13 @@ pub fn append(source: &mut String, overrides: &[String]) -> Result<Vec<Override>
     }
     source.push_str("\n// gsc --set\n");
     for o in overrides {
+        // Each override becomes one comment line of the source.
+        if o.contains(['\n', '\r']) {
+            return Err(
+                Diag::error("gs::override", format!("`--set {o:?}` spans several lines"))
+                    .help("write each override on one line, e.g. `--set train.batch=32`"),
+            );
+        }
         let Some((key, value)) = o.split_once('=') else {
             return Err(
                 Diag::error("gs::override", format!("`--set {o}` has no `=`"))
