@@ -234,3 +234,72 @@ fn a_resume_by_another_runtime_build_is_named() {
         "{stderr}"
     );
 }
+
+/// A stage that reached its `until` target before its cap is over: a
+/// resume from its final checkpoint grows into the next stage, as the
+/// uninterrupted run did, instead of training the finished stage on.
+#[test]
+fn a_resume_after_a_stage_stopped_at_its_target_moves_on() {
+    let root = fresh("until");
+    let source = std::fs::read_to_string("tests/fixtures/resume.gs")
+        .unwrap()
+        .replace(
+            "\"small.txt\"",
+            &format!(
+                "{:?}",
+                std::fs::canonicalize("tests/fixtures/small.txt")
+                    .unwrap()
+                    .display()
+                    .to_string()
+            ),
+        )
+        .replace(
+            "stage a: train 40 steps",
+            "stage a: train until val_loss <= 100 or 40 steps",
+        );
+    let file = root.join("until.gs");
+    std::fs::write(&file, source).unwrap();
+    let runs = root.join("runs");
+    let o = gsc()
+        .arg("run")
+        .arg(&file)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("reached val_loss"), "{stdout}");
+    let dir = run_dir(&runs);
+    let reference = checkpoint_parts(step_checkpoints(&dir, "tiny").last().unwrap()).0;
+    // Back to the end of stage a: its final checkpoint alone, the records
+    // after it gone.
+    let ckpts = dir.join("checkpoints/tiny");
+    let before = ckpts.join("growth-01-before.safetensors");
+    let (_, meta) = checkpoint_parts(&before);
+    assert_eq!(meta["stage_done"], true);
+    let kept = ckpts.join(format!(
+        "step-{:09}.safetensors",
+        meta["step"].as_u64().unwrap()
+    ));
+    std::fs::rename(&before, &kept).unwrap();
+    for f in std::fs::read_dir(&ckpts).unwrap() {
+        let f = f.unwrap().path();
+        if f != kept {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let metrics = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let kept_records: Vec<&str> = text.lines().filter(|l| !l.contains("run_end")).collect();
+    std::fs::write(&metrics, kept_records.join("\n") + "\n").unwrap();
+    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("grow into b") && !stdout.contains(" a        step"),
+        "{stdout}"
+    );
+    let resumed = checkpoint_parts(step_checkpoints(&dir, "tiny").last().unwrap()).0;
+    assert!(resumed == reference, "the resumed run ended elsewhere");
+}
