@@ -39,6 +39,20 @@ pub fn checkpoint_parts(path: &Path) -> (Vec<u8>, serde_json::Value) {
     (bytes[8 + n..].to_vec(), meta)
 }
 
+/// Forgets that the runs of run directory `dir` ended (their `run_end`
+/// records), as if the process had been killed just before: a resume then
+/// trains on from the newest checkpoint it accepts.
+pub fn unfinish(dir: &Path) {
+    let metrics = dir.join("metrics.jsonl");
+    let kept: String = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"run_end\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&metrics, kept).unwrap();
+}
+
 /// The periodic checkpoints of run `run` in run directory `dir`, oldest first.
 pub fn step_checkpoints(dir: &Path, run: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints").join(run))

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{checkpoint_parts, fresh, gsc, run_dir, step_checkpoints};
+use common::{checkpoint_parts, fresh, gsc, run_dir, step_checkpoints, unfinish};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -225,12 +225,7 @@ fn finished_run(name: &str) -> PathBuf {
     let o = run(gsc().args(["run", RESUME, "--runs-dir"]).arg(&root));
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = run_dir(&root);
-    // Unfinish it: forget its end, so that a resume trains again from the
-    // newest checkpoint it accepts.
-    let metrics = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("run_end")).collect();
-    std::fs::write(&metrics, kept.join("\n") + "\n").unwrap();
+    unfinish(&dir);
     dir
 }
 

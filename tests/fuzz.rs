@@ -17,6 +17,7 @@ mod common;
 use gsc_compiler::plan::{render::plan_text, Plan};
 use gsc_compiler::syntax::{self, Budget, Expr, ExprKind, File, Item, SchedStmt, Span, TrainStmt};
 use gsc_compiler::{check_source, kernel};
+use gsc_runtime::rng::SplitMix64;
 use gsc_runtime::run::artifact::Artifact;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -307,22 +308,20 @@ fn file_seed(path: &Path) -> Seed {
 
 // ---- generating inputs ----------------------------------------------------------
 
-/// splitmix64: deterministic across platforms and builds.
-struct Rng(u64);
+/// The project's SplitMix64 (deterministic across platforms and builds), with the fuzzer's own helpers.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(seed: u64, case: u64) -> Rng {
-        let mut r = Rng(seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut r = Rng(SplitMix64::new(
+            seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ));
         r.next();
         r
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {

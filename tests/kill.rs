@@ -9,6 +9,7 @@
 mod common;
 
 use common::{checkpoint_parts, fresh, gsc, step_checkpoints};
+use gsc_runtime::rng::SplitMix64;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -44,19 +45,6 @@ fn outcome(dir: &Path) -> Outcome {
     Outcome {
         tensors: checkpoint_parts(&last).0,
         metrics,
-    }
-}
-
-/// SplitMix64: the kill moments, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -146,7 +134,8 @@ fn killed_anywhere_and_resumed_equals_uninterrupted() {
     let span = started.elapsed();
     let reference = outcome(&dirs().into_iter().find(|d| !d.ends_with(".cache")).unwrap());
 
-    let mut rng = Rng(seed);
+    // The kill moments, reproducible from the seed.
+    let mut rng = SplitMix64::new(seed);
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut done, mut rounds) = (0, 0);
     while done < kills {
@@ -164,7 +153,7 @@ fn killed_anywhere_and_resumed_equals_uninterrupted() {
                 }
             };
             let after = if done < kills {
-                span.mul_f64(rng.unit())
+                span.mul_f64(rng.uniform())
             } else {
                 Duration::MAX
             };

@@ -7,12 +7,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root(name: &str) -> PathBuf {
-    let root = std::env::temp_dir().join(format!("gsc-limits-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    root
-}
-
 /// `gsc run` in `runs` with `env` set (and no limit from the caller's).
 fn run(runs: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = common::gsc();
@@ -44,7 +38,7 @@ fn run_dirs(runs: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_plan_too_big_for_memory_is_refused_before_its_run_directory_exists() {
-    let runs = root("memory");
+    let runs = common::fresh("limits-memory");
     let o = run(
         &runs,
         &["examples/smoke.gs"],
@@ -69,7 +63,7 @@ fn a_plan_too_big_for_memory_is_refused_before_its_run_directory_exists() {
 
 #[test]
 fn checkpoints_too_big_for_the_disk_are_refused_before_the_run_directory_exists() {
-    let runs = root("disk");
+    let runs = common::fresh("limits-disk");
     let o = run(
         &runs,
         &["examples/smoke.gs", "--keep-checkpoints", "5"],
@@ -89,7 +83,7 @@ fn checkpoints_too_big_for_the_disk_are_refused_before_the_run_directory_exists(
 
 #[test]
 fn no_limits_trains_anyway_with_a_warning() {
-    let runs = root("anyway");
+    let runs = common::fresh("limits-anyway");
     let o = run(
         &runs,
         &["examples/smoke.gs", "--max-stage-steps", "2", "--no-limits"],
@@ -104,7 +98,7 @@ fn no_limits_trains_anyway_with_a_warning() {
 
 #[test]
 fn a_size_that_is_not_one_is_an_error() {
-    let runs = root("garbage");
+    let runs = common::fresh("limits-garbage");
     let o = run(
         &runs,
         &["examples/smoke.gs"],
@@ -123,7 +117,7 @@ fn a_size_that_is_not_one_is_an_error() {
 /// not counted.
 #[test]
 fn a_resumed_run_is_checked_again() {
-    let runs = root("resume");
+    let runs = common::fresh("limits-resume");
     let o = run(&runs, &["examples/smoke.gs", "--max-stage-steps", "3"], &[]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let dir = common::run_dir(&runs);
@@ -134,14 +128,9 @@ fn a_resumed_run_is_checked_again() {
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains("memory: nothing left to train"), "{out}");
     // Killed before its end: the run is unfinished, and no longer fits.
+    common::unfinish(&dir);
     let metrics = dir.join("metrics.jsonl");
-    let kept: String = std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.contains("\"run_end\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&metrics, &kept).unwrap();
+    let kept = std::fs::read_to_string(&metrics).unwrap();
     let o = run(&runs, &["--resume", dir_arg], &small);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
@@ -162,7 +151,7 @@ fn a_resumed_run_is_checked_again() {
 // The child is reaped by `wait4`, which also reports its peak.
 #[allow(clippy::zombie_processes)]
 fn the_memory_estimate_bounds_the_measured_peak() {
-    let runs = root("rss");
+    let runs = common::fresh("limits-rss");
     std::fs::create_dir_all(&runs).unwrap();
     let log = runs.join("stdout");
     let child = Command::new(env!("CARGO_BIN_EXE_gsc"))

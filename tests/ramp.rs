@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gsc, run_dir};
+use common::{gsc, run_dir, unfinish};
 
 use std::path::{Path, PathBuf};
 
@@ -161,14 +161,7 @@ fn resumed_mid_ramp_equals_uninterrupted() {
         );
     }
     // As if killed there: no run has ended.
-    let metrics = dir.join("metrics.jsonl");
-    let kept: String = std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.contains("\"run_end\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&metrics, kept).unwrap();
+    unfinish(&dir);
     let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (path, bytes) in finals {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{checkpoint_parts, fresh, gsc, run_dir, step_checkpoints};
+use common::{checkpoint_parts, fresh, gsc, run_dir, step_checkpoints, unfinish};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -289,10 +289,7 @@ fn a_resume_after_a_stage_stopped_at_its_target_moves_on() {
             std::fs::remove_file(f).unwrap();
         }
     }
-    let metrics = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let kept_records: Vec<&str> = text.lines().filter(|l| !l.contains("run_end")).collect();
-    std::fs::write(&metrics, kept_records.join("\n") + "\n").unwrap();
+    unfinish(&dir);
     let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
