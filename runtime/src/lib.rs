@@ -23,6 +23,7 @@ pub mod interp;
 pub mod machine;
 pub mod rng;
 pub mod run;
+pub mod tokenizer;
 pub mod workloads;
 
 #[cfg(test)]
