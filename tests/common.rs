@@ -92,13 +92,92 @@ pub fn examples() -> Vec<PathBuf> {
         }
     }
     assert!(files.len() >= 4, "the four examples are missing");
-    assert!(
-        Path::new("data/tinyshakespeare.txt").exists(),
-        "the examples' data is missing: run ./scripts/fetch-data (or ./scripts/test)"
-    );
+    require_data();
     files
 }
 
 pub fn stem(p: &Path) -> String {
     p.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// The corpora the examples and the grammar reference's examples train on,
+/// made by `scripts/fetch-data`.
+pub fn require_data() {
+    assert!(
+        Path::new("data/tinyshakespeare.txt").exists(),
+        "the examples' data is missing: run ./scripts/fetch-data (or ./scripts/test)"
+    );
+}
+
+/// What a `gs` block of the grammar reference must give under `gsc check`,
+/// as its fence says: ```` ```gs ```` no diagnostic at all,
+/// ```` ```gs error=gs::CODE ```` errors of that code alone, and
+/// ```` ```gs warning=gs::CODE ```` no error and warnings of that code alone.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expect {
+    Clean,
+    Error(String),
+    Warning(String),
+}
+
+/// One fenced `gs` block of `grammar/README.md`: a whole file, checked from
+/// the repository root. A first line `// gsc check FILE --set K=V …` gives
+/// the overrides it is checked with.
+pub struct ReferenceExample {
+    /// The line of the opening fence in grammar/README.md (1-based).
+    pub line: usize,
+    pub expect: Expect,
+    pub source: String,
+    pub overrides: Vec<String>,
+}
+
+pub const REFERENCE: &str = "grammar/README.md";
+
+/// Every fenced `gs` block of the grammar reference, in order; an
+/// annotation the test cannot read fails here, naming its line.
+pub fn reference_examples() -> Vec<ReferenceExample> {
+    let text = std::fs::read_to_string(REFERENCE).unwrap_or_else(|e| panic!("{REFERENCE}: {e}"));
+    let mut examples = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        let Some(info) = line.strip_prefix("```gs") else {
+            continue;
+        };
+        let info = info.trim();
+        let expect = if info.is_empty() {
+            Expect::Clean
+        } else if let Some(code) = info.strip_prefix("error=") {
+            Expect::Error(code.to_string())
+        } else if let Some(code) = info.strip_prefix("warning=") {
+            Expect::Warning(code.to_string())
+        } else {
+            panic!(
+                "{REFERENCE}:{}: unknown fence `{line}`: write ```gs, ```gs error=gs::CODE or ```gs warning=gs::CODE",
+                n + 1
+            );
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .map(|(_, l)| l)
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        let overrides = body
+            .first()
+            .and_then(|l| l.strip_prefix("// gsc check FILE"))
+            .map(|flags| {
+                flags
+                    .split("--set")
+                    .map(|o| o.trim().trim_matches('\'').to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        examples.push(ReferenceExample {
+            line: n + 1,
+            expect,
+            source: body.iter().map(|l| format!("{l}\n")).collect(),
+            overrides,
+        });
+    }
+    examples
 }

@@ -278,13 +278,12 @@ fn seeds() -> Vec<Seed> {
         .chain(common::gs_files("tests/fixtures"))
         .chain(common::gs_files("tests/ui"));
     let mut seeds: Vec<Seed> = files.map(|p| file_seed(&p)).collect();
-    let reference = std::fs::read_to_string("grammar/README.md").expect("the grammar reference");
-    for (n, block) in reference.split("```gs\n").skip(1).enumerate() {
+    for example in common::reference_examples() {
         seeds.push(Seed {
-            origin: format!("grammar/README.md, example {}", n + 1),
-            source: block.split("```").next().unwrap_or_default().to_string(),
+            origin: format!("{}:{}", common::REFERENCE, example.line),
+            source: example.source,
             base: PathBuf::from("."),
-            overrides: vec![],
+            overrides: example.overrides,
         });
     }
     seeds
