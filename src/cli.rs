@@ -118,6 +118,56 @@ enum Command {
         #[arg(long, value_name = "LABEL")]
         baseline: Option<String>,
     },
+    /// Export a checkpoint as a Hugging Face model directory (config.json,
+    /// model.safetensors, tokenizer files): a Llama where the model is one,
+    /// otherwise with gsc's modeling file (`trust_remote_code=True`).
+    Export {
+        /// A run directory (`runs/NAME-STAMP`) or a checkpoint file.
+        source: PathBuf,
+        /// The run of the directory to export (needed when it holds several).
+        #[arg(long = "run", value_name = "NAME")]
+        run: Option<String>,
+        /// The checkpoint at this step [default: the newest]; at a growth,
+        /// the grown model (name the `growth-NN-before` file for the other).
+        #[arg(long)]
+        step: Option<u64>,
+        /// The format to write.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Hf)]
+        to: ExportFormat,
+        /// The folder to write (new or empty).
+        out: PathBuf,
+        /// Overwrite files in a folder that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sample text from a checkpoint on the CPU, with a KV cache.
+    Generate {
+        /// A run directory (`runs/NAME-STAMP`) or a checkpoint file.
+        source: PathBuf,
+        /// The run of the directory (needed when it holds several).
+        #[arg(long = "run", value_name = "NAME")]
+        run: Option<String>,
+        /// The checkpoint at this step [default: the newest].
+        #[arg(long)]
+        step: Option<u64>,
+        /// The text to continue.
+        #[arg(long, default_value = "\n")]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, short = 'n', default_value_t = 200)]
+        tokens: usize,
+        /// Softmax temperature; 0 takes the most likely token every time.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Draw only from the K most likely tokens.
+        #[arg(long, value_name = "K")]
+        top_k: Option<usize>,
+        /// Draw only from the most likely tokens whose probabilities sum to P.
+        #[arg(long, value_name = "P")]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Train the reference workloads (S, M) on the CPU backend and print one
     /// JSON line each: median ms/step, tokens/s, GFLOP/s, MFU, peak RSS.
     Bench {
@@ -199,6 +249,12 @@ enum ArchArg {
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ExportFormat {
+    /// A Hugging Face transformers model directory.
+    Hf,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -257,6 +313,44 @@ pub fn main() -> ExitCode {
             out,
             baseline,
             command: command_line(),
+        }),
+        Command::Export {
+            source,
+            run,
+            step,
+            to: ExportFormat::Hf,
+            out,
+            force,
+        } => crate::export::export(&crate::export::ExportArgs {
+            source,
+            run,
+            step,
+            out,
+            force,
+        }),
+        Command::Generate {
+            source,
+            run,
+            step,
+            prompt,
+            tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } => crate::generate::generate(&crate::generate::GenerateArgs {
+            source,
+            run,
+            step,
+            // The default prompt is written `\n` in --help; it means a newline.
+            prompt: if prompt == "\\n" { "\n".into() } else { prompt },
+            tokens,
+            sampling: gsc_runtime::infer::Sampling {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            },
         }),
         Command::Bench {
             models,

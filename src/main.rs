@@ -2,8 +2,11 @@
 
 mod bench;
 mod cli;
+mod export;
+mod generate;
 mod limits;
 mod mlir;
+mod pick;
 mod report;
 mod run;
 

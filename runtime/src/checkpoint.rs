@@ -111,6 +111,23 @@ pub fn save(
     tensors: &[TensorRef],
     metadata: &serde_json::Value,
 ) -> Result<(), CheckpointError> {
+    let meta = metadata.to_string();
+    let crcs: BTreeMap<&str, u32> = tensors.iter().map(|t| (t.name, f32_crc(t.data))).collect();
+    let crc = serde_json::json!({ "meta": crc32fast::hash(meta.as_bytes()), "tensors": crcs });
+    let info = HashMap::from([
+        (META_KEY.to_owned(), meta),
+        (CRC_KEY.to_owned(), crc.to_string()),
+    ]);
+    save_plain(path, tensors, info)
+}
+
+/// Writes `tensors` to `path` atomically, with `info` as the file's
+/// metadata and none of gsc's: a safetensors file for other tools.
+pub fn save_plain(
+    path: &Path,
+    tensors: &[TensorRef],
+    info: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
     let mut seen = std::collections::HashSet::new();
     for t in tensors {
         let need: usize = t.shape.iter().product();
@@ -130,13 +147,7 @@ pub fn save(
             });
         }
     }
-    let meta = metadata.to_string();
-    let crcs: BTreeMap<&str, u32> = tensors.iter().map(|t| (t.name, f32_crc(t.data))).collect();
-    let crc = serde_json::json!({ "meta": crc32fast::hash(meta.as_bytes()), "tensors": crcs });
-    let info = Some(HashMap::from([
-        (META_KEY.to_owned(), meta),
-        (CRC_KEY.to_owned(), crc.to_string()),
-    ]));
+    let info = Some(info);
     let tmp = temp_path(path);
     let write = || -> Result<(), CheckpointError> {
         let views = tensors.iter().map(|t| (t.name, F32View(*t)));

@@ -19,6 +19,7 @@ pub mod cuda;
 pub mod data;
 pub mod fsutil;
 pub mod grow;
+pub mod infer;
 pub mod interp;
 pub mod machine;
 pub mod rng;
