@@ -1,9 +1,9 @@
 //! The `data` block: which text files, which tokenizer, how much is held out.
 
-use super::eval::{self, NoNames};
+use super::eval::{self, Args, NoNames};
 use super::settings::Settings;
 use crate::diag::Diag;
-use crate::plan::{DataFile, DataPlan};
+use crate::plan::{DataFile, DataPlan, Tokenizer};
 use crate::syntax::{DataBlock, Expr, ExprKind, Span};
 use std::path::Path;
 
@@ -62,26 +62,13 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
         ok = false;
     }
 
-    let vocab = match s.get("tokenizer") {
-        None => 256,
-        Some(t) => match eval::choice(&t.value, &["bytes", "bpe"], "tokenizer") {
-            Ok("bytes") => 256,
-            Ok(_) => {
-                diags.push(
-                    Diag::error("gs::unsupported", "BPE tokenizers are not supported yet")
-                        .label(t.value.span, "not available in this version")
-                        .help("use `tokenizer = bytes` (vocabulary 256)"),
-                );
-                ok = false;
-                256
-            }
-            Err(d) => {
-                diags.push(d);
-                ok = false;
-                256
-            }
-        },
+    let tokenizer = match s.get("tokenizer") {
+        None => Some(Tokenizer::Bytes),
+        Some(t) => tokenizer(&t.value, base_dir)
+            .map_err(|d| diags.push(d))
+            .ok(),
     };
+    ok &= tokenizer.is_some();
 
     let (val_fraction, val_span) = match s.get("val") {
         None => (0.1, header),
@@ -107,26 +94,147 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
         },
     };
 
-    if !ok {
+    let Some(tokenizer) = tokenizer.filter(|_| ok) else {
         return None;
-    }
-    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-    // The usual split: validation starts at byte ⌊(1 − val)·len⌋ (tiny Shakespeare: 1,003,854).
-    let train_tokens = (bytes as f64 * (1.0 - val_fraction)).floor() as u64;
-    let val_tokens = bytes - train_tokens;
-    Some(Data {
-        plan: DataPlan {
-            name: block.name.name.clone(),
-            files,
-            tokenizer: "bytes".into(),
-            vocab,
-            val_fraction,
-            train_tokens,
-            val_tokens,
+    };
+    let mut plan = DataPlan {
+        name: block.name.name.clone(),
+        files,
+        vocab: match &tokenizer {
+            Tokenizer::Bytes => BYTES_VOCAB,
+            Tokenizer::Bpe { vocab } | Tokenizer::File { vocab, .. } => *vocab,
         },
+        tokenizer,
+        val_fraction,
+        train_tokens: None,
+        val_tokens: None,
+    };
+    if plan.tokenizer == Tokenizer::Bytes {
+        let (train, val) = plan.split_bytes();
+        (plan.train_tokens, plan.val_tokens) = (Some(train), Some(val));
+    }
+    Some(Data {
+        plan,
         val_span,
         header,
     })
+}
+
+const BYTES_VOCAB: usize = 256;
+
+/// The largest byte-level BPE vocabulary (ids beyond it would be no use
+/// to a model of this size anyway).
+const MAX_BPE_VOCAB: usize = 1 << 24;
+
+const TOKENIZER_HELP: &str = "write `tokenizer = bytes`, `tokenizer = bpe(vocab = 4096)`, or the path of a Hugging Face `tokenizer.json` in double quotes";
+
+/// `bytes`, `bpe(vocab = N)` or `"path/to/tokenizer.json"`.
+fn tokenizer(e: &Expr, base_dir: &Path) -> Result<Tokenizer, Diag> {
+    match &e.kind {
+        ExprKind::Str { value } => return tokenizer_file(value, e.span, base_dir),
+        ExprKind::Ref { .. } | ExprKind::Call { .. } => {}
+        _ => return Err(eval::not_a(e, "a tokenizer").help(TOKENIZER_HELP)),
+    }
+    if eval::choice(e, &["bytes", "bpe"], "tokenizer").map_err(|d| d.help(TOKENIZER_HELP))?
+        == "bytes"
+    {
+        return match e.kind {
+            ExprKind::Ref { .. } => Ok(Tokenizer::Bytes),
+            _ => Err(Diag::error("gs::argument", "`bytes` takes no arguments")
+                .label(e.span, "arguments")
+                .help("write `tokenizer = bytes`")),
+        };
+    }
+    let mut diags = Vec::new();
+    let args = Args::of(e, &["vocab"], &mut diags);
+    if let Some(d) = diags.into_iter().next() {
+        return Err(d);
+    }
+    let Some(vocab) = args.as_ref().and_then(|a| a.get("vocab")) else {
+        let span = args.as_ref().map_or(e.span, |a| a.span);
+        return Err(Diag::error(
+            "gs::missing-key",
+            "a BPE tokenizer needs its vocabulary size",
+        )
+        .label(span, "how many tokens?")
+        .help("write e.g. `tokenizer = bpe(vocab = 4096)`: the 256 bytes and 3,840 merges"));
+    };
+    if let Some(p) = args.as_ref().and_then(|a| a.positional.first()) {
+        return Err(Diag::error("gs::argument", "bpe's argument must be named")
+            .label(p.span, "unnamed")
+            .help("write e.g. `bpe(vocab = 4096)`"));
+    }
+    let n = eval::number(vocab, &mut NoNames)?;
+    let n = eval::to_count(n, vocab.span, "the vocabulary")?;
+    if !(BYTES_VOCAB < n && n <= MAX_BPE_VOCAB) {
+        return Err(Diag::error(
+            "gs::value",
+            format!("a byte-level BPE has between 257 and 16,777,216 tokens, not {n}"),
+        )
+        .label(
+            vocab.span,
+            if n <= BYTES_VOCAB {
+                "no room for a merge"
+            } else {
+                "too many"
+            },
+        )
+        .help(
+            "its vocabulary holds the 256 bytes and at least one merge: e.g. `bpe(vocab = 4096)`",
+        ));
+    }
+    Ok(Tokenizer::Bpe { vocab: n })
+}
+
+/// A Hugging Face `tokenizer.json`, read now for its vocabulary size.
+fn tokenizer_file(path: &str, span: Span, base_dir: &Path) -> Result<Tokenizer, Diag> {
+    let resolved = lexical(&base_dir.join(path));
+    let shown = resolved.display().to_string();
+    let unreadable = |why: String| {
+        Diag::error(
+            "gs::tokenizer-missing",
+            format!("cannot read tokenizer `{shown}`: {why}"),
+        )
+        .label(span, "this file")
+        .help("paths are relative to the .gs file; name a Hugging Face `tokenizer.json`")
+    };
+    if resolved.is_dir() {
+        return Err(unreadable("it is a folder".into()));
+    }
+    let text = std::fs::read(&resolved).map_err(|e| unreadable(io_reason(&e)))?;
+    let vocab = tokenizer_vocab(&text).map_err(|why| {
+        Diag::error(
+            "gs::tokenizer-invalid",
+            format!("`{shown}` is not a Hugging Face tokenizer.json: {why}"),
+        )
+        .label(span, "not a tokenizer")
+        .help("name the file a Hugging Face tokenizer was saved to (`tokenizer.save(\"tokenizer.json\")`)")
+    })?;
+    Ok(Tokenizer::File {
+        path: path.to_string(),
+        resolved: shown,
+        vocab,
+    })
+}
+
+/// One more than the largest token id of a `tokenizer.json`: its model's
+/// vocabulary (token → id, or a Unigram model's list, ids by position)
+/// and its added tokens.
+fn tokenizer_vocab(text: &[u8]) -> Result<usize, String> {
+    let json: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
+    let model_ids: Vec<u64> = match &json["model"]["vocab"] {
+        serde_json::Value::Object(v) => v.values().filter_map(|id| id.as_u64()).collect(),
+        serde_json::Value::Array(v) => (0..v.len() as u64).collect(),
+        _ => return Err("it has no `model` with a `vocab`".into()),
+    };
+    let added = json["added_tokens"].as_array().into_iter().flatten();
+    let max = model_ids
+        .into_iter()
+        .chain(added.filter_map(|t| t["id"].as_u64()))
+        .max()
+        .ok_or("its vocabulary is empty")?;
+    usize::try_from(max + 1).map_err(|_| "its token ids are too large".to_string())
 }
 
 fn data_file(path: &str, span: Span, base_dir: &Path) -> Result<DataFile, Diag> {

@@ -457,31 +457,45 @@ pub fn budget(e: &Expr, tokens_per_step: f64, flops_per_step: f64) -> Result<u64
 }
 
 /// The model reads `context + 1` tokens per sequence, from both splits.
+/// Only the byte tokenizer's splits are counted in tokens before a run;
+/// the others' are bounded by their bytes (a token holds at least one).
 pub fn check_context(context: usize, span: Span, data: &Data, diags: &mut Vec<Diag>) {
-    let (split, tokens) = if data.plan.val_tokens <= data.plan.train_tokens {
-        ("validation", data.plan.val_tokens)
-    } else {
-        ("training", data.plan.train_tokens)
+    let (train, val, unit) = match (data.plan.train_tokens, data.plan.val_tokens) {
+        (Some(train), Some(val)) => (train, val, "tokens"),
+        _ => {
+            let (train, val) = data.plan.split_bytes();
+            (train, val, "bytes")
+        }
     };
-    if context as u64 + 1 > tokens {
+    let (split, size) = if val <= train {
+        ("validation", val)
+    } else {
+        ("training", train)
+    };
+    if context as u64 + 1 > size {
         diags.push(
             Diag::error(
                 "gs::context-too-long",
-                format!("context {context} is longer than the {split} split ({tokens} tokens)"),
+                format!("context {context} is longer than the {split} split ({size} {unit})"),
             )
             .label(span, format!("needs {} tokens per sequence", context + 1))
             .label(
                 data.val_span,
                 if data.val_span == data.header {
-                    format!("the {split} split: {tokens} tokens (`val` is 10% by default)")
+                    format!("the {split} split: {size} {unit} (`val` is 10% by default)")
                 } else {
-                    format!("the {split} split: {tokens} tokens")
+                    format!("the {split} split: {size} {unit}")
                 },
             )
-            .help(format!(
-                "use `context = {}` or less, or train on more text",
-                tokens.saturating_sub(1)
-            )),
+            .help(match unit {
+                "tokens" => format!(
+                    "use `context = {}` or less, or train on more text",
+                    size.saturating_sub(1)
+                ),
+                _ => format!(
+                    "a token holds at least one byte: use a context well below {size}, or train on more text"
+                ),
+            }),
         );
     }
 }

@@ -9,17 +9,32 @@ pub fn plan_text(plan: &Plan) -> String {
     let d = &plan.data;
     let bytes: u64 = d.files.iter().map(|f| f.bytes).sum();
     let _ = writeln!(out, "plan of {}", plan.file);
+    // Only the byte tokenizer's token counts are known before the text
+    // is tokenised; the others' splits are shown in bytes.
+    let splits = match (d.train_tokens, d.val_tokens) {
+        (Some(train), Some(val)) => format!(
+            "train {} tokens, validation {} tokens",
+            thousands(train),
+            thousands(val)
+        ),
+        _ => {
+            let (train, val) = d.split_bytes();
+            format!(
+                "train {} bytes, validation {} bytes (tokens counted when the run tokenises them)",
+                thousands(train),
+                thousands(val)
+            )
+        }
+    };
     let _ = writeln!(
         out,
-        "data {}: {} file{}, {} bytes, {} tokenizer (vocab {}); train {} tokens, validation {} tokens (last {})",
+        "data {}: {} file{}, {} bytes, {} (vocab {}); {splits} (last {})",
         d.name,
         d.files.len(),
         if d.files.len() == 1 { "" } else { "s" },
         thousands(bytes),
-        d.tokenizer,
+        d.tokenizer.describe(),
         d.vocab,
-        thousands(d.train_tokens),
-        thousands(d.val_tokens),
         percent(d.val_fraction),
     );
     for f in &d.files {

@@ -16,12 +16,59 @@ pub struct Plan {
 pub struct DataPlan {
     pub name: String,
     pub files: Vec<DataFile>,
-    pub tokenizer: String,
+    pub tokenizer: Tokenizer,
+    /// The tokenizer's vocabulary size.
     pub vocab: usize,
     /// Fraction of the text, taken from its end, held out for validation.
     pub val_fraction: f64,
-    pub train_tokens: u64,
-    pub val_tokens: u64,
+    /// The tokens of each split: known before the text is tokenised only
+    /// for the byte tokenizer (one per byte); None for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_tokens: Option<u64>,
+}
+
+impl DataPlan {
+    /// The bytes of the training and validation splits: validation starts
+    /// at byte ⌊(1 − val)·len⌋ (tiny Shakespeare: 1,003,854). Tokenizers
+    /// other than bytes move the cut to the next UTF-8 character boundary.
+    pub fn split_bytes(&self) -> (u64, u64) {
+        let bytes: u64 = self.files.iter().map(|f| f.bytes).sum();
+        let train = (bytes as f64 * (1.0 - self.val_fraction)).floor() as u64;
+        (train, bytes - train)
+    }
+}
+
+/// How the text becomes tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokenizer {
+    /// One token per byte (vocabulary 256).
+    Bytes,
+    /// A byte-level BPE of exactly `vocab` tokens, trained at run time on
+    /// the training split.
+    Bpe { vocab: usize },
+    /// A Hugging Face `tokenizer.json`.
+    File {
+        /// As written in the `.gs` file.
+        path: String,
+        /// Resolved against the `.gs` file's folder; what the runtime opens.
+        resolved: String,
+        /// One more than its largest token id.
+        vocab: usize,
+    },
+}
+
+impl Tokenizer {
+    /// As a plan shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Tokenizer::Bytes => "bytes tokenizer".into(),
+            Tokenizer::Bpe { .. } => "BPE tokenizer trained on the training split".into(),
+            Tokenizer::File { path, .. } => format!("tokenizer {path}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
-// expect: gs::unsupported
+// expect: gs::unknown-name
 data text {
     text = "../fixtures/small.txt"
-    tokenizer = bpe
+    tokenizer = wordpiece(vocab = 4k)
 }
 
 model base = gpt {
