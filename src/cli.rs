@@ -203,6 +203,9 @@ enum Command {
         #[arg(long, default_value = "sm_80", value_delimiter = ',')]
         chip: Vec<String>,
     },
+    /// Serve the Language Server Protocol on stdin and stdout, for editors:
+    /// diagnostics as you type, formatting, hover and completion.
+    Lsp,
     /// Rewrite .gs files in canonical form (comments are kept).
     Fmt {
         #[arg(required = true)]
@@ -384,6 +387,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Fmt { files, check } => files.iter().filter(|f| !fmt(f, check)).count() == 0,
+        Command::Lsp => crate::lsp::serve(),
     };
     if ok {
         ExitCode::SUCCESS

@@ -5,6 +5,7 @@ mod cli;
 mod export;
 mod generate;
 mod limits;
+mod lsp;
 mod mlir;
 mod pick;
 mod report;

@@ -8,6 +8,9 @@ use crate::diag::{suggestion, Diag};
 use crate::plan::{Axis, GrowthStep, Method, ModelConfig, OptimizerPolicy, RunKind, RunPlan};
 use crate::syntax::{CompareItem, ExprKind, Unit};
 
+/// The baselines `compare` plans.
+pub const BASELINES: &[&str] = &["scratch", "doubling"];
+
 pub fn check(c: &CompareItem, runs: &[RunPlan], train: &TrainSettings) -> Result<RunPlan, Diag> {
     let mut diags = Vec::new();
     let Some(args) = Args::of(&c.run, &["at"], &mut diags) else {
@@ -20,7 +23,7 @@ pub fn check(c: &CompareItem, runs: &[RunPlan], train: &TrainSettings) -> Result
             return Err(
                 Diag::error("gs::unknown-name", format!("unknown baseline `{other}`"))
                     .label(args.callee_span, "not a baseline")
-                    .help(suggestion(other, &["scratch", "doubling"])),
+                    .help(suggestion(other, BASELINES)),
             )
         }
     };

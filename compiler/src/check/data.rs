@@ -7,7 +7,8 @@ use crate::plan::{DataFile, DataPlan, Tokenizer};
 use crate::syntax::{DataBlock, Expr, ExprKind, Span};
 use std::path::Path;
 
-const KEYS: &[&str] = &["text", "tokenizer", "val"];
+/// The settings the data block accepts.
+pub const KEYS: &[&str] = &["text", "tokenizer", "val"];
 
 pub struct Data {
     pub plan: DataPlan,

@@ -11,7 +11,8 @@ use crate::plan::{
 };
 use crate::syntax::{ExprKind, GrowKind, GrowStep, Span, Unit};
 
-const OPTIONS: &[&str] = &["noise", "optimizer", "rewarm", "lr_scale"];
+/// The options after a growth step's method (`, noise = 1e-3`).
+pub const OPTIONS: &[&str] = &["noise", "optimizer", "rewarm", "lr_scale"];
 
 /// The current model's dimensions, for `grow ffn to 4 * d_model`.
 pub struct Dims<'a>(pub &'a ModelConfig);
@@ -206,15 +207,31 @@ fn divisibility(g: &GrowStep, axis: Axis, model: &ModelConfig, to: usize) -> Res
     }
 }
 
-fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag> {
-    let allowed: &[&str] = match axis {
+/// Every growth method, whatever the axis.
+pub const METHODS: &[&str] = &[
+    "isometric",
+    "copy",
+    "zero",
+    "identity",
+    "stack",
+    "ramp",
+    "extend",
+];
+
+/// The methods that grow `axis`.
+pub fn methods(axis: Axis) -> &'static [&'static str] {
+    match axis {
         Axis::DModel => &["isometric", "copy", "zero"],
         Axis::Heads => &["zero", "copy", "ramp"],
         Axis::KvHeads => &["copy"],
         Axis::Ffn => &["copy", "zero", "ramp"],
         Axis::Layers => &["identity", "stack"],
         Axis::Context => &["extend"],
-    };
+    }
+}
+
+fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag> {
+    let allowed = methods(axis);
     let Some(m) = &g.method else {
         return Ok(match axis {
             Axis::DModel => Method::Isometric { split: Split::Even },
@@ -230,16 +247,7 @@ fn method(g: &GrowStep, axis: Axis, model: &ModelConfig) -> Result<Method, Diag>
         return Err(diags.remove(0));
     };
     if !allowed.contains(&args.callee) {
-        let known = [
-            "isometric",
-            "copy",
-            "zero",
-            "identity",
-            "stack",
-            "ramp",
-            "extend",
-        ];
-        let (label, help) = if known.contains(&args.callee) {
+        let (label, help) = if METHODS.contains(&args.callee) {
             (
                 format!("not a method for {}", axis.name()),
                 format!("{} grows by {}", axis.name(), eval::list(allowed)),

@@ -12,6 +12,18 @@ mod schedule;
 mod settings;
 mod train;
 
+/// The names the checks accept, for editors: completion and hover are built
+/// from these lists, so they cannot drift from what `gsc check` accepts.
+pub mod names {
+    pub use super::compare::BASELINES;
+    pub use super::data::KEYS as DATA_KEYS;
+    pub use super::growth::{methods, METHODS, OPTIONS as GROWTH_OPTIONS};
+    pub use super::model::{ARCHS, KEYS as MODEL_KEYS};
+    pub use super::schedule::SET_KEYS;
+    pub use super::train::{EVERY, KEYS as TRAIN_KEYS};
+    pub use crate::plan::Axis;
+}
+
 use crate::diag::{suggestion, Diag, Report};
 use crate::plan::{Arch, Plan, RunPlan};
 use crate::syntax::{self, File, Item};

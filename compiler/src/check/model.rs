@@ -7,7 +7,8 @@ use crate::diag::{suggestion, Diag};
 use crate::plan::{Activation, Arch, ModelConfig, NormKind};
 use crate::syntax::{ModelBlock, Setting, Span};
 
-const KEYS: &[&str] = &[
+/// The settings a model block accepts.
+pub const KEYS: &[&str] = &[
     "vocab",
     "context",
     "d_model",
@@ -23,6 +24,8 @@ const KEYS: &[&str] = &[
     "init_std",
     "norm_eps",
 ];
+/// The architectures a model may be.
+pub const ARCHS: &[&str] = &["gpt", "ngpt"];
 const NUMERIC: &[&str] = &[
     "vocab",
     "context",
@@ -114,7 +117,7 @@ pub fn check(block: &ModelBlock, tokenizer_vocab: usize, diags: &mut Vec<Diag>) 
             },
             span: block.arch.span,
         },
-        &["gpt", "ngpt"],
+        ARCHS,
         "architecture",
     ) {
         Ok("gpt") => Arch::Gpt,

@@ -12,6 +12,9 @@ use crate::plan::{
 };
 use crate::syntax::{Budget, Expr, GrowBlock, SchedStmt, Span, Unit};
 
+/// What `set` changes between stages.
+pub const SET_KEYS: &[&str] = &["batch", "lr"];
+
 /// A stage before the schedule's total length (and so its LR schedule) is known.
 pub struct Draft {
     pub name: String,
@@ -292,7 +295,7 @@ pub fn check(
                         } else {
                             format!(
                                 "{}; dimensions change with `grow`",
-                                suggestion(other, &["batch", "lr"])
+                                suggestion(other, SET_KEYS)
                             )
                         },
                     ),

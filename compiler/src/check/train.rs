@@ -8,7 +8,8 @@ use crate::diag::{suggestion, Diag};
 use crate::plan::{AdamW, Arch, Decay, LrSchedule, NonFinite, TrainConfig};
 use crate::syntax::{Every, Span, TrainBlock, TrainStmt, Unit};
 
-const KEYS: &[&str] = &[
+/// The settings the train block accepts.
+pub const KEYS: &[&str] = &[
     "optimizer",
     "schedule",
     "batch",
@@ -17,7 +18,8 @@ const KEYS: &[&str] = &[
     "precision",
     "on_nonfinite",
 ];
-const EVERY: &[&str] = &["eval", "checkpoint", "log"];
+/// The cadence statements (`eval every …`).
+pub const EVERY: &[&str] = &["eval", "checkpoint", "log"];
 
 #[derive(Clone, Debug)]
 pub enum Length {
