@@ -11,48 +11,62 @@ const PARALLEL_ABOVE: usize = 1 << 16;
 
 /// `y = W x` for a row-major `[y.len(), x.len()]` matrix `w`.
 pub fn matvec(w: &[f32], x: &[f32], y: &mut [f32]) {
-    let n = x.len();
-    debug_assert_eq!(w.len(), n * y.len());
-    let rows = |w: &[f32], y: &mut [f32]| {
-        for (yo, row) in y.iter_mut().zip(w.chunks_exact(n)) {
-            *yo = dot(row, x);
-        }
-    };
+    debug_assert_eq!(w.len(), x.len() * y.len());
+    let rows = isa_rows();
     if w.len() <= PARALLEL_ABOVE {
-        rows(w, y);
+        rows(w, x, y);
     } else {
         y.par_chunks_mut(ROWS_PER_TASK)
-            .zip(w.par_chunks(ROWS_PER_TASK * n))
-            .for_each(|(y, w)| rows(w, y));
+            .zip(w.par_chunks(ROWS_PER_TASK * x.len()))
+            .for_each(|(y, w)| rows(w, x, y));
     }
 }
 
-/// `a · b`, with the widest vector unit the CPU has.
+/// `a · b`.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { dot_avx512(a, b) };
+    let mut y = [0.0];
+    isa_rows()(a, b, &mut y);
+    y[0]
+}
+
+/// `y[r] = w[r] · x` for every row `r` of `w`.
+type Rows = fn(&[f32], &[f32], &mut [f32]);
+
+/// The row kernel for the widest vector unit the CPU has, chosen once.
+fn isa_rows() -> Rows {
+    static CHOSEN: std::sync::OnceLock<Rows> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY (of the call inside): the CPU has the features.
+                return |w, x, y| unsafe { rows_avx512(w, x, y) };
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return |w, x, y| unsafe { rows_avx2(w, x, y) };
+            }
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_lanes::<8>(a, b)
+        rows_lanes::<8>
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes::<32>(a, b)
+unsafe fn rows_avx512(w: &[f32], x: &[f32], y: &mut [f32]) {
+    rows_lanes::<32>(w, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes::<16>(a, b)
+unsafe fn rows_avx2(w: &[f32], x: &[f32], y: &mut [f32]) {
+    rows_lanes::<16>(w, x, y)
+}
+
+#[inline(always)]
+fn rows_lanes<const L: usize>(w: &[f32], x: &[f32], y: &mut [f32]) {
+    for (yo, row) in y.iter_mut().zip(w.chunks_exact(x.len().max(1))) {
+        *yo = dot_lanes::<L>(row, x);
+    }
 }
 
 /// `L` independent partial sums, which the compiler keeps in vector
@@ -60,9 +74,9 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 #[inline(always)]
 fn dot_lanes<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
+    let (ca, ra) = a.as_chunks::<L>();
+    let (cb, rb) = b.as_chunks::<L>();
+    for (x, y) in ca.iter().zip(cb) {
         for i in 0..L {
             acc[i] = x[i].mul_add(y[i], acc[i]);
         }
