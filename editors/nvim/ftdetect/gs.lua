@@ -1,0 +1,2 @@
+-- `.gs` files are gsc experiments.
+vim.filetype.add({ extension = { gs = 'gs' } })
