@@ -221,3 +221,61 @@ where
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request at every position of every prefix of the ui cases (each
+    /// one mistake) and the examples: an answer, never a panic.
+    #[test]
+    fn every_prefix_of_every_case_gets_answers() {
+        let mut sources = Vec::new();
+        for dir in ["tests/ui", "examples"] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "gs") {
+                    let path = std::fs::canonicalize(path).unwrap();
+                    let uri = lsp_types::Url::from_file_path(&path).unwrap();
+                    sources.push((uri, std::fs::read_to_string(path).unwrap()));
+                }
+            }
+        }
+        assert!(sources.len() > 100);
+        let (mut formatted, mut expected) = (0, 0);
+        for (uri, source) in &sources {
+            // A ui case's mistake, unless it needs `--set`s, which an
+            // editor does not pass.
+            let found = diagnostics::check(uri, source);
+            let expect = source
+                .strip_prefix("// expect: ")
+                .and_then(|s| s.lines().next());
+            if let Some(code) = expect.filter(|_| !source.contains("\n// --set ")) {
+                expected += 1;
+                let code = lsp_types::NumberOrString::String(code.trim().to_string());
+                assert!(
+                    found.iter().any(|d| d.code.as_ref() == Some(&code)),
+                    "{uri}: {found:?}"
+                );
+            }
+            for d in found {
+                assert!(d.range.start <= d.range.end, "{uri}: {d:?}");
+            }
+            let cuts = source.char_indices().map(|(i, _)| i);
+            for cut in cuts.chain([source.len()]) {
+                let text = &source[..cut];
+                let end = position::LineIndex::new(text).position(cut);
+                completion::complete(text, end);
+                hover::hover(text, end);
+            }
+            let index = position::LineIndex::new(source);
+            for (i, _) in source.char_indices() {
+                hover::hover(source, index.position(i));
+            }
+            formatted += usize::from(formatting::format(source).is_some());
+        }
+        assert!(expected > 90, "{expected}");
+        // Most cases parse (their mistakes are in meaning, not syntax).
+        assert!(formatted > sources.len() / 2, "{formatted}");
+    }
+}
