@@ -6,13 +6,14 @@
 //! The memory of a stage mirrors what the training loop
 //! (`gsc_runtime::run::train`) holds while it runs: the step and forward
 //! programs' buffers as `ProgramBuffers` allocates them, the f64 copies of
-//! the state it keeps beside them, the corpus and its per-stage copy; and,
+//! the state it keeps beside them, the corpus's token ids (which every
+//! stage shares); and,
 //! entering a stage by growth, the old and the grown state and the
 //! growth-check programs.
 
 use crate::run::{BackendKind, RunArgs};
 use gsc_compiler::kernel::{DType, KernelProgram, Storage};
-use gsc_compiler::plan::{ModelConfig, Plan, RunPlan, StagePlan};
+use gsc_compiler::plan::{DataPlan, ModelConfig, Plan, RunPlan, StagePlan};
 use gsc_runtime::machine::available_memory_bytes;
 use gsc_runtime::run::artifact::Artifact;
 use gsc_runtime::run::dir::Metrics;
@@ -51,7 +52,7 @@ pub struct Memory {
     /// The training loop's host copies of the state (f64 parameters and
     /// moments; f32 copies while a checkpoint is written).
     pub state: u64,
-    /// The corpus and the copies the stage's datasets hold.
+    /// The corpus's token ids, which the stages' datasets share.
     pub data: u64,
     /// The process itself, the artifact, compiled code, threads' scratch.
     pub runtime: u64,
@@ -142,6 +143,13 @@ pub struct StageNeed {
     pub memory: Memory,
 }
 
+/// Bytes of the corpus's token ids, at most: 4 bytes each, and at most one
+/// token per byte (exactly one for the byte tokenizer; a BPE's tokens hold
+/// a byte or more). The text itself is dropped once it is tokenised.
+fn token_bytes(data: &DataPlan) -> u64 {
+    4 * data.files.iter().map(|f| f.bytes).sum::<u64>()
+}
+
 /// Bytes of a host copy of the state: parameters and both moments, f64.
 fn state_bytes(model: &ModelConfig) -> u64 {
     3 * 8 * model.param_count() as u64
@@ -149,30 +157,30 @@ fn state_bytes(model: &ModelConfig) -> u64 {
 
 /// Training `stage`, beside its programs: the f64 state the loop keeps,
 /// and at a checkpoint (periodic, or on an interrupt: at any step) a
-/// second f64 copy read back and its f32 copy being written; the corpus
-/// and the stage's copy of it.
-fn training_memory(stage: &StagePlan, corpus: u64) -> Memory {
+/// second f64 copy read back and its f32 copy being written; the corpus's
+/// tokens.
+fn training_memory(stage: &StagePlan, tokens: u64) -> Memory {
     let state = state_bytes(&stage.model);
     Memory {
         state: 2 * state + state / 2,
-        data: 2 * corpus,
+        data: tokens,
         ..Memory::default()
     }
 }
 
 /// Entering `stage` by growth from `prev`: the old state and a copy of it
 /// grown step by step (two sizes at once), then the check's two forward
-/// programs (`check`) on one batch, with a third copy of the corpus.
-fn growth_memory(prev: &ModelConfig, stage: &StagePlan, check: Memory, corpus: u64) -> Memory {
+/// programs (`check`) on one batch; the corpus's tokens all along.
+fn growth_memory(prev: &ModelConfig, stage: &StagePlan, check: Memory, tokens: u64) -> Memory {
     let (old, new) = (state_bytes(prev), state_bytes(&stage.model));
     let growing = Memory {
         state: old + (old + new).max(2 * new),
-        data: 2 * corpus,
+        data: tokens,
         ..Memory::default()
     };
     let checking = check.plus(Memory {
         state: old + new,
-        data: 3 * corpus,
+        data: tokens,
         ..Memory::default()
     });
     growing.max(checking)
@@ -187,7 +195,7 @@ fn run_memory(
     run: &RunPlan,
     artifact: &Artifact,
     host: bool,
-    corpus: u64,
+    tokens: u64,
     runtime: u64,
 ) -> Result<Vec<StageNeed>, String> {
     let on_host = |m: Memory| if host { m } else { Memory::default() };
@@ -200,7 +208,7 @@ fn run_memory(
         let loaded = on_host(
             program_memory(&programs.step, false).plus(program_memory(&programs.forward, true)),
         );
-        let mut besides = training_memory(stage, corpus);
+        let mut besides = training_memory(stage, tokens);
         if let Some(p) = prev.filter(|p| **p != stage.model) {
             let check = programs
                 .growth_check
@@ -208,7 +216,7 @@ fn run_memory(
                 .map_or(Memory::default(), |c| {
                     program_memory(&c.before, false).plus(program_memory(&c.after, false))
                 });
-            besides = besides.max(growth_memory(p, stage, on_host(check), corpus));
+            besides = besides.max(growth_memory(p, stage, on_host(check), tokens));
         }
         let memory = loaded.plus(besides).plus(Memory {
             runtime,
@@ -437,13 +445,13 @@ pub fn estimate(plan: &Plan, artifact: &Artifact, target: &Target) -> Result<Lim
         .iter()
         .filter(|r| target.only.is_none_or(|o| o == r.name) && !finished.contains(&r.name))
         .collect();
-    let corpus: u64 = plan.data.files.iter().map(|f| f.bytes).sum();
+    let tokens = token_bytes(&plan.data);
     let artifact_json = json_bytes(artifact);
     let host = matches!(target.backend, BackendKind::Cpu | BackendKind::Mlir);
     let runtime = BASE_BYTES + ARTIFACT_FACTOR * artifact_json + threads() * THREAD_BYTES;
     let mut peak: Option<StageNeed> = None;
     for run in &runs {
-        for need in run_memory(run, artifact, host, corpus, runtime)? {
+        for need in run_memory(run, artifact, host, tokens, runtime)? {
             if peak
                 .as_ref()
                 .is_none_or(|p| need.memory.total() > p.memory.total())
@@ -687,8 +695,10 @@ mod tests {
     #[test]
     fn the_peak_stage_counts_programs_state_and_data() {
         let (plan, artifact) = smoke();
-        let corpus: u64 = plan.data.files.iter().map(|f| f.bytes).sum();
-        let needs = run_memory(&plan.runs[0], &artifact, true, corpus, 7).unwrap();
+        let tokens = token_bytes(&plan.data);
+        // Tiny Shakespeare, one 4-byte id per byte.
+        assert_eq!(tokens, 4 * 1_115_394);
+        let needs = run_memory(&plan.runs[0], &artifact, true, tokens, 7).unwrap();
         let [small, grown] = [&needs[0], &needs[1]];
         let (p0, p1) = [0, 1]
             .map(|i| state_bytes(&plan.runs[0].stages[i].model))
@@ -696,15 +706,15 @@ mod tests {
         let step0 = program_memory(&artifact.stages[0].step, false);
         // The first stage: its state, and a checkpoint's copies of it.
         assert_eq!(small.memory.state, 2 * p0 + p0 / 2);
-        assert_eq!(small.memory.data, 2 * corpus);
+        assert_eq!(small.memory.data, tokens);
         assert_eq!(small.memory.runtime, 7);
         assert_eq!(small.memory.params, step0.params);
         // Entering `grown`, the check holds most: the old and the grown
-        // state, the check's programs, a third copy of the (1 MB) corpus.
+        // state, the check's programs, the corpus's tokens.
         assert_eq!(grown.memory.state, p0 + p1);
-        assert_eq!(grown.memory.data, 3 * corpus);
+        assert_eq!(grown.memory.data, tokens);
         assert!(grown.memory.total() > small.memory.total());
-        let on_gpu = run_memory(&plan.runs[0], &artifact, false, corpus, 7).unwrap();
+        let on_gpu = run_memory(&plan.runs[0], &artifact, false, tokens, 7).unwrap();
         assert_eq!(
             on_gpu[0].memory.params, 0,
             "a GPU's buffers are not the host's"

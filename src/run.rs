@@ -200,7 +200,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     )?;
     // The data is read (and checked against what a resumed run read)
     // before a run directory is made for it.
-    let corpus = Corpus::read(&plan.data).map_err(|e| e.to_string())?;
+    // A resumed run tokenises with its own tokenizer.json, never trained again.
+    let corpus = Corpus::read(&plan.data, resumed.as_ref().map(|(d, _)| d.path.as_path()))
+        .map_err(|e| e.to_string())?;
     let data_change = match &read_before {
         Some(m) => data_change(&m.data, &corpus.files, args.allow_data_change)?,
         None => None,
@@ -246,6 +248,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                 data: corpus.files.clone(),
                 started_unix: unix_now(),
             };
+            // Before run.json: every directory a resume accepts has it.
+            let tokenizer = d.path.join(gsc_runtime::tokenizer::FILE);
+            corpus
+                .tokenizer
+                .save(&tokenizer)
+                .map_err(|e| e.to_string())?;
             d.write_manifest(&manifest)
                 .map_err(|e| format!("writing run.json: {e}"))?;
             artifact

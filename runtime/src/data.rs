@@ -1,27 +1,21 @@
-//! Training data: a byte-level tokenizer, a train/validation split of one
-//! text file, and deterministic batches of random windows.
+//! Training data: a text split into training text and a validation tail,
+//! each tokenised on its own, and deterministic batches of random windows.
 //!
 //! Batch `k` of a run depends only on `(seed, k)`, so a run resumed from a
 //! checkpoint at step `k` draws exactly the batches it would have drawn, and
 //! growth between stages does not change the data order.
 
 use crate::rng::SplitMix64;
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use std::path::{Path, PathBuf};
-
-/// Every byte is a token.
-pub const VOCAB: usize = 256;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("cannot read training data {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("training data {} is empty", path.display())]
     Empty { path: PathBuf },
     #[error(
-        "the {split} split of {} has {len} bytes, fewer than the {need} one window \
+        "the {split} split of {} has {len} tokens, fewer than the {need} one window \
          needs (context {context} + 1); use a larger file, a smaller context or \
          another validation fraction",
         path.display()
@@ -35,20 +29,78 @@ pub enum DataError {
     },
     #[error("validation fraction {0} must lie strictly between 0 and 1")]
     BadFraction(f64),
+    #[error("tokenising {}: {source}", path.display())]
+    Tokenize {
+        path: PathBuf,
+        source: TokenizerError,
+    },
 }
 
-/// Token ids of a byte string.
-pub fn encode(text: &[u8]) -> Vec<u32> {
-    text.iter().map(|&b| b as u32).collect()
+/// Where the validation split of `bytes` starts: at byte
+/// ⌊(1 − val_fraction)·len⌋, moved on to the next character boundary when
+/// the splits must be UTF-8 text (every tokenizer but bytes).
+pub fn split_point(
+    path: &Path,
+    bytes: &[u8],
+    val_fraction: f64,
+    text: bool,
+) -> Result<usize, DataError> {
+    if !(val_fraction > 0.0 && val_fraction < 1.0) {
+        return Err(DataError::BadFraction(val_fraction));
+    }
+    if bytes.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    let mut at = ((1.0 - val_fraction) * bytes.len() as f64).floor() as usize;
+    // UTF-8 continuation bytes are 0b10xx_xxxx.
+    while text && at < bytes.len() && bytes[at] & 0xC0 == 0x80 {
+        at += 1;
+    }
+    Ok(at)
 }
 
-/// Text of token ids; ids that are not bytes and invalid UTF-8 show as U+FFFD.
-pub fn decode(tokens: &[u32]) -> String {
-    let bytes: Vec<u8> = tokens
-        .iter()
-        .map(|&t| u8::try_from(t).unwrap_or(b'?'))
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// A text's two splits as token ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+    /// The validation split's length in bytes.
+    pub val_bytes: usize,
+}
+
+impl Tokens {
+    /// `bytes` split at `at` (see [`split_point`]), each side tokenised
+    /// by `tokenizer`; `path` names the text in errors.
+    pub fn split(
+        path: &Path,
+        bytes: &[u8],
+        at: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<Tokens, DataError> {
+        let encode = |b: &[u8]| {
+            tokenizer
+                .encode_bytes(b)
+                .map_err(|source| DataError::Tokenize {
+                    path: path.to_owned(),
+                    source,
+                })
+        };
+        Ok(Tokens {
+            train: encode(&bytes[..at])?,
+            val: encode(&bytes[at..])?,
+            val_bytes: bytes.len() - at,
+        })
+    }
+
+    /// A validation loss in nats per token as bits per byte of the
+    /// validation split, which compares across tokenizers.
+    pub fn bits_per_byte(&self, nats_per_token: f64) -> f64 {
+        nats_per_token * self.val.len() as f64
+            / self.val_bytes.max(1) as f64
+            / std::f64::consts::LN_2
+    }
 }
 
 /// `batch` windows of `context + 1` consecutive tokens, split into the
@@ -62,13 +114,13 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn from_windows(context: usize, windows: &[&[u8]]) -> Batch {
+    fn from_windows(context: usize, windows: &[&[u32]]) -> Batch {
         let batch = windows.len();
         let mut inputs = Vec::with_capacity(batch * context);
         let mut targets = Vec::with_capacity(batch * context);
         for w in windows {
-            inputs.extend(w[..context].iter().map(|&b| b as u32));
-            targets.extend(w[1..].iter().map(|&b| b as u32));
+            inputs.extend_from_slice(&w[..context]);
+            targets.extend_from_slice(&w[1..]);
         }
         Batch {
             batch,
@@ -79,49 +131,23 @@ impl Batch {
     }
 }
 
-/// One text file split into training bytes and the validation tail.
+/// A tokenised text's windows for one context length (stages differ in
+/// context; they share the tokens).
 #[derive(Clone, Debug)]
 pub struct Dataset {
     path: PathBuf,
-    bytes: Vec<u8>,
-    /// First byte of the validation split.
-    split_at: usize,
+    tokens: Arc<Tokens>,
     context: usize,
 }
 
 impl Dataset {
-    /// Reads `path`; the last `val_fraction` of it (from byte
-    /// ⌊(1 − val_fraction)·len⌋) is the validation split. Both splits must
-    /// hold at least one window of `context + 1` bytes.
-    pub fn open(path: &Path, val_fraction: f64, context: usize) -> Result<Dataset, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Dataset::from_bytes(path, bytes, val_fraction, context)
-    }
-
-    /// As [`Dataset::open`] for bytes already in memory; `path` names them
-    /// in errors.
-    pub fn from_bytes(
-        path: &Path,
-        bytes: Vec<u8>,
-        val_fraction: f64,
-        context: usize,
-    ) -> Result<Dataset, DataError> {
-        if !(val_fraction > 0.0 && val_fraction < 1.0) {
-            return Err(DataError::BadFraction(val_fraction));
-        }
-        if bytes.is_empty() {
-            return Err(DataError::Empty {
-                path: path.to_owned(),
-            });
-        }
-        let split_at = ((1.0 - val_fraction) * bytes.len() as f64).floor() as usize;
+    /// Both splits must hold at least one window of `context + 1` tokens;
+    /// `path` names the text in errors.
+    pub fn new(path: &Path, tokens: Arc<Tokens>, context: usize) -> Result<Dataset, DataError> {
         let need = context + 1;
         for (split, len) in [
-            ("training", split_at),
-            ("validation", bytes.len() - split_at),
+            ("training", tokens.train.len()),
+            ("validation", tokens.val.len()),
         ] {
             if len < need {
                 return Err(DataError::TooSmall {
@@ -135,8 +161,7 @@ impl Dataset {
         }
         Ok(Dataset {
             path: path.to_owned(),
-            bytes,
-            split_at,
+            tokens,
             context,
         })
     }
@@ -149,21 +174,17 @@ impl Dataset {
         self.context
     }
 
-    pub fn train_bytes(&self) -> &[u8] {
-        &self.bytes[..self.split_at]
-    }
-
-    pub fn val_bytes(&self) -> &[u8] {
-        &self.bytes[self.split_at..]
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// Training batch number `step` of the run seeded `seed`: `batch`
     /// windows starting at uniform random offsets of the training split.
     pub fn train_batch(&self, seed: u64, step: u64, batch: usize) -> Batch {
-        let train = self.train_bytes();
+        let train = &self.tokens.train;
         let starts = train.len() - self.context;
         let mut rng = SplitMix64::new(stream_seed(seed, step));
-        let windows: Vec<&[u8]> = (0..batch)
+        let windows: Vec<&[u32]> = (0..batch)
             .map(|_| {
                 let start = rng.below(starts as u64) as usize;
                 &train[start..start + self.context + 1]
@@ -176,7 +197,7 @@ impl Dataset {
     /// over the validation split. It depends on nothing but the data and
     /// the shapes, so validation losses compare across seeds and runs.
     pub fn val_batches(&self, count: usize, batch: usize) -> Vec<Batch> {
-        let val = self.val_bytes();
+        let val = &self.tokens.val;
         let last_start = val.len() - (self.context + 1);
         let windows = count * batch;
         let start = |i: usize| {
@@ -188,7 +209,7 @@ impl Dataset {
         };
         (0..count)
             .map(|c| {
-                let ws: Vec<&[u8]> = (c * batch..(c + 1) * batch)
+                let ws: Vec<&[u32]> = (c * batch..(c + 1) * batch)
                     .map(|i| &val[start(i)..start(i) + self.context + 1])
                     .collect();
                 Batch::from_windows(self.context, &ws)
@@ -213,25 +234,51 @@ mod tests {
         (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
     }
 
-    fn dataset(len: usize, context: usize) -> Dataset {
-        Dataset::from_bytes(Path::new("gen.txt"), generated(len), 0.1, context).unwrap()
+    fn tokens(bytes: &[u8], val_fraction: f64, tokenizer: &Tokenizer) -> Tokens {
+        let path = Path::new("gen.txt");
+        let at = split_point(path, bytes, val_fraction, !tokenizer.is_bytes()).unwrap();
+        Tokens::split(path, bytes, at, tokenizer).unwrap()
     }
 
-    #[test]
-    fn round_trips_bytes() {
-        let text = "To be, or not to be — ∂";
-        assert_eq!(decode(&encode(text.as_bytes())), text);
-        assert!(encode(text.as_bytes())
-            .iter()
-            .all(|&t| (t as usize) < VOCAB));
+    fn dataset(len: usize, context: usize) -> Dataset {
+        let t = tokens(&generated(len), 0.1, &Tokenizer::bytes());
+        Dataset::new(Path::new("gen.txt"), Arc::new(t), context).unwrap()
     }
 
     #[test]
     fn validation_is_the_tail_from_the_floor_of_the_split() {
         let d = dataset(1005, 8);
-        assert_eq!(d.train_bytes().len(), 904); // ⌊0.9 · 1005⌋
-        assert_eq!(d.val_bytes().len(), 101);
-        assert_eq!(d.val_bytes(), &generated(1005)[904..]);
+        let t = d.tokens();
+        assert_eq!(t.train.len(), 904); // ⌊0.9 · 1005⌋
+        assert_eq!((t.val.len(), t.val_bytes), (101, 101));
+        let tail: Vec<u32> = generated(1005)[904..].iter().map(|&b| b.into()).collect();
+        assert_eq!(t.val, tail);
+    }
+
+    #[test]
+    fn text_splits_at_a_character_boundary_and_bytes_anywhere() {
+        // ⌊0.4 · 10⌋ = 4 falls inside `é` (bytes 3 and 4).
+        let text = "abcé€xy".as_bytes();
+        let path = Path::new("t.txt");
+        assert_eq!(split_point(path, text, 0.6, false).unwrap(), 4);
+        assert_eq!(split_point(path, text, 0.6, true).unwrap(), 5);
+        let bpe = Tokenizer::train_bpe(&"abcé€xy ".repeat(50), 260).unwrap();
+        let t = tokens(text, 0.6, &bpe);
+        assert_eq!(t.val_bytes, 5);
+        assert_eq!(bpe.decode(&t.val).unwrap(), "€xy");
+        assert_eq!(bpe.decode(&t.train).unwrap(), "abcé");
+    }
+
+    #[test]
+    fn bits_per_byte_scale_nats_by_tokens_per_byte() {
+        let bytes = tokens(&generated(1000), 0.1, &Tokenizer::bytes());
+        assert!((bytes.bits_per_byte(std::f64::consts::LN_2) - 1.0).abs() < 1e-12);
+        let t = Tokens {
+            train: vec![],
+            val: vec![1; 25],
+            val_bytes: 100,
+        };
+        assert!((t.bits_per_byte(2.0) - 0.5 / std::f64::consts::LN_2).abs() < 1e-12);
     }
 
     #[test]
@@ -244,15 +291,14 @@ mod tests {
         assert_eq!((b.inputs.len(), b.targets.len()), (64, 64));
         // Targets are the inputs shifted by one inside each window, and every
         // window lies inside the training split.
-        let train = d.train_bytes();
+        let train = &d.tokens().train;
         for w in 0..4 {
             let inp = &b.inputs[w * 16..][..16];
             let tgt = &b.targets[w * 16..][..16];
             assert_eq!(inp[1..], tgt[..15]);
-            let bytes: Vec<u8> = inp.iter().map(|&t| t as u8).collect();
             let found = train
                 .windows(17)
-                .any(|win| win[..16] == bytes[..] && win[16] as u32 == tgt[15]);
+                .any(|win| win[..16] == inp[..] && win[16] == tgt[15]);
             assert!(found, "window {w} is not in the training split");
         }
     }
@@ -261,12 +307,12 @@ mod tests {
     fn windows_reach_both_ends_of_the_training_split() {
         let d = dataset(100, 8);
         let (mut first, mut last) = (false, false);
-        let train = d.train_bytes();
+        let train = &d.tokens().train;
         for step in 0..2000 {
             let b = d.train_batch(1, step, 1);
-            first |= b.inputs[0] as u8 == train[0] && b.inputs[1] as u8 == train[1];
-            last |= *b.targets.last().unwrap() as u8 == train[train.len() - 1]
-                && b.targets[6] as u8 == train[train.len() - 2];
+            first |= b.inputs[0] == train[0] && b.inputs[1] == train[1];
+            last |= *b.targets.last().unwrap() == train[train.len() - 1]
+                && b.targets[6] == train[train.len() - 2];
         }
         assert!(first && last);
     }
@@ -277,22 +323,20 @@ mod tests {
         let v = d.val_batches(3, 4);
         assert_eq!(v, d.val_batches(3, 4));
         assert_eq!(v.len(), 3);
-        let val = d.val_bytes();
-        assert_eq!(v[0].inputs[0] as u8, val[0]);
-        assert_eq!(*v[2].targets.last().unwrap() as u8, val[val.len() - 1]);
+        let val = &d.tokens().val;
+        assert_eq!(v[0].inputs[0], val[0]);
+        assert_eq!(*v[2].targets.last().unwrap(), val[val.len() - 1]);
     }
 
     #[test]
     fn bad_inputs_are_clear_errors() {
-        let missing = Dataset::open(Path::new("/nonexistent/gsc.txt"), 0.1, 8).unwrap_err();
-        assert!(matches!(missing, DataError::Read { .. }));
-        assert!(missing.to_string().contains("/nonexistent/gsc.txt"));
-
-        let empty = Dataset::from_bytes(Path::new("e.txt"), vec![], 0.1, 8).unwrap_err();
+        let path = Path::new("e.txt");
+        let empty = split_point(path, &[], 0.1, false).unwrap_err();
         assert_eq!(empty.to_string(), "training data e.txt is empty");
 
         // 10 % of 50 bytes is 5, less than a window of 9.
-        let small = Dataset::from_bytes(Path::new("s.txt"), generated(50), 0.1, 8).unwrap_err();
+        let t = Arc::new(tokens(&generated(50), 0.1, &Tokenizer::bytes()));
+        let small = Dataset::new(Path::new("s.txt"), t, 8).unwrap_err();
         assert!(matches!(
             small,
             DataError::TooSmall {
@@ -304,24 +348,11 @@ mod tests {
         ));
         assert!(small.to_string().contains("s.txt"));
 
-        let frac = Dataset::from_bytes(Path::new("f.txt"), generated(50), 1.0, 8).unwrap_err();
+        let frac = split_point(path, &generated(50), 1.0, false).unwrap_err();
         assert!(matches!(frac, DataError::BadFraction(_)));
-    }
 
-    #[test]
-    fn tiny_shakespeare_when_present() {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tinyshakespeare.txt");
-        if !path.exists() {
-            eprintln!("skipped: {} not found", path.display());
-            return;
-        }
-        let d = Dataset::open(&path, 0.1, 256).unwrap();
-        let len = d.train_bytes().len() + d.val_bytes().len();
-        assert_eq!(d.train_bytes().len(), (0.9 * len as f64).floor() as usize);
-        let b = d.train_batch(1337, 0, 16);
-        assert_eq!(b.inputs.len(), 16 * 256);
-        assert!(decode(&b.inputs).is_ascii());
-        assert_eq!(d.val_batches(2, 16).len(), 2);
+        let bpe = Tokenizer::train_bpe(&"ab ".repeat(100), 258).unwrap();
+        let binary = Tokens::split(Path::new("b.bin"), &[b'a', 0xFF, b'b'], 1, &bpe).unwrap_err();
+        assert!(binary.to_string().contains("b.bin"), "{binary}");
     }
 }

@@ -11,30 +11,29 @@ pub fn plan_text(plan: &Plan) -> String {
     let _ = writeln!(out, "plan of {}", plan.file);
     // Only the byte tokenizer's token counts are known before the text
     // is tokenised; the others' splits are shown in bytes.
-    let splits = match (d.train_tokens, d.val_tokens) {
-        (Some(train), Some(val)) => format!(
-            "train {} tokens, validation {} tokens",
-            thousands(train),
-            thousands(val)
-        ),
+    let (train, val, unit, note) = match (d.train_tokens, d.val_tokens) {
+        (Some(train), Some(val)) => (train, val, "tokens", ""),
         _ => {
             let (train, val) = d.split_bytes();
-            format!(
-                "train {} bytes, validation {} bytes (tokens counted when the run tokenises them)",
-                thousands(train),
-                thousands(val)
+            (
+                train,
+                val,
+                "bytes",
+                "; tokens counted when the run tokenises them",
             )
         }
     };
     let _ = writeln!(
         out,
-        "data {}: {} file{}, {} bytes, {} (vocab {}); {splits} (last {})",
+        "data {}: {} file{}, {} bytes, {} (vocab {}); train {} {unit}, validation {} {unit} (last {}{note})",
         d.name,
         d.files.len(),
         if d.files.len() == 1 { "" } else { "s" },
         thousands(bytes),
         d.tokenizer.describe(),
         d.vocab,
+        thousands(train),
+        thousands(val),
         percent(d.val_fraction),
     );
     for f in &d.files {

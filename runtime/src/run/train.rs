@@ -7,14 +7,18 @@ use super::dir::{Metrics, RunDir};
 use super::interrupt;
 use crate::backend::{Backend, BackendError, Program};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
-use crate::data::{Batch, DataError, Dataset};
+use crate::data::{split_point, Batch, DataError, Dataset, Tokens};
 use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
+use crate::tokenizer::{self, Tokenizer, TokenizerError};
 use gsc_compiler::kernel::{KernelProgram, Storage};
-use gsc_compiler::plan::{Axis, DataPlan, ModelConfig, NonFinite, ParamSpec, RunPlan, StagePlan};
+use gsc_compiler::plan::{
+    self, Axis, DataPlan, ModelConfig, NonFinite, ParamSpec, RunPlan, StagePlan,
+};
 use gsc_compiler::CompileError;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,17 @@ pub enum TrainError {
     Compile { stage: String, source: CompileError },
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(
+        "stage `{stage}`'s model has a vocabulary of {model}, smaller than the tokenizer's \
+         {tokenizer} tokens: write `vocab = tokenizer` in the model"
+    )]
+    Vocab {
+        stage: String,
+        model: usize,
+        tokenizer: usize,
+    },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("growth before stage `{stage}`: {source}")]
@@ -92,13 +107,15 @@ pub struct Options<'a> {
     pub source_hash: &'a str,
 }
 
-/// The text of the data, shared by every stage (stages differ in context).
+/// The data, tokenised, shared by every stage (stages differ in context).
 pub struct Corpus {
     pub name: PathBuf,
-    pub bytes: Vec<u8>,
-    pub val_fraction: f64,
     /// What each file held when it was read.
     pub files: Vec<DataFile>,
+    /// The run's tokenizer: the byte one, a BPE trained on the training
+    /// split, or a loaded tokenizer.json.
+    pub tokenizer: Tokenizer,
+    pub tokens: Arc<Tokens>,
 }
 
 /// A data file as a run saw it: a resume over other contents would train
@@ -111,7 +128,11 @@ pub struct DataFile {
 }
 
 impl Corpus {
-    pub fn read(data: &DataPlan) -> Result<Corpus, TrainError> {
+    /// Reads the data and tokenises its two splits, each on its own, with
+    /// the tokenizer of `run_dir` (a resumed run: its `tokenizer.json`,
+    /// never trained again) or, for a new run, the plan's: a BPE is
+    /// trained here, on the training split alone.
+    pub fn read(data: &DataPlan, run_dir: Option<&Path>) -> Result<Corpus, TrainError> {
         use sha2::Digest;
         let mut bytes = Vec::new();
         let mut files = Vec::new();
@@ -131,21 +152,56 @@ impl Corpus {
             bytes.extend(text);
         }
         let name = PathBuf::from(data.files.first().map_or("data", |f| f.resolved.as_str()));
+        let started = Instant::now();
+        if let Some(dir) = run_dir {
+            // Only byte runs made before run directories kept a tokenizer lack one.
+            let file = dir.join(tokenizer::FILE);
+            if data.tokenizer != plan::Tokenizer::Bytes && !file.is_file() {
+                return Err(TrainError::Resume(format!(
+                    "{} is missing: the run's tokenizer is not trained or copied again, \
+                     since its tokens would not be the ones the run trained on",
+                    file.display()
+                )));
+            }
+        }
+        let resumed = run_dir.map(Tokenizer::open_run).transpose()?;
+        let text = match &resumed {
+            Some(t) => !t.is_bytes(),
+            None => data.tokenizer != plan::Tokenizer::Bytes,
+        };
+        let at = split_point(&name, &bytes, data.val_fraction, text)?;
+        let tokenizer = match (resumed, &data.tokenizer) {
+            (Some(t), _) => t,
+            (None, plan::Tokenizer::Bytes) => Tokenizer::bytes(),
+            (None, plan::Tokenizer::File { resolved, .. }) => Tokenizer::load(Path::new(resolved))?,
+            (None, plan::Tokenizer::Bpe { vocab }) => {
+                let train = std::str::from_utf8(&bytes[..at]).map_err(|e| DataError::Tokenize {
+                    path: name.clone(),
+                    source: TokenizerError::NotUtf8(e.valid_up_to()),
+                })?;
+                Tokenizer::train_bpe(train, *vocab)?
+            }
+        };
+        let tokens = Tokens::split(&name, &bytes, at, &tokenizer)?;
+        if text {
+            println!(
+                "data: {} training and {} validation tokens, {:.2} bytes per token (tokenised in {:.1} s)",
+                tokens.train.len(),
+                tokens.val.len(),
+                bytes.len() as f64 / (tokens.train.len() + tokens.val.len()).max(1) as f64,
+                started.elapsed().as_secs_f64()
+            );
+        }
         Ok(Corpus {
             name,
-            bytes,
-            val_fraction: data.val_fraction,
             files,
+            tokenizer,
+            tokens: Arc::new(tokens),
         })
     }
 
     fn dataset(&self, context: usize) -> Result<Dataset, TrainError> {
-        Ok(Dataset::from_bytes(
-            &self.name,
-            self.bytes.clone(),
-            self.val_fraction,
-            context,
-        )?)
+        Ok(Dataset::new(&self.name, self.tokens.clone(), context)?)
     }
 }
 
@@ -318,6 +374,14 @@ fn train_from(
     events: &[serde_json::Value],
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
+    let tokenizer = corpus.tokenizer.vocab_size();
+    if let Some(s) = run.stages.iter().find(|s| s.model.vocab < tokenizer) {
+        return Err(TrainError::Vocab {
+            stage: s.name.clone(),
+            model: s.model.vocab,
+            tokenizer,
+        });
+    }
     let ckpt_dir = dir.checkpoints().join(&run.name);
     std::fs::create_dir_all(&ckpt_dir).map_err(io(format!("creating {}", ckpt_dir.display())))?;
     let resume = resume_point(&ckpt_dir, run, opts.source_hash)?;
@@ -414,6 +478,7 @@ fn train_from(
     metrics
         .log(
             &json!({ "kind": "run_end", "run": run.name, "step": at.step, "val_loss": at.val_loss,
+            "val_bpb": at.val_loss.map(|v| corpus.tokens.bits_per_byte(v)),
             "tokens": p.tokens, "flops": p.flops, "seconds": p.seconds }),
         )
         .map_err(io("writing metrics"))?;
@@ -670,17 +735,19 @@ fn train_stage(
             // The gates of the step just trained.
             write_gates(loaded.forward.as_mut(), stage, Some(at.step - 1))?;
             let v = evaluate(loaded, &val)?;
+            let bpb = data.tokens().bits_per_byte(v);
             at.val_loss = Some(v);
             print_line(
                 &bar,
                 &format!(
-                    "{:<8} {:<8} step {:>6}  val_loss {v:.4}",
+                    "{:<8} {:<8} step {:>6}  val_loss {v:.4}  val_bpb {bpb:.4}",
                     run.name, stage.name, at.step
                 ),
             );
             metrics
                 .log(&json!({ "kind": "eval", "run": run.name, "stage": stage.name, "step": at.step, "val_loss": v,
-                    "tokens": at.progress.tokens, "flops": at.progress.flops, "seconds": at.progress.seconds }))
+                    "val_bpb": bpb, "tokens": at.progress.tokens, "flops": at.progress.flops,
+                    "seconds": at.progress.seconds }))
                 .map_err(io("writing metrics"))?;
             if let Some(target) = &stage.until {
                 let hit = if target.strict {
