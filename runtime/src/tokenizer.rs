@@ -14,6 +14,7 @@
 //! Byte-level tokenizers encode any text and decode it back byte for byte.
 
 use crate::fsutil::write_atomic;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
@@ -184,11 +185,15 @@ impl Tokenizer {
         };
         let text =
             std::str::from_utf8(bytes).map_err(|e| TokenizerError::NotUtf8(e.valid_up_to()))?;
-        let encodings = hf.encode_batch_fast(pieces(text), false).map_err(library)?;
-        Ok(encodings
-            .iter()
-            .flat_map(|e| e.get_ids().iter().copied())
-            .collect())
+        // Each piece's encoding (its tokens' strings, offsets, masks) is
+        // dropped as soon as its ids are out: a whole corpus's would take
+        // tens of bytes per token.
+        let ids: Vec<Vec<u32>> = pieces(text)
+            .into_par_iter()
+            .map(|p| hf.encode_fast(p, false).map(|e| e.get_ids().to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(library)?;
+        Ok(ids.concat())
     }
 
     /// The text of `ids`; byte sequences that are not UTF-8 (a character
