@@ -4,7 +4,8 @@ cache, on a model exported by `gsc export --to hf`.
     python3 bench/torch_generate.py EXPORT_DIR --prompt TEXT --tokens N [--rounds R]
 
 Prints one JSON line: the median seconds to generate N tokens (prompt
-included) over R rounds, and the text of the last round.
+included) over R rounds, after an untimed warm-up, and the text of the
+last round.
 """
 
 import argparse
@@ -28,6 +29,8 @@ def main():
     ids = torch.tensor([tok(a.prompt, add_special_tokens=False)["input_ids"]])
     times, out = [], None
     with torch.no_grad():
+        # Untimed: torch's and transformers' first-call set-up.
+        model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
         for _ in range(a.rounds):
             t0 = time.perf_counter()
             out = model.generate(
