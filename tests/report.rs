@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A run directory holding one run whose evaluations are `evals`
-/// (FLOPs, loss), at 1 token per 1e6 FLOPs and 1 second per 1e9 FLOPs.
+/// (FLOPs, loss in nats), at 1 token per 1e6 FLOPs and 1 second per 1e9
+/// FLOPs; with `val_bpb` for a validation split of `tokens_per_byte`.
 fn run_dir(
     root: &Path,
     name: &str,
@@ -16,6 +17,7 @@ fn run_dir(
     stages: &[(&str, u64, f64)],
     evals: &[(f64, f64)],
     growth_at: Option<f64>,
+    tokens_per_byte: Option<f64>,
 ) -> PathBuf {
     let dir = RunDir::create(root, name).unwrap();
     dir.write_manifest(&Manifest {
@@ -50,6 +52,9 @@ fn run_dir(
         r["stage"] = json!(stage);
         r["step"] = json!(i + 1);
         r["val_loss"] = json!(loss);
+        if let Some(ratio) = tokens_per_byte {
+            r["val_bpb"] = json!(loss * ratio / std::f64::consts::LN_2);
+        }
         lines.push(r);
     }
     if let Some(g) = growth_at {
@@ -85,6 +90,7 @@ fn report_measures_every_run_against_its_scratch_run() {
             (1e13, 1.6),
         ],
         None,
+        None,
     );
     // Reaches 1.6 between 4e12 (1.62) and 5e12 (1.58): at 4.5e12.
     let grown = run_dir(
@@ -101,6 +107,7 @@ fn report_measures_every_run_against_its_scratch_run() {
             (1e13, 1.5),
         ],
         Some(2e12),
+        None,
     );
     let out = root.join("report");
     let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
@@ -143,5 +150,80 @@ fn report_measures_every_run_against_its_scratch_run() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("the runs are: grown"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A byte run and a BPE run compare in bits per byte: the BPE run's loss
+/// in nats per token is higher, but each of its tokens holds two bytes.
+#[test]
+fn runs_of_different_tokenizers_compare_in_bits_per_byte() {
+    let root = std::env::temp_dir().join(format!("gsc-report-bpb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let stages = [("main", 1_000_000, 1e13)];
+    let bytes = run_dir(
+        &root,
+        "scratch",
+        "scratch",
+        &stages,
+        &[(2e12, 2.4), (1e13, 1.6)],
+        None,
+        Some(1.0),
+    );
+    // 2.0 nats per token at 0.5 tokens per byte: 1.4427 bits per byte,
+    // below the byte run's 1.6 / ln 2 = 2.3083, which it reaches two
+    // thirds of the way from 1e12 (2.5966) to 2e12 (2.1640); in nats it
+    // would never reach 1.6.
+    let bpe = run_dir(
+        &root,
+        "bpe",
+        "schedule",
+        &stages,
+        &[(1e12, 3.6), (2e12, 3.0), (1e13, 2.0)],
+        None,
+        Some(0.5),
+    );
+    let report = |dirs: &[&Path]| {
+        let out = root.join("report");
+        let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
+            .arg("report")
+            .args(dirs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let svg = std::fs::read_to_string(out.join("loss_vs_flops.svg")).unwrap();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), svg)
+    };
+    let (md, svg) = report(&[&bytes, &bpe]);
+    assert!(md.contains("validation losses in bits per byte"), "{md}");
+    assert!(svg.contains("validation loss (bits per byte)"));
+    let row = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{md}"))
+            .split(" | ")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (scratch, grown) = (row("scratch"), row("bpe"));
+    // final loss, L*, FLOPs to L*, speed-up.
+    assert_eq!(scratch[9..11], ["2.3083", "2.3083"]);
+    assert_eq!(grown[9..13], ["1.4427", "2.3083", "1.667e12", "6.00×"]);
+
+    // A run from before bits per byte were logged: all in nats.
+    let old = run_dir(
+        &root,
+        "old",
+        "schedule",
+        &stages,
+        &[(1e12, 2.2), (1e13, 1.5)],
+        None,
+        None,
+    );
+    let (md, svg) = report(&[&bytes, &old]);
+    assert!(md.contains("validation losses in nats per token"), "{md}");
+    assert!(svg.contains("validation loss (nats per token)"));
+    assert!(md.contains("| 1.6000 |"), "{md}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -76,12 +76,12 @@ fn row(run: &Run, reference: Option<usize>, runs: &[Run]) -> Row {
 /// Where the validation loss first reaches `target`, linearly interpolated
 /// between the evaluation before and the one that reached it.
 pub fn crossing(run: &Run, target: f64) -> Option<Spent> {
-    let i = run.evals.iter().position(|e| e.val_loss <= target)?;
+    let i = run.evals.iter().position(|e| e.loss <= target)?;
     let hit = &run.evals[i];
     let Some(prev) = i.checked_sub(1).map(|p| &run.evals[p]) else {
         return Some(hit.at);
     };
-    let t = (prev.val_loss - target) / (prev.val_loss - hit.val_loss);
+    let t = (prev.loss - target) / (prev.loss - hit.loss);
     Some(prev.at.lerp(&hit.at, t))
 }
 
@@ -92,15 +92,15 @@ pub fn loss_at(run: &Run, flops: f64) -> Option<f64> {
     let last = e.last()?;
     if flops >= last.at.flops {
         // Budgets are whole steps: a run within 1 % of `flops` has spent it.
-        return (flops <= last.at.flops * 1.01).then_some(last.val_loss);
+        return (flops <= last.at.flops * 1.01).then_some(last.loss);
     }
     let i = e.iter().position(|x| x.at.flops >= flops)?;
     if i == 0 {
-        return Some(e[0].val_loss);
+        return Some(e[0].loss);
     }
     let (a, b) = (&e[i - 1], &e[i]);
     let t = (flops - a.at.flops) / (b.at.flops - a.at.flops);
-    Some(a.val_loss + t * (b.val_loss - a.val_loss))
+    Some(a.loss + t * (b.loss - a.loss))
 }
 
 #[cfg(test)]
@@ -121,14 +121,15 @@ mod tests {
             stages: vec![],
             evals: points
                 .iter()
-                .map(|&(flops, val_loss)| Eval {
+                .map(|&(flops, loss)| Eval {
                     stage: "s".into(),
                     at: Spent {
                         flops,
                         tokens: flops / 10.0,
                         seconds: flops / 100.0,
                     },
-                    val_loss,
+                    loss,
+                    bpb: None,
                 })
                 .collect(),
             growths: vec![],

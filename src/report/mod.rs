@@ -3,7 +3,9 @@
 //! from-scratch run of its final shape, and to come within 0.5 % of it;
 //! the loss at equal compute; the speed-ups; the tokens per parameter of
 //! every stage. Writes plots of the validation loss against FLOPs and
-//! against tokens (SVG and PNG) and a markdown summary.
+//! against tokens (SVG and PNG) and a markdown summary. Losses are in bits
+//! per byte when every run logged them, so that runs with different
+//! tokenizers compare; else in nats per token.
 
 mod measure;
 mod plot;
@@ -34,12 +36,12 @@ pub fn report(args: ReportArgs) -> bool {
 }
 
 fn try_report(args: &ReportArgs) -> Result<(), String> {
-    let runs = runs::load(&args.dirs)?;
+    let (runs, unit) = runs::load(&args.dirs)?;
     let rows = measure::compare(&runs, args.baseline.as_deref())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("creating {}: {e}", args.out.display()))?;
-    let plots = plot::write(&runs, &args.out)?;
-    let text = summary::markdown(&args.command, &runs, &rows, &plots);
+    let plots = plot::write(&runs, unit, &args.out)?;
+    let text = summary::markdown(&args.command, &runs, unit, &rows, &plots);
     let path = args.out.join("report.md");
     gsc_runtime::fsutil::write_atomic(&path, text.as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;

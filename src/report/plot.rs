@@ -1,7 +1,7 @@
 //! The plots: validation loss against FLOPs and against tokens (log
 //! scale), one line per run, a dot where it grew; each as SVG and PNG.
 
-use super::runs::{Run, Spent};
+use super::runs::{Run, Spent, Unit};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -21,7 +21,7 @@ const FONTS: &[&str] = &[
 /// The plots written, by file name (`.svg`; a `.png` sits beside each), with
 /// their captions: against FLOPs and against tokens, one pair for each
 /// architecture when the runs have several.
-pub fn write(runs: &[Run], out: &Path) -> Result<Vec<(String, String)>, String> {
+pub fn write(runs: &[Run], unit: Unit, out: &Path) -> Result<Vec<(String, String)>, String> {
     font()?;
     let axes: [(&str, &str, Axis); 2] = [
         ("loss_vs_flops", "FLOPs (every stage charged)", |s| s.flops),
@@ -33,6 +33,7 @@ pub fn write(runs: &[Run], out: &Path) -> Result<Vec<(String, String)>, String> 
             archs.push(&r.arch);
         }
     }
+    let ylabel = format!("validation loss ({})", unit.name());
     let mut written = Vec::new();
     for arch in &archs {
         let group: Vec<&Run> = runs.iter().filter(|r| r.arch == *arch).collect();
@@ -46,20 +47,20 @@ pub fn write(runs: &[Run], out: &Path) -> Result<Vec<(String, String)>, String> 
             draw(
                 SVGBackend::new(&svg, SIZE).into_drawing_area(),
                 &group,
-                xlabel,
+                (xlabel, &ylabel),
                 x,
             )
             .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
             draw(
                 BitMapBackend::new(&png, SIZE).into_drawing_area(),
                 &group,
-                xlabel,
+                (xlabel, &ylabel),
                 x,
             )
             .map_err(|e| format!("drawing {}: {e}", png.display()))?;
             written.push((
                 format!("{name}.svg"),
-                format!("{arch}: validation loss against {xlabel}"),
+                format!("{arch}: {ylabel} against {xlabel}"),
             ));
         }
     }
@@ -96,7 +97,7 @@ fn font() -> Result<(), String> {
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     runs: &[&Run],
-    xlabel: &str,
+    (xlabel, ylabel): (&str, &str),
     x: Axis,
 ) -> Result<(), String>
 where
@@ -108,7 +109,7 @@ where
         .map(|r| {
             r.evals
                 .iter()
-                .map(|e| (x(&e.at), e.val_loss))
+                .map(|e| (x(&e.at), e.loss))
                 .filter(|p| p.0 > 0.0)
                 .collect()
         })
@@ -138,7 +139,7 @@ where
     chart
         .configure_mesh()
         .x_desc(xlabel)
-        .y_desc("validation loss")
+        .y_desc(ylabel)
         .x_label_formatter(&|v| format!("{v:.1e}"))
         .y_label_formatter(&|v| format!("{v:.2}"))
         .label_style(("sans-serif", 15))

@@ -38,7 +38,28 @@ impl Spent {
 pub struct Eval {
     pub stage: String,
     pub at: Spent,
-    pub val_loss: f64,
+    /// The validation loss in the report's [`Unit`].
+    pub loss: f64,
+    /// In bits per byte, if the run logged it.
+    pub bpb: Option<f64>,
+}
+
+/// What the report's losses are in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Bits per byte of the validation text: they compare across tokenizers.
+    BitsPerByte,
+    /// Nats per token, as the runs train on them.
+    Nats,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::BitsPerByte => "bits per byte",
+            Unit::Nats => "nats per token",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,7 +92,7 @@ pub struct Run {
 
 impl Run {
     pub fn final_loss(&self) -> Option<f64> {
-        self.evals.last().map(|e| e.val_loss)
+        self.evals.last().map(|e| e.loss)
     }
 
     /// Spent by the last record: the whole run if it finished.
@@ -82,8 +103,11 @@ impl Run {
     }
 }
 
-/// Every run of every directory, labelled so that no two labels are alike.
-pub fn load(dirs: &[PathBuf]) -> Result<Vec<Run>, String> {
+/// Every run of every directory, labelled so that no two labels are alike,
+/// with its losses in bits per byte when every run logged them (runs with
+/// different tokenizers compare only so), else in nats per token (runs
+/// made before gsc logged bits per byte).
+pub fn load(dirs: &[PathBuf]) -> Result<(Vec<Run>, Unit), String> {
     if dirs.is_empty() {
         return Err("give at least one run directory".into());
     }
@@ -95,7 +119,14 @@ pub fn load(dirs: &[PathBuf]) -> Result<Vec<Run>, String> {
         return Err("the run directories hold no run that has started".into());
     }
     label(&mut runs);
-    Ok(runs)
+    let evals = || runs.iter().flat_map(|r| &r.evals);
+    if evals().all(|e| e.bpb.is_some()) {
+        for e in runs.iter_mut().flat_map(|r| &mut r.evals) {
+            e.loss = e.bpb.unwrap_or(e.loss);
+        }
+        return Ok((runs, Unit::BitsPerByte));
+    }
+    Ok((runs, Unit::Nats))
 }
 
 fn load_dir(path: &Path) -> Result<Vec<Run>, String> {
@@ -114,7 +145,8 @@ fn load_dir(path: &Path) -> Result<Vec<Run>, String> {
                 Some(Eval {
                     stage: r["stage"].as_str()?.to_string(),
                     at: Spent::of(r),
-                    val_loss: r["val_loss"].as_f64()?,
+                    loss: r["val_loss"].as_f64()?,
+                    bpb: r["val_bpb"].as_f64(),
                 })
             })
             .collect();

@@ -2,10 +2,16 @@
 //! tokens per parameter of every stage, and the plots.
 
 use super::measure::{Row, CLOSE};
-use super::runs::{Run, Spent};
+use super::runs::{Run, Spent, Unit};
 use std::fmt::Write;
 
-pub fn markdown(command: &str, runs: &[Run], rows: &[Row], plots: &[(String, String)]) -> String {
+pub fn markdown(
+    command: &str,
+    runs: &[Run],
+    unit: Unit,
+    rows: &[Row],
+    plots: &[(String, String)],
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Growth report\n\nMade by\n\n```sh\n{command}\n```\n");
     let _ = writeln!(
@@ -19,6 +25,17 @@ pub fn markdown(command: &str, runs: &[Run], rows: &[Row], plots: &[(String, Str
          FLOPs ÷ the run's FLOPs to L\\*; to {CLOSE} L\\*: the reference's FLOPs to {CLOSE} L\\* ÷ \
          the run's. *Loss at equal FLOPs*: the run's validation loss where it had spent what \
          the reference spent in all.\n"
+    );
+    let _ = writeln!(
+        md,
+        "{}\n",
+        match unit {
+            Unit::BitsPerByte =>
+                "Losses are validation losses in bits per byte, which compare across tokenizers.",
+            Unit::Nats =>
+                "Losses are validation losses in nats per token: some run did not log bits per \
+                 byte (it predates them), and nats compare only between runs of one tokenizer.",
+        }
     );
     let _ = writeln!(
         md,
