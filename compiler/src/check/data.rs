@@ -95,9 +95,7 @@ pub fn check(block: &DataBlock, base_dir: &Path, diags: &mut Vec<Diag>) -> Optio
         },
     };
 
-    let Some(tokenizer) = tokenizer.filter(|_| ok) else {
-        return None;
-    };
+    let tokenizer = tokenizer.filter(|_| ok)?;
     let mut plan = DataPlan {
         name: block.name.name.clone(),
         files,
