@@ -171,5 +171,15 @@ fn a_gs_file_loads_a_tokenizer_json_and_a_byte_run_keeps_the_byte_one() {
         (vocab["A"].as_u64(), vocab["Ġ"].as_u64()),
         (Some(65), Some(32))
     );
+
+    // A tokenizer larger than the model's vocabulary is refused at run
+    // time too (here one put in the run directory behind gsc's back).
+    unfinish(&dir);
+    std::fs::copy("tests/fixtures/tokenizer.json", dir.join("tokenizer.json")).unwrap();
+    let o = gsc().arg("run").arg("--resume").arg(&dir).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let refused = "stage `main`'s model has a vocabulary of 256, smaller than the tokenizer's 512";
+    assert!(err.contains(refused), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
