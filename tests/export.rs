@@ -1,7 +1,7 @@
 //! `gsc export --to hf`: every architecture variant, at the end of a run and
 //! between two growths, loads in PyTorch `transformers` and gives the logits
-//! of gsc's reference interpreter, within f32 tolerance; its tokenizer gives
-//! gsc's ids. Needs python3 with torch and transformers
+//! of gsc's reference interpreter, within f32 tolerance; its tokenizer (the
+//! byte one, or a trained BPE) gives gsc's ids. Needs python3 with torch and transformers
 //! (`tests/hf/requirements.txt`); without them the test says SKIPPED and why,
 //! or fails where `GSC_REQUIRE_TRANSFORMERS=1` (CI).
 
@@ -144,6 +144,9 @@ fn exports_load_in_transformers_with_gscs_logits() {
     // The example users run first: a gpt with GELU, tied (gsc's modeling file).
     let smoke = train("examples/smoke.gs", &root.join("smoke"));
     cases.push(case(&smoke, "tiny", None, &root.join("hf-smoke")));
+    // A BPE tokenizer: transformers must split text into gsc's ids.
+    let bpe = train("examples/bpe.gs", &root.join("bpe"));
+    cases.push(case(&bpe, "tiny", None, &root.join("hf-bpe")));
     let variants = train("tests/fixtures/export.gs", &root.join("variants"));
     for run_name in ["llama", "layernorm", "normed"] {
         // The end of the run, and step 3: just after the first growth.

@@ -102,3 +102,35 @@ fn what_cannot_be_sampled_is_refused_with_a_reason() {
     refused(&["export", &dir, "--to", "hf", &dir], "is not empty");
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn a_bpe_run_samples_text_through_its_tokenizer() {
+    common::require_data();
+    let root = common::fresh("generate-bpe");
+    let runs = root.join("runs");
+    let o = gsc(&[
+        "run",
+        "examples/bpe.gs",
+        "--max-stage-steps",
+        "3",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = common::run_dir(&runs);
+    let o = gsc(&[
+        "generate",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "ROMEO:",
+        "-n",
+        "40",
+        "--seed",
+        "2",
+    ]);
+    let text = stdout(&o);
+    // 40 tokens of about two bytes each: more characters than tokens.
+    let new = text.trim_end_matches('\n').strip_prefix("ROMEO:").unwrap();
+    assert!(new.chars().count() > 40, "{new:?}");
+    std::fs::remove_dir_all(&root).ok();
+}
