@@ -96,6 +96,10 @@ enum Command {
         /// (logged in metrics.jsonl).
         #[arg(long, requires = "resume")]
         allow_data_change: bool,
+        /// Under mpirun: every rank logs to RUN_DIR/ranks/rank-N.log (by
+        /// default rank 0 prints and the others are quiet).
+        #[arg(long)]
+        rank_logs: bool,
     },
     /// Check checkpoint files: every tensor and the metadata against their
     /// checksums. Exit 1 if any file is damaged.
@@ -289,6 +293,7 @@ pub fn main() -> ExitCode {
             peak_gflops,
             no_limits,
             allow_data_change,
+            rank_logs,
         } => run::run(
             run::RunArgs {
                 file,
@@ -303,6 +308,7 @@ pub fn main() -> ExitCode {
                 peak_gflops,
                 no_limits,
                 allow_data_change,
+                rank_logs,
             },
             color(),
         ),

@@ -8,6 +8,7 @@ mod limits;
 mod lsp;
 mod mlir;
 mod pick;
+mod ranks;
 mod report;
 mod run;
 

@@ -1,8 +1,10 @@
 //! `gsc run`: train every run of a plan (the growth schedules, then the
 //! comparison baselines) in one run directory, or resume one.
 
+use crate::ranks;
 use gsc_compiler::check_source;
 use gsc_runtime::backend::{Backend, Cpu};
+use gsc_runtime::dist::{self, Comm};
 use gsc_runtime::interp::InterpBackend;
 use gsc_runtime::machine::Machine;
 use gsc_runtime::run::artifact::{
@@ -82,6 +84,8 @@ pub struct RunArgs {
     pub allow_data_change: bool,
     /// Train even if the memory or disk the run needs is not there.
     pub no_limits: bool,
+    /// In a job of several ranks, each logs to `RUN_DIR/ranks/rank-N.log`.
+    pub rank_logs: bool,
 }
 
 /// The artifact key of a source with its overrides, for this compiler.
@@ -99,18 +103,46 @@ pub fn source_hash(source: &str, overrides: &[String]) -> String {
     content_hash(&parts)
 }
 
-/// Returns false after printing what went wrong.
+/// How `gsc run` ended, short of an error.
+enum Ended {
+    /// Trained (true), or the file did not check (false).
+    Done(bool),
+    /// Stopped by a signal, its state checkpointed: exit with this status.
+    Stopped(i32),
+}
+
+/// Returns false after printing what went wrong. Started as one rank of a
+/// data-parallel job, it trains with the others; an error on any rank
+/// takes the whole job down, rather than leave the others waiting.
 pub fn run(args: RunArgs, color: bool) -> bool {
-    match try_run(args, color) {
-        Ok(ok) => ok,
+    let comm = match dist::join() {
+        Ok(c) => c,
         Err(message) => {
             eprintln!("error: {message}");
+            return false;
+        }
+    };
+    let ended =
+        ranks::quiet_others(comm.as_ref()).and_then(|()| try_run(args, color, comm.as_ref()));
+    match ended {
+        Ok(Ended::Done(ok)) => ok,
+        Ok(Ended::Stopped(status)) => {
+            // Every rank stopped at the same step: MPI ends cleanly first.
+            drop(comm);
+            std::process::exit(status)
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            if comm.ranks() > 1 {
+                eprintln!("error: rank {} ends the job", comm.rank());
+                comm.abort(1);
+            }
             false
         }
     }
 }
 
-fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
+fn try_run(mut args: RunArgs, color: bool, comm: &dyn Comm) -> Result<Ended, String> {
     interrupt::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     // A backend this build lacks is refused before anything is compiled.
     args.backend.built()?;
@@ -164,8 +196,9 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         eprint!("{}", checked.report.render(color));
     }
     let Some(mut plan) = checked.plan else {
-        return Ok(false);
+        return Ok(Ended::Done(false));
     };
+    ranks::check_plan(comm, &plan, args.backend)?;
     if let Some(n) = args.max_stage_steps {
         plan.cut_short(n);
     }
@@ -200,12 +233,20 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
     )?;
     // The data is read (and checked against what a resumed run read)
     // before a run directory is made for it.
-    // A resumed run tokenises with its own tokenizer.json, never trained again.
-    let corpus = Corpus::read(&plan.data, resumed.as_ref().map(|(d, _)| d.path.as_path()))
-        .map_err(|e| e.to_string())?;
-    let data_change = match &read_before {
-        Some(m) => data_change(&m.data, &corpus.files, args.allow_data_change)?,
-        None => None,
+    // A resumed run tokenises with its own tokenizer.json, never trained
+    // again; so do the other ranks of a new one, once rank 0 has made it.
+    let writes = comm.rank() == 0;
+    let corpus = if writes || resumed.is_some() {
+        Some(
+            Corpus::read(&plan.data, resumed.as_ref().map(|(d, _)| d.path.as_path()))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let data_change = match (&read_before, &corpus) {
+        (Some(m), Some(c)) => data_change(&m.data, &c.files, args.allow_data_change)?,
+        _ => None,
     };
     // The device is opened before a run directory is made for it.
     let ptx = artifact
@@ -215,9 +256,13 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         .collect();
     let backend = args.backend.backend(ptx)?;
 
-    let dir = match resumed {
-        Some((d, _)) => d,
-        None => {
+    let dir = match (resumed, &corpus) {
+        (Some((d, _)), _) => d,
+        (None, None) => {
+            let made = ranks::agree_on_dir(comm, None);
+            RunDir::open(&made).map_err(|e| format!("{}: {e}", made.display()))?
+        }
+        (None, Some(corpus)) => {
             let stem = source_path
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().into_owned());
@@ -259,10 +304,18 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             artifact
                 .save(&d.path.join(RUN_ARTIFACT))
                 .map_err(|e| format!("writing {RUN_ARTIFACT}: {e}"))?;
+            ranks::agree_on_dir(comm, Some(&d.path));
             d
         }
     };
     println!("run directory {}", dir.path.display());
+    if args.rank_logs && comm.ranks() > 1 {
+        ranks::log_to_file(comm, &dir.path)?;
+    }
+    let corpus = match corpus {
+        Some(c) => c,
+        None => Corpus::read(&plan.data, Some(&dir.path)).map_err(|e| e.to_string())?,
+    };
 
     let metrics_path = dir.metrics_path();
     let finished: HashSet<String> = Metrics::records(&metrics_path)
@@ -272,8 +325,12 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         .filter_map(|r| r["run"].as_str().map(str::to_string))
         .collect();
     // A resumed run drops what it logged after its checkpoint (see `train_run`).
-    let mut metrics = Metrics::open(&metrics_path)
-        .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
+    let mut metrics = if writes {
+        Metrics::open(&metrics_path)
+    } else {
+        Metrics::mirror(&metrics_path)
+    }
+    .map_err(|e| format!("opening {}: {e}", metrics_path.display()))?;
     if let (Some(record), Some(mut m)) = (data_change, read_before) {
         // Allowed: logged, and the run continues on (and now compares
         // against) the new data.
@@ -291,6 +348,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
         progress: std::io::stderr().is_terminal(),
         keep_checkpoints: args.keep_checkpoints.unwrap_or(3),
         source_hash: &source_hash(&source, &overrides),
+        comm,
     };
     let mut summaries = Vec::new();
     for run in &plan.runs {
@@ -311,7 +369,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
                     run.name,
                     dir.path.display()
                 );
-                std::process::exit(interrupt::exit_status(signal));
+                return Ok(Ended::Stopped(interrupt::exit_status(signal)));
             }
             Err(e) => {
                 return Err(format!(
@@ -338,7 +396,7 @@ fn try_run(mut args: RunArgs, color: bool) -> Result<bool, String> {
             );
         }
     }
-    Ok(true)
+    Ok(Ended::Done(true))
 }
 
 /// The files of `now` that differ from what the run read `before`: an

@@ -23,6 +23,6 @@ pub mod syntax;
 
 pub use check::{check_source, Checked};
 pub use stage::{
-    compile_stage, compile_stage_gated, render_ir, render_ir_grad, render_kernels, CompileError,
-    CompiledStage,
+    compile_split_step, compile_stage, compile_stage_gated, render_ir, render_ir_grad,
+    render_kernels, CompileError, CompiledStage, SplitStep,
 };

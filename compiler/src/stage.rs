@@ -1,7 +1,7 @@
 //! One stage end to end: model → forward graph → with gradients and the
 //! optimizer step → kernels. What `gsc compile --emit=ir|ir-grad|kernels` shows.
 
-use crate::grad::{append_adamw, differentiate, GradError};
+use crate::grad::{adamw_graph, append_adamw, differentiate, GradError};
 use crate::graph::{build_forward_gated, render_graph, Gates, Graph, GraphError};
 use crate::kernel::{self, lower, KernelProgram, LowerError};
 use crate::plan::{ModelConfig, TrainConfig};
@@ -56,6 +56,35 @@ pub fn compile_stage_gated(
         with_grad,
         kernels,
         forward_kernels,
+    })
+}
+
+/// A training step cut in two for data parallelism: each rank runs
+/// `grads` on its share of the batch, the ranks sum the gradients, and
+/// each runs `update` on the sums. Together they compute what the fused
+/// step does; apart, the gradients pass through memory between them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitStep {
+    /// Forward and backward on `batch` sequences: `Loss` and every `Grad(i)`.
+    pub grads: KernelProgram,
+    /// Clipping and AdamW from the `Grad(i)` buffers: `GradNorm`, and the
+    /// parameters and moments updated in place.
+    pub update: KernelProgram,
+}
+
+/// The step of `model` on `batch` sequences (one rank's share), split (see
+/// [`SplitStep`]).
+pub fn compile_split_step(
+    model: &ModelConfig,
+    train: &TrainConfig,
+    batch: usize,
+    gates: Gates,
+) -> Result<SplitStep, CompileError> {
+    let grads = differentiate(&build_forward_gated(model, batch, gates)?)?;
+    let update = adamw_graph(&model.params(), train)?;
+    Ok(SplitStep {
+        grads: lower(&grads)?,
+        update: lower(&update)?,
     })
 }
 

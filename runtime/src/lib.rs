@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod cpu;
 pub mod cuda;
 pub mod data;
+pub mod dist;
 pub mod fsutil;
 pub mod grow;
 pub mod infer;

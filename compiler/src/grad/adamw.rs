@@ -67,25 +67,63 @@ pub fn append_adamw(
     specs: &[ParamSpec],
     train: &TrainConfig,
 ) -> Result<(), GradError> {
-    let n_params = g.params.len();
-    let mismatch = || GradError::ParamMismatch {
-        specs: specs.len(),
-        params: n_params,
-    };
+    let mismatch = mismatch(specs, g);
     if specs.len() != g.params.len() || specs.iter().zip(&g.params).any(|(s, p)| s.shape != p.shape)
     {
-        return Err(mismatch());
+        return Err(mismatch);
     }
     let grads = (0..specs.len())
         .map(|i| g.output(Output::Grad(i)))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(mismatch)?;
+        .ok_or(mismatch)?;
+    adamw(g, specs, train, &grads)
+}
+
+/// The optimizer step alone: a graph whose inputs are every parameter with
+/// its moments and its gradient (`Grad(i)`), `Lr` and `Step`, and whose
+/// outputs are [`append_adamw`]'s. The second half of a data-parallel
+/// step, applied to the gradients summed over every rank.
+pub fn adamw_graph(specs: &[ParamSpec], train: &TrainConfig) -> Result<Graph, GradError> {
+    let mut g = Graph {
+        params: specs
+            .iter()
+            .map(|s| ParamInfo {
+                name: s.name.clone(),
+                shape: s.shape.clone(),
+            })
+            .collect(),
+        ..Graph::default()
+    };
+    let mut grads = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        g.add_input(Input::Param(i), s.shape.clone(), DType::F32);
+        grads.push(g.add_input(Input::Grad(i), s.shape.clone(), DType::F32));
+    }
+    adamw(&mut g, specs, train, &grads)?;
+    Ok(g)
+}
+
+fn mismatch(specs: &[ParamSpec], g: &Graph) -> GradError {
+    GradError::ParamMismatch {
+        specs: specs.len(),
+        params: g.params.len(),
+    }
+}
+
+/// Clipping and AdamW of every parameter of `g` from its gradient `grads[i]`.
+fn adamw(
+    g: &mut Graph,
+    specs: &[ParamSpec],
+    train: &TrainConfig,
+    grads: &[TensorId],
+) -> Result<(), GradError> {
+    let err = mismatch(specs, g);
     let opt = &train.optimizer;
     let lr = g.add_input(Input::Lr, vec![], DType::F32);
     let step = g.add_input(Input::Step, vec![], DType::F32);
     let one = g.constant(1.0);
 
-    let norm = global_norm(g, &grads)?;
+    let norm = global_norm(g, grads)?;
     g.set_label(norm, "grad_norm");
     g.outputs.push((Output::GradNorm, norm));
 
@@ -133,7 +171,7 @@ pub fn append_adamw(
     let eps = g.constant(opt.eps);
 
     for (i, spec) in specs.iter().enumerate() {
-        let p = g.input(Input::Param(i)).ok_or_else(mismatch)?;
+        let p = g.input(Input::Param(i)).ok_or_else(|| err.clone())?;
         let m = g.add_input(Input::AdamM(i), spec.shape.clone(), DType::F32);
         let v = g.add_input(Input::AdamV(i), spec.shape.clone(), DType::F32);
         let d = match clip_factor {

@@ -4,7 +4,7 @@
 pub mod adamw;
 pub mod rules;
 
-pub use adamw::{append_adamw, learning_rate};
+pub use adamw::{adamw_graph, append_adamw, learning_rate};
 
 use crate::graph::*;
 

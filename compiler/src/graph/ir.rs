@@ -53,6 +53,10 @@ pub enum Input {
     /// Per-unit gate `[ffn]` of a stage whose FFN grew by a ramp: multiplies
     /// the FFN activation before Wdown.
     FfnGate,
+    /// The gradient of parameter `i`, given rather than computed: the
+    /// optimizer step of a data-parallel run applies the gradients summed
+    /// over every rank.
+    Grad(usize),
 }
 
 /// What a program hands back; `Param`, `AdamM` and `AdamV` replace the
@@ -223,6 +227,7 @@ impl Op {
             Op::Input(Input::Step) => "step",
             Op::Input(Input::HeadGate) => "head_gate",
             Op::Input(Input::FfnGate) => "ffn_gate",
+            Op::Input(Input::Grad(_)) => "grad",
             Op::Const(_) => "const",
             Op::Embedding => "embedding",
             Op::EmbeddingBwd { .. } => "embedding_bwd",

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 fn attrs(g: &Graph, op: &Op) -> String {
     let list: Vec<String> = match op {
-        Op::Input(Input::Param(i) | Input::AdamM(i) | Input::AdamV(i)) => {
+        Op::Input(Input::Param(i) | Input::AdamM(i) | Input::AdamV(i) | Input::Grad(i)) => {
             let name = g.params.get(*i).map(|p| p.name.as_str()).unwrap_or("?");
             vec![format!("name = \"{name}\"")]
         }

@@ -441,6 +441,7 @@ fn assign_buffers(g: &Graph, kind: &[Kind]) -> R<(Vec<Buffer>, HashMap<TensorId,
                     Input::Step => (Storage::Step, "step".into()),
                     Input::HeadGate => (Storage::HeadGate, "head_gate".into()),
                     Input::FfnGate => (Storage::FfnGate, "ffn_gate".into()),
+                    Input::Grad(i) => (Storage::Grad(i), format!("grad[{}]", pname(i))),
                 },
                 (_, Some(o)) => match *o {
                     Output::Loss => (Storage::Loss, "loss".into()),

@@ -114,20 +114,31 @@ impl RunDir {
 /// after it, which the resumed run logs again.
 pub struct Metrics {
     path: PathBuf,
-    file: std::fs::File,
+    /// `None` for a rank other than 0, which counts what it would log but
+    /// leaves the file to rank 0.
+    file: Option<std::fs::File>,
     counts: HashMap<String, u64>,
 }
 
 impl Metrics {
     /// Opens the log for appending.
     pub fn open(path: &Path) -> std::io::Result<Metrics> {
+        Ok(Metrics {
+            file: Some(append(path)?),
+            ..Metrics::mirror(path)?
+        })
+    }
+
+    /// The log as a rank that does not write it sees it: records counted
+    /// as [`Metrics::open`] counts them, nothing written.
+    pub fn mirror(path: &Path) -> std::io::Result<Metrics> {
         let mut counts = HashMap::new();
         for r in Metrics::records(path)? {
             *counts.entry(run_of(&r)).or_default() += 1;
         }
         Ok(Metrics {
             path: path.to_owned(),
-            file: append(path)?,
+            file: None,
             counts,
         })
     }
@@ -153,6 +164,11 @@ impl Metrics {
     /// dropping what a killed process logged after the checkpoint a resume
     /// starts from, and any line it left half-written.
     pub fn truncate_run(&mut self, run: &str, keep: u64) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let seen = self.count(run);
+            self.counts.insert(run.to_owned(), keep.min(seen));
+            return Ok(());
+        }
         let mut seen = 0;
         let mut text = String::new();
         for r in Metrics::records(&self.path)? {
@@ -167,16 +183,18 @@ impl Metrics {
         }
         write_atomic(&self.path, text.as_bytes())?;
         // The rename replaced the file: append to the new one.
-        self.file = append(&self.path)?;
+        self.file = Some(append(&self.path)?);
         self.counts.insert(run.to_owned(), keep.min(seen));
         Ok(())
     }
 
     pub fn log(&mut self, record: &serde_json::Value) -> std::io::Result<()> {
-        let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.file.flush()?;
+        if let Some(file) = &mut self.file {
+            let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+            line.push('\n');
+            file.write_all(line.as_bytes())?;
+            file.flush()?;
+        }
         *self.counts.entry(run_of(record)).or_default() += 1;
         Ok(())
     }

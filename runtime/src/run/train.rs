@@ -8,14 +8,16 @@ use super::interrupt;
 use crate::backend::{Backend, BackendError, Program};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, TensorRef};
 use crate::data::{split_point, Batch, DataError, Dataset, Tokens};
+use crate::dist::{self, Comm};
 use crate::grow::{grow, GrowError, ModelState};
 use crate::machine::peak_rss_bytes;
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
+use gsc_compiler::graph::Gates;
 use gsc_compiler::kernel::{KernelProgram, Storage};
 use gsc_compiler::plan::{
     self, Axis, DataPlan, ModelConfig, NonFinite, ParamSpec, RunPlan, StagePlan,
 };
-use gsc_compiler::CompileError;
+use gsc_compiler::{compile_split_step, CompileError};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub enum TrainError {
     },
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error("data parallel: {0}")]
+    Ranks(String),
     #[error("stopped by {} after step {step} of stage `{stage}`; its state is in {}", interrupt::name(*signal), checkpoint.display())]
     Interrupted {
         signal: i32,
@@ -105,6 +109,16 @@ pub struct Options<'a> {
     /// Content hash of the source and overrides, stored in every checkpoint
     /// so that a resume never starts from another file's.
     pub source_hash: &'a str,
+    /// The ranks of a data-parallel job ([`dist::Solo`] for one process).
+    /// Rank 0 alone writes checkpoints and metrics.
+    pub comm: &'a dyn Comm,
+}
+
+impl Options<'_> {
+    /// Whether this process writes the run's files: rank 0's job.
+    fn writes(&self) -> bool {
+        self.comm.rank() == 0
+    }
 }
 
 /// The data, tokenised, shared by every stage (stages differ in context).
@@ -295,9 +309,14 @@ pub struct RunSummary {
 }
 
 /// A stage's programs, loaded on the backend; `forward` reads `step`'s
-/// parameters.
+/// parameters. `step` owns the parameters and moments: the fused training
+/// step of one process, or in a data-parallel job the update alone, with
+/// `grads` computing this rank's gradients (see [`SplitStep`]).
+///
+/// [`SplitStep`]: gsc_compiler::SplitStep
 struct Loaded {
     step: Box<dyn Program>,
+    grads: Option<Box<dyn Program>>,
     forward: Box<dyn Program>,
     specs: Vec<ParamSpec>,
 }
@@ -385,8 +404,13 @@ fn train_from(
         });
     }
     let ckpt_dir = dir.checkpoints().join(&run.name);
-    std::fs::create_dir_all(&ckpt_dir).map_err(io(format!("creating {}", ckpt_dir.display())))?;
-    let resume = resume_point(&ckpt_dir, run, opts.source_hash)?;
+    if opts.writes() {
+        std::fs::create_dir_all(&ckpt_dir)
+            .map_err(io(format!("creating {}", ckpt_dir.display())))?;
+    }
+    // Every rank reads the checkpoint rank 0 wrote last, once it is written.
+    opts.comm.barrier();
+    let resume = resume_point(&ckpt_dir, run, opts.source_hash, opts.writes())?;
     // What was logged after that checkpoint is logged again.
     metrics
         .truncate_run(&run.name, resume.as_ref().map_or(0, |r| r.records))
@@ -413,7 +437,7 @@ fn train_from(
     }
 
     for (si, stage) in run.stages.iter().enumerate().skip(first_stage) {
-        if let (Some(signal), Some(prev)) = (interrupt::requested(), si.checked_sub(1)) {
+        if let (Some(signal), Some(prev)) = (interrupted(opts.comm), si.checked_sub(1)) {
             // The previous stage's final checkpoint holds the state.
             return Err(TrainError::Interrupted {
                 signal,
@@ -444,11 +468,13 @@ fn train_from(
                 // so that a growth can be checked from the files. The one
                 // before is the previous stage's final checkpoint: linked
                 // under its own name (pruning leaves it), not written again.
-                let before = ckpt_dir.join(growth_name(si, "before"));
-                link(&ckpt_dir.join(checkpoint_name(at.step)), &before)
-                    .map_err(io(format!("keeping {}", before.display())))?;
-                let taken = taken(run, si, &at, metrics, opts);
-                save_state(&ckpt_dir.join(growth_name(si, "after")), &grown, &taken)?;
+                if opts.writes() {
+                    let before = ckpt_dir.join(growth_name(si, "before"));
+                    link(&ckpt_dir.join(checkpoint_name(at.step)), &before)
+                        .map_err(io(format!("keeping {}", before.display())))?;
+                    let taken = taken(run, si, &at, metrics, opts);
+                    save_state(&ckpt_dir.join(growth_name(si, "after")), &grown, &taken)?;
+                }
                 grown
             }
             None => ModelState::init(&stage.model, stage.train.seed),
@@ -472,7 +498,7 @@ fn train_from(
             stage_done: true,
             ..taken(run, si, &at, metrics, opts)
         };
-        save_checkpoint(&ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
+        save_checkpoint(&ckpt_dir, &st, &taken, opts)?;
         state = Some(st);
     }
     at.progress.seconds = clock.seconds();
@@ -523,16 +549,38 @@ fn load_stage(
         TrainError::Inconsistent(format!("the artifact has no stage `{run}.{}`", stage.name))
     })?;
     let started = Instant::now();
-    let mut step = opts.backend.load(&programs.step)?;
+    let ranks = opts.comm.ranks();
+    let (mut step, grads, kernels) = if ranks > 1 {
+        // The step cut in two around the sum of the ranks' gradients,
+        // compiled here for this rank's share of the batch.
+        let local = dist::local_batch(stage.train.batch, ranks).map_err(TrainError::Ranks)?;
+        let split = compile_split_step(&stage.model, &stage.train, local, Gates::of(stage))
+            .map_err(|source| TrainError::Compile {
+                stage: stage.name.clone(),
+                source,
+            })?;
+        let update = opts.backend.load(&split.update)?;
+        let grads = opts.backend.load_sharing(&split.grads, update.as_ref())?;
+        let kernels = split.grads.kernels.len() + split.update.kernels.len();
+        (update, Some(grads), kernels)
+    } else {
+        let step = opts.backend.load(&programs.step)?;
+        (step, None, programs.step.kernels.len())
+    };
     let forward = opts
         .backend
         .load_sharing(&programs.forward, step.as_ref())?;
     println!(
-        "{run:<8} {:<8} {} kernels loaded on {} in {:.0} ms",
+        "{run:<8} {:<8} {} kernels loaded on {} in {:.0} ms{}",
         stage.name,
-        programs.step.kernels.len() + programs.forward.kernels.len(),
+        kernels + programs.forward.kernels.len(),
         opts.backend.name(),
-        started.elapsed().as_secs_f64() * 1e3
+        started.elapsed().as_secs_f64() * 1e3,
+        if ranks > 1 {
+            format!(" (rank {} of {ranks})", opts.comm.rank())
+        } else {
+            String::new()
+        }
     );
     let specs = stage.model.params();
     for (i, _) in specs.iter().enumerate() {
@@ -542,6 +590,7 @@ fn load_stage(
     }
     Ok(Loaded {
         step,
+        grads,
         forward,
         specs,
     })
@@ -618,6 +667,72 @@ fn write_gates(
     Ok(())
 }
 
+/// One training step on the global `batch` at 0-based step `step`: its
+/// loss and gradient norm. One process runs the fused step. In a job of
+/// several ranks each computes the gradients of its share, the ranks sum
+/// them (with the losses), and each applies the same update to the mean:
+/// the mean over the ranks of their shares' mean losses is the batch's.
+fn train_step(
+    l: &mut Loaded,
+    stage: &StagePlan,
+    batch: &Batch,
+    lr: f64,
+    step: u64,
+    comm: &dyn Comm,
+) -> Result<(f32, f32), TrainError> {
+    let shard;
+    let share = match l.grads {
+        Some(_) => {
+            shard = batch.shard(comm.rank(), comm.ranks());
+            &shard
+        }
+        None => batch,
+    };
+    let grads = l.grads.as_mut().unwrap_or(&mut l.step);
+    grads.write_ints(Storage::Tokens, &ints(&share.inputs))?;
+    grads.write_ints(Storage::Targets, &ints(&share.targets))?;
+    write_gates(grads.as_mut(), stage, Some(step))?;
+    let p = &mut l.step;
+    p.write(Storage::Lr, &[lr as f32])?;
+    p.write(Storage::Step, &[(step + 1) as f32])?;
+    let loss = match &mut l.grads {
+        None => {
+            p.run()?;
+            p.read(Storage::Loss)?[0]
+        }
+        Some(g) => {
+            g.run()?;
+            let mut sum = g.read(Storage::Loss)?;
+            for i in 0..l.specs.len() {
+                sum.extend(g.read(Storage::Grad(i))?);
+            }
+            comm.sum(&mut sum);
+            let ranks = comm.ranks() as f32;
+            sum.iter_mut().for_each(|v| *v /= ranks);
+            let mut at = 1;
+            for (i, spec) in l.specs.iter().enumerate() {
+                let n: usize = spec.shape.iter().product();
+                p.write(Storage::Grad(i), &sum[at..at + n])?;
+                at += n;
+            }
+            p.run()?;
+            sum[0]
+        }
+    };
+    Ok((loss, p.read(Storage::GradNorm)?[0]))
+}
+
+/// The signal that asked the job to stop, if any rank received one: all
+/// ranks stop at the same step, or the others would wait for it forever.
+fn interrupted(comm: &dyn Comm) -> Option<i32> {
+    let own = interrupt::requested();
+    if comm.ranks() == 1 {
+        return own;
+    }
+    let signal = comm.max(own.map_or(0, |s| s as u64));
+    (signal > 0).then_some(signal as i32)
+}
+
 /// Mean loss of the forward program (on the training step's parameters) over `batches`.
 fn evaluate(l: &mut Loaded, batches: &[Batch]) -> Result<f64, TrainError> {
     let mut total = 0.0;
@@ -651,11 +766,11 @@ fn train_stage(
     let mut window = Instant::now();
     let mut window_steps = 0u64;
     while at.step < end {
-        if let Some(signal) = interrupt::requested() {
+        if let Some(signal) = interrupted(opts.comm) {
             let st = read_state(loaded, &stage.model)?;
             at.progress.seconds = clock.seconds();
             let taken = taken(run, si, at, metrics, opts);
-            save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
+            save_checkpoint(ckpt_dir, &st, &taken, opts)?;
             if let Some(b) = &bar {
                 b.abandon();
             }
@@ -674,15 +789,7 @@ fn train_stage(
         }
         let batch = data.train_batch(t.seed, at.step, t.batch);
         let lr = learning_rate(stage, at.step) * at.faults.lr_factor;
-        let p = &mut loaded.step;
-        p.write_ints(Storage::Tokens, &ints(&batch.inputs))?;
-        p.write_ints(Storage::Targets, &ints(&batch.targets))?;
-        p.write(Storage::Lr, &[lr as f32])?;
-        p.write(Storage::Step, &[(at.step + 1) as f32])?;
-        write_gates(p.as_mut(), stage, Some(at.step))?;
-        p.run()?;
-        let loss = p.read(Storage::Loss)?[0];
-        let grad_norm = p.read(Storage::GradNorm)?[0];
+        let (loss, grad_norm) = train_step(loaded, stage, &batch, lr, at.step, opts.comm)?;
         at.step += 1;
         at.progress.tokens += tokens_per_step;
         at.progress.flops += tokens_per_step * stage.flops_per_token;
@@ -769,11 +876,11 @@ fn train_stage(
                 }
             }
         }
-        if at.step.is_multiple_of(t.checkpoint_every) && at.step < end {
+        if at.step.is_multiple_of(t.checkpoint_every) && at.step < end && opts.writes() {
             let st = read_state(loaded, &stage.model)?;
             at.progress.seconds = clock.seconds();
             let taken = taken(run, si, at, metrics, opts);
-            save_checkpoint(ckpt_dir, &st, &taken, opts.keep_checkpoints)?;
+            save_checkpoint(ckpt_dir, &st, &taken, opts)?;
         }
         if eval_now {
             // Evaluation time is not training time.
@@ -794,7 +901,8 @@ fn train_stage(
 fn first_nonfinite(l: &Loaded, loss: f32) -> Result<String, TrainError> {
     let finite = |x: &[f32]| x.iter().all(|v| v.is_finite());
     if !loss.is_finite() {
-        let logits_bad = l.step.read(Storage::Logits).is_ok_and(|x| !finite(&x));
+        let forward = l.grads.as_ref().unwrap_or(&l.step);
+        let logits_bad = forward.read(Storage::Logits).is_ok_and(|x| !finite(&x));
         return Ok(if logits_bad {
             "the logits (the forward pass overflowed)".into()
         } else {
@@ -908,10 +1016,34 @@ fn grow_between(
         .fold(0.0f32, f32::max) as f64;
     let exact = stage.growth.iter().all(|g| g.exact);
     let tolerance = 1e-3 * before.abs().max(1.0);
+    // Every rank grew the same state with the same seeds: the same bits.
+    let digest = dist::digest(
+        st.params
+            .iter()
+            .chain(&st.m)
+            .chain(&st.v)
+            .map(Vec::as_slice),
+    );
+    let ranks = opts.comm.ranks();
+    if ranks > 1 {
+        println!(
+            "{run:<8} grow into {}: rank {} holds parameters and moments {digest:016x}",
+            stage.name,
+            opts.comm.rank()
+        );
+        if opts.comm.min(digest) != opts.comm.max(digest) {
+            return Err(TrainError::Ranks(format!(
+                "after growing into stage `{}`, the {ranks} ranks hold different parameters \
+                 or moments",
+                stage.name
+            )));
+        }
+    }
     metrics
         .log(&json!({
             "kind": "growth", "run": run, "stage": stage.name, "stage_index": si, "step": step,
             "loss_before": before, "loss_after": after, "max_abs_dlogits": max_dlogit, "exact": exact,
+            "state_digest": format!("{digest:016x}"),
             "steps": stage.growth, "seconds": started.elapsed().as_secs_f64(),
             "params_before": prev.config.param_count(), "params_after": st.config.param_count(),
             "tokens": progress.tokens, "flops": progress.flops,
@@ -988,14 +1120,20 @@ fn taken<'a>(
     }
 }
 
+/// Writes a periodic checkpoint and prunes the older ones (on rank 0: the
+/// other ranks hold the same state).
 fn save_checkpoint(
     dir: &Path,
     st: &ModelState,
     taken: &Taken,
-    keep: usize,
+    opts: &Options,
 ) -> Result<(), TrainError> {
+    if !opts.writes() {
+        return Ok(());
+    }
     save_state(&dir.join(checkpoint_name(taken.at.step)), st, taken)?;
-    prune(dir, keep).map_err(io(format!("pruning checkpoints in {}", dir.display())))
+    prune(dir, opts.keep_checkpoints)
+        .map_err(io(format!("pruning checkpoints in {}", dir.display())))
 }
 
 /// `to` as a second name of the file `from` (a copy where the file system
@@ -1085,9 +1223,15 @@ fn resume_candidates(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// The newest checkpoint of `run` under `dir` that verifies and belongs to
 /// this run and plan, as the state to continue from; each newer one refused
 /// is named, and none at all (or none good) starts the run afresh.
-fn resume_point(dir: &Path, run: &RunPlan, source: &str) -> Result<Option<Resume>, TrainError> {
+fn resume_point(
+    dir: &Path,
+    run: &RunPlan,
+    source: &str,
+    writes: bool,
+) -> Result<Option<Resume>, TrainError> {
     // A process killed mid-write leaves its temporary file behind.
-    for f in files_named(dir, |n| n.starts_with('.') && n.contains(".tmp-")).unwrap_or_default() {
+    let tmp = files_named(dir, |n| n.starts_with('.') && n.contains(".tmp-"));
+    for f in tmp.unwrap_or_default().into_iter().filter(|_| writes) {
         let _ = std::fs::remove_file(f);
     }
     let files = resume_candidates(dir).map_err(io(format!("listing {}", dir.display())))?;
