@@ -52,6 +52,19 @@ enum Command {
         /// comma-separated, for --emit=artifact).
         #[arg(long, default_value = "sm_90", value_delimiter = ',')]
         chip: Vec<String>,
+        /// With the plan: what data parallelism over N ranks costs each
+        /// stage (all-reduce bytes and time against compute, memory per rank).
+        #[arg(long, value_name = "N")]
+        ranks: Option<usize>,
+        /// Each rank's link for --ranks, in GB/s.
+        #[arg(long, default_value_t = 25.0, requires = "ranks")]
+        link_gbps: f64,
+        /// The latency of one message for --ranks, in microseconds.
+        #[arg(long, default_value_t = 5.0, requires = "ranks")]
+        latency_us: f64,
+        /// Each rank's sustained GFLOP/s for --ranks.
+        #[arg(long, default_value_t = 548.0, requires = "ranks")]
+        peak_gflops: f64,
     },
     /// Train every run of a .gs file (growing between stages), or resume one.
     Run {
@@ -279,7 +292,27 @@ pub fn main() -> ExitCode {
             stage,
             target,
             chip,
-        } => compile(&file, emit, format, &set, stage.as_deref(), (target, &chip)),
+            ranks,
+            link_gbps,
+            latency_us,
+            peak_gflops,
+        } => {
+            let cluster = ranks.map(|ranks| crate::scaling::Cluster {
+                ranks,
+                link_gbps,
+                latency_us,
+                peak_gflops,
+            });
+            compile(
+                &file,
+                emit,
+                format,
+                &set,
+                stage.as_deref(),
+                (target, &chip),
+                cluster,
+            )
+        }
         Command::Run {
             file,
             set,
@@ -444,7 +477,12 @@ fn compile(
     set: &[String],
     stage: Option<&str>,
     (target, chips): (Target, &[String]),
+    cluster: Option<crate::scaling::Cluster>,
 ) -> bool {
+    if cluster.is_some() && (emit != Emit::Plan || format != Format::Text) {
+        eprintln!("error: --ranks goes with --emit=plan (as text)");
+        return false;
+    }
     let Some(c) = checked(path, set) else {
         return false;
     };
@@ -477,7 +515,18 @@ fn compile(
         }
         Emit::Plan => match (&c.plan, format) {
             (Some(plan), Format::Json) => println!("{}", to_json(plan)),
-            (Some(plan), Format::Text) => print!("{}", render::plan_text(plan)),
+            (Some(plan), Format::Text) => {
+                print!("{}", render::plan_text(plan));
+                if let Some(cluster) = &cluster {
+                    match crate::scaling::table(plan, cluster) {
+                        Ok(t) => print!("{t}"),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return false;
+                        }
+                    }
+                }
+            }
             (None, _) => return false,
         },
         Emit::Ir | Emit::IrGrad | Emit::Kernels | Emit::Mlir | Emit::Ptx => {

@@ -11,6 +11,7 @@ mod pick;
 mod ranks;
 mod report;
 mod run;
+mod scaling;
 
 use std::process::ExitCode;
 

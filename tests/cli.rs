@@ -218,3 +218,49 @@ fn mlir_paths_without_the_feature_are_a_clear_error() {
         assert!(String::from_utf8_lossy(&o.stdout).is_empty(), "{args:?}");
     }
 }
+
+/// The data-parallel view of the plan: 4 bytes of gradient a parameter,
+/// a ring all-reduce of 2(N−1)/N of them, compute over N ranks, memory
+/// per rank replicated and sharded; a batch that does not divide is marked.
+#[test]
+fn compile_with_ranks_prints_what_data_parallelism_costs() {
+    let smoke = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/smoke.gs");
+    let o = gsc(&["compile", smoke.to_str().unwrap(), "--ranks", "4"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let view = &text[text.find("data parallel over").expect("the view")..];
+    insta::assert_snapshot!(view);
+    let o = gsc(&["compile", smoke.to_str().unwrap(), "--ranks", "3"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("2.67*"), "{text}");
+    assert!(text.contains("gsc run refuses it"), "{text}");
+    let o = gsc(&[
+        "compile",
+        smoke.to_str().unwrap(),
+        "--emit=ir",
+        "--ranks",
+        "2",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--ranks goes with --emit=plan"));
+}
+
+/// The benchmarks' workloads check clean and are formatted, as the
+/// examples are.
+#[test]
+fn bench_workloads_check_and_are_formatted() {
+    let files = common::gs_files("bench/workloads");
+    assert_eq!(files.len(), 3, "{files:?}");
+    for path in files {
+        let p = path.to_str().unwrap();
+        for args in [vec!["check", p], vec!["fmt", "--check", p]] {
+            let o = gsc(&args);
+            assert_eq!(
+                code(&o),
+                0,
+                "{args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
