@@ -146,6 +146,36 @@ fn two_ranks_train_as_one_process_through_growth() {
     assert_eq!(digests[0], digests[1]);
     let logged = records(&two, "growth")[0]["state_digest"].clone();
     assert_eq!(logged, digests[0][0].as_str());
+
+    // Both runs resume on two ranks from the state just after the growth:
+    // the two ranks' run repeats its own numbers exactly, one process's
+    // run goes on within the tolerance.
+    let (before_two, before_one) = (losses(&two), losses(&one));
+    for (dir, before, tolerance) in [(&two, &before_two, 0.0), (&one, &before_one, 5e-4)] {
+        back_to_the_growth(dir);
+        let mut c = mpirun(2);
+        c.arg("run").arg("--resume").arg(dir);
+        ok(c);
+        let after = losses(dir);
+        let worst = max_relative(before, &after);
+        assert!(
+            worst <= tolerance,
+            "{}: resumed on 2 ranks, the losses differ by {worst:e}",
+            dir.display()
+        );
+    }
+}
+
+/// Run directory `dir` as if its run had been killed just after its
+/// growth: the checkpoints after it are gone, and so is its end.
+fn back_to_the_growth(dir: &Path) {
+    for f in common::step_checkpoints(dir, "tiny") {
+        let meta = common::checkpoint_parts(&f).1;
+        if meta["step"].as_u64().unwrap() > 40 {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    common::unfinish(dir);
 }
 
 #[test]
