@@ -1,7 +1,8 @@
 //! Data-parallel training under `mpirun` (the `mpi` feature): two ranks
 //! train as one process does, hold the same state after every growth,
-//! write one set of files, go down together when one of them dies, and
-//! the job resumes from the last checkpoint with another number of ranks.
+//! write one set of files, stop at the same step on a signal, go down
+//! together when one of them dies, and the job resumes from its last
+//! checkpoint on as many ranks or on another number.
 //!
 //! Tolerance of the equivalence: 5e-4 relative on every logged loss, and
 //! 1e-5 on the gradient norms of the first 20 steps. Two ranks each average the loss and gradients over half
@@ -214,28 +215,84 @@ fn logged_step(root: &Path) -> Option<u64> {
         .max()
 }
 
-#[test]
-fn a_dead_rank_ends_the_job_which_resumes_on_one_rank() {
-    let root = fresh("mpi-kill");
+/// `tests/fixtures/ranks.gs` on two ranks logging to files, under `root`,
+/// once it has trained past its growth (step 40) and a checkpoint after it.
+fn job_past_the_growth(root: &Path) -> std::process::Child {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ranks.gs");
     let mut c = mpirun(2);
     c.arg("run")
         .arg(&file)
         .arg("--runs-dir")
-        .arg(&root)
+        .arg(root)
         .arg("--rank-logs")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut job = c.spawn().unwrap();
-    // Past the growth (step 40) and a checkpoint after it.
     let started = Instant::now();
-    while logged_step(&root).is_none_or(|s| s < 70) {
+    while logged_step(root).is_none_or(|s| s < 70) {
         assert!(job.try_wait().unwrap().is_none(), "the job ended early");
         assert!(started.elapsed() < Duration::from_secs(300), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
+    job
+}
+
+/// How `job` ended, within a minute.
+fn ended(job: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let since = Instant::now();
+    loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the job hangs after {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rank_log(dir: &Path, rank: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("ranks/rank-{rank}.log"))).unwrap()
+}
+
+#[test]
+fn a_signal_stops_every_rank_at_the_same_step() {
+    let root = fresh("mpi-signal");
+    let mut job = job_past_the_growth(&root);
+    // SAFETY: a signal to the mpirun this test started, which passes it on.
+    assert_eq!(unsafe { libc::kill(job.id() as i32, libc::SIGTERM) }, 0);
+    assert!(!ended(&mut job, "SIGTERM").success());
     let dir = run_dir(&root);
-    let log = std::fs::read_to_string(dir.join("ranks/rank-1.log")).unwrap();
+    let stopped: Vec<String> = (0..2)
+        .map(|r| {
+            let log = rank_log(&dir, r);
+            let line = log
+                .lines()
+                .find(|l| l.contains("stopped by SIGTERM after step"));
+            line.unwrap_or_else(|| panic!("rank {r}: {log}"))
+                .split(" of stage")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(stopped[0], stopped[1]);
+    let step: u64 = stopped[0].rsplit(' ').next().unwrap().parse().unwrap();
+    let name = format!("checkpoints/m/step-{step:09}.safetensors");
+    assert!(dir.join(&name).is_file(), "{name}");
+    let mut c = mpirun(2);
+    c.arg("run").arg("--resume").arg(&dir);
+    ok(c);
+    assert_eq!(records(&dir, "run_end")[0]["step"], 640);
+}
+
+#[test]
+fn a_dead_rank_ends_the_job_which_resumes_on_one_rank() {
+    let root = fresh("mpi-kill");
+    let mut job = job_past_the_growth(&root);
+    let dir = run_dir(&root);
+    let log = rank_log(&dir, 1);
     let pid: i32 = log
         .split_whitespace()
         .skip_while(|w| *w != "pid")
@@ -244,17 +301,7 @@ fn a_dead_rank_ends_the_job_which_resumes_on_one_rank() {
         .unwrap_or_else(|| panic!("no pid in {log}"));
     // SAFETY: a signal to the rank this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let killed = Instant::now();
-    let status = loop {
-        if let Some(s) = job.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "the job hangs after a rank died"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = ended(&mut job, "a rank died");
     assert!(!status.success());
     let at = logged_step(&root).unwrap();
     assert!(at < 640, "the job trained on to step {at} without its rank");
