@@ -91,7 +91,7 @@ pub fn join() -> Result<Box<dyn Comm>, String> {
 /// an error unless they divide evenly (the ranks' mean losses then average
 /// to the global batch's).
 pub fn local_batch(batch: usize, ranks: usize) -> Result<usize, String> {
-    if ranks == 0 || batch % ranks != 0 {
+    if ranks == 0 || !batch.is_multiple_of(ranks) {
         return Err(format!(
             "a global batch of {batch} sequences does not divide among {ranks} ranks: choose \
              a batch that is a multiple of the number of ranks"
