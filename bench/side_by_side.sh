@@ -52,6 +52,11 @@ def load(name):
     return {m: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] | {"all": [r["tokens_per_s"] for r in rs]} for m, rs in rows.items()}
 gsc, torch, best = load("gsc.jsonl"), load("torch.jsonl"), load("torch_mkl.jsonl")
 mlir = load("gsc_mlir.jsonl") if os.path.exists(os.path.join(out, "gsc_mlir.jsonl")) else {}
+# The machine, as gsc measured it: numbers from different machines are
+# never to be compared.
+g0 = next(iter(gsc.values()))
+print(f"machine: {g0.get('cpu', '?')}, {g0.get('threads', '?')} threads, kernels for {g0.get('isa', '?')}, "
+      f"f32 GEMM peak {g0.get('gemm_peak_gflops', 0):.0f} GFLOP/s (1024³, measured); MFU against --peak-gflops")
 print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}{'mlir ×':>8}   tokens/s per round")
 for m in gsc:
     g = gsc[m]

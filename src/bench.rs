@@ -9,8 +9,9 @@ use crate::run::BackendKind;
 use gsc_compiler::compile_stage;
 use gsc_compiler::kernel::Storage;
 use gsc_compiler::plan::Arch;
+use gsc_runtime::cpu::isa::Isa;
 use gsc_runtime::grow::ModelState;
-use gsc_runtime::machine::peak_rss_bytes;
+use gsc_runtime::machine::{compute_threads, peak_rss_bytes, Machine};
 use gsc_runtime::workloads::{batch_of, train_config, workload, WORKLOADS};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,14 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
     let tokens_per_s = (batch * context) as f64 / median;
     let fpt = model.flops_per_token();
     let gflops = fpt * tokens_per_s / 1e9;
+    let peak_rss_mb = (peak_rss_bytes() as f64 / 1048576.0).round();
+    // Measured after the steps, so that its buffers are not in their peak.
+    let gemm_gflops = gsc_runtime::cpu::matmul::measured_peak_gflops();
     Ok(json!({
+        "cpu": Machine::describe().cpu,
+        "isa": Isa::get().name(),
+        "threads": compute_threads(),
+        "gemm_peak_gflops": gemm_gflops.round(),
         "model": name,
         "system": match backend.name() {
             "cpu" => "gsc".to_string(),
@@ -114,7 +122,8 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
         "tokens_per_s": tokens_per_s.round(),
         "gflops": (gflops * 10.0).round() / 10.0,
         "mfu": (gflops / peak_gflops * 1e4).round() / 1e4,
-        "peak_rss_mb": (peak_rss_bytes() as f64 / 1048576.0).round(),
+        "of_gemm_peak": (gflops / gemm_gflops * 1e4).round() / 1e4,
+        "peak_rss_mb": peak_rss_mb,
         "compile_ms": compile_ms.round(),
         "jit_ms": jit_ms.round(),
         "kernels": compiled.kernels.kernels.len(),

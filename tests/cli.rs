@@ -264,3 +264,24 @@ fn bench_workloads_check_and_are_formatted() {
         }
     }
 }
+
+/// A bench line says which machine it ran on: the CPU, the instruction set
+/// of gsc's kernels (GSC_ISA picks a narrower one) and the measured matmul
+/// rate, against which the step's rate is given.
+#[test]
+fn bench_names_the_machine_and_its_measured_peak() {
+    let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
+        .args(["bench", "S", "--single", "--steps", "1", "--warmup", "0"])
+        .env("GSC_ISA", "portable")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["isa"], "portable");
+    assert!(!line["cpu"].as_str().unwrap().is_empty());
+    let peak = line["gemm_peak_gflops"].as_f64().unwrap();
+    let rate = line["gflops"].as_f64().unwrap();
+    assert!(peak > 0.0 && rate > 0.0, "{line}");
+    let share = line["of_gemm_peak"].as_f64().unwrap();
+    assert!((share - rate / peak).abs() < 0.01, "{line}");
+}

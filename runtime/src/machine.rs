@@ -32,6 +32,12 @@ impl Machine {
     }
 }
 
+/// Threads the kernels run on (rayon's pool: the CPUs this process may
+/// use, or `RAYON_NUM_THREADS`).
+pub fn compute_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// Peak resident set size of this process so far, in bytes (Linux; 0 elsewhere).
 pub fn peak_rss_bytes() -> u64 {
     proc_kib("/proc/self/status", "VmHWM:").unwrap_or(0) * 1024

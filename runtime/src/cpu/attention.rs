@@ -92,7 +92,7 @@ pub fn attention_forward(
     o: &mut [f32],
     lse: &mut [f32],
 ) {
-    forward_on(Isa::detect().kernels().0, shape, q, k, v, o, lse)
+    forward_on(Isa::get().kernels().0, shape, q, k, v, o, lse)
 }
 
 /// The forward of one (batch, head), in one of its compiled versions.
@@ -159,7 +159,7 @@ pub fn attention_backward(
         lse,
         d_o,
     };
-    backward_on(Isa::detect().kernels().1, shape, &inputs, dq, dk, dv)
+    backward_on(Isa::get().kernels().1, shape, &inputs, dq, dk, dv)
 }
 
 fn backward_on(
@@ -239,30 +239,9 @@ struct Inputs<'a> {
     d_o: &'a [f32],
 }
 
-/// The instruction sets the kernels are compiled for, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
+use super::isa::Isa;
 
 impl Isa {
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
-
     fn kernels(self) -> (ForwardHead, BackwardGroup) {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -902,7 +881,7 @@ mod tests {
     }
 
     fn run(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], d_o: &[f32]) -> Run {
-        run_with(Isa::detect().kernels(), s, q, k, v, d_o)
+        run_with(Isa::get().kernels(), s, q, k, v, d_o)
     }
 
     fn run_with(
@@ -931,16 +910,23 @@ mod tests {
         Run { o, lse, dq, dk, dv }
     }
 
-    /// The version this CPU runs, then the register-block shapes of every
-    /// ISA built without target features, so the AVX-512 shapes are checked
-    /// on CPUs without AVX-512 too.
+    /// Every ISA's version this CPU runs, then the register-block shapes
+    /// of every ISA built without target features, so the AVX-512 shapes
+    /// are checked on CPUs without AVX-512 too.
     fn every_version() -> Vec<(ForwardHead, BackwardGroup)> {
-        vec![
-            Isa::detect().kernels(),
-            (forward_head::<4, 64>, backward_group::<4, 64>),
+        let isas = Isa::available();
+        let names: Vec<&str> = isas.iter().map(|i| i.name()).collect();
+        eprintln!("attention kernels checked on: {}", names.join(", "));
+        let mut v: Vec<_> = isas.into_iter().map(Isa::kernels).collect();
+        v.extend([
+            (
+                forward_head::<4, 64> as ForwardHead,
+                backward_group::<4, 64> as BackwardGroup,
+            ),
             (forward_head::<6, 16>, backward_group::<6, 16>),
             (forward_head::<4, 16>, backward_group::<4, 16>),
-        ]
+        ]);
+        v
     }
 
     fn inputs(s: &AttentionShape, seed: u64, spread: f32) -> [Vec<f32>; 4] {

@@ -10,6 +10,7 @@
 //! program's layout, integer inputs are in range).
 
 pub mod attention;
+pub mod isa;
 pub mod jit;
 pub mod matmul;
 #[cfg(feature = "mlir")]

@@ -2,6 +2,7 @@
 //! (compiled per instruction set, split over threads when large), the norms,
 //! RoPE and the activations, all as `build_forward` defines them.
 
+use crate::cpu::isa::Isa;
 use rayon::prelude::*;
 
 /// Rows per parallel task: below this much work a matrix–vector product
@@ -35,18 +36,13 @@ type Rows = fn(&[f32], &[f32], &mut [f32]);
 /// The row kernel for the widest vector unit the CPU has, chosen once.
 fn isa_rows() -> Rows {
     static CHOSEN: std::sync::OnceLock<Rows> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
+    *CHOSEN.get_or_init(|| match Isa::get() {
+        // SAFETY (of the calls inside): the CPU has the features.
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY (of the call inside): the CPU has the features.
-                return |w, x, y| unsafe { rows_avx512(w, x, y) };
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return |w, x, y| unsafe { rows_avx2(w, x, y) };
-            }
-        }
-        rows_lanes::<8>
+        Isa::Avx512 => |w, x, y| unsafe { rows_avx512(w, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => |w, x, y| unsafe { rows_avx2(w, x, y) },
+        Isa::Portable => rows_lanes::<8>,
     })
 }
 
