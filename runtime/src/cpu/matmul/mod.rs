@@ -318,6 +318,25 @@ fn check_operand(name: &str, len: usize, rows: usize, cols: usize, ld: usize) {
     );
 }
 
+/// This machine's f32 matmul rate on all of rayon's threads, in GFLOP/s:
+/// the best of a few products of two 1024 × 1024 matrices by the kernel
+/// the training step would pick. Benchmarks print it beside their MFU, so
+/// numbers from machines of different speeds are never confused.
+pub fn measured_peak_gflops() -> f64 {
+    const N: usize = 1024;
+    let a: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..N * N).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; N * N];
+    let gemm = Gemm::new(N, N, N).kernel(Kernel::best(N));
+    let mut best = f64::INFINITY;
+    for _ in 0..8 {
+        let t = std::time::Instant::now();
+        gemm.run(&a, &b, &mut c);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    gemm.flops() / best / 1e9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,23 +462,4 @@ mod tests {
     fn short_operand_is_refused() {
         Gemm::new(2, 3, 2).run(&[0.0; 4], &[0.0; 5], &mut [0.0; 6]);
     }
-}
-
-/// This machine's f32 matmul rate on all of rayon's threads, in GFLOP/s:
-/// the best of a few products of two 1024 × 1024 matrices by the kernel
-/// the training step would pick. Benchmarks print it beside their MFU, so
-/// numbers from machines of different speeds are never confused.
-pub fn measured_peak_gflops() -> f64 {
-    const N: usize = 1024;
-    let a: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.1).collect();
-    let b: Vec<f32> = (0..N * N).map(|i| (i % 5) as f32 * 0.1).collect();
-    let mut c = vec![0.0f32; N * N];
-    let gemm = Gemm::new(N, N, N).kernel(Kernel::best(N));
-    let mut best = f64::INFINITY;
-    for _ in 0..8 {
-        let t = std::time::Instant::now();
-        gemm.run(&a, &b, &mut c);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    gemm.flops() / best / 1e9
 }
