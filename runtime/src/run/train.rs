@@ -733,15 +733,22 @@ fn interrupted(comm: &dyn Comm) -> Option<i32> {
     (signal > 0).then_some(signal as i32)
 }
 
-/// Mean loss of the forward program (on the training step's parameters) over `batches`.
-fn evaluate(l: &mut Loaded, batches: &[Batch]) -> Result<f64, TrainError> {
-    let mut total = 0.0;
-    for b in batches {
+/// Mean loss of the forward program (on the training step's parameters)
+/// over `batches`. The ranks of a job share them out (rank r takes batches
+/// r, r + N, …) and sum the list of losses, each entry from one rank: every
+/// rank then adds the same numbers in the same order as one process would.
+fn evaluate(l: &mut Loaded, batches: &[Batch], comm: &dyn Comm) -> Result<f64, TrainError> {
+    let mut losses = vec![0.0f32; batches.len()];
+    let mine = (comm.rank()..batches.len()).step_by(comm.ranks());
+    for i in mine {
+        let b = &batches[i];
         l.forward.write_ints(Storage::Tokens, &ints(&b.inputs))?;
         l.forward.write_ints(Storage::Targets, &ints(&b.targets))?;
         l.forward.run()?;
-        total += f64::from(l.forward.read(Storage::Loss)?[0]);
+        losses[i] = l.forward.read(Storage::Loss)?[0];
     }
+    comm.sum(&mut losses);
+    let total: f64 = losses.iter().map(|&x| f64::from(x)).sum();
     Ok(total / batches.len().max(1) as f64)
 }
 
@@ -843,7 +850,7 @@ fn train_stage(
         if eval_now {
             // The gates of the step just trained.
             write_gates(loaded.forward.as_mut(), stage, Some(at.step - 1))?;
-            let v = evaluate(loaded, &val)?;
+            let v = evaluate(loaded, &val, opts.comm)?;
             let bpb = data.tokens().bits_per_byte(v);
             at.val_loss = Some(v);
             print_line(
