@@ -8,7 +8,7 @@
 use crate::run::BackendKind;
 use gsc_compiler::compile_stage;
 use gsc_compiler::kernel::Storage;
-use gsc_compiler::plan::Arch;
+use gsc_compiler::plan::{Arch, Precision, TrainConfig};
 use gsc_runtime::cpu::isa::Isa;
 use gsc_runtime::grow::ModelState;
 use gsc_runtime::machine::{compute_threads, peak_rss_bytes, Machine};
@@ -22,6 +22,7 @@ use std::time::Instant;
 pub struct BenchArgs {
     pub arch: Arch,
     pub backend: BackendKind,
+    pub precision: Precision,
     pub steps: usize,
     pub warmup: usize,
     pub peak_gflops: f64,
@@ -34,6 +35,7 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
     let BenchArgs {
         arch,
         backend,
+        precision,
         steps,
         warmup,
         peak_gflops,
@@ -41,7 +43,10 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
     } = args.clone();
     let (model, batch) = workload_named(name, arch)?;
     let context = model.context;
-    let train = train_config();
+    let train = TrainConfig {
+        precision,
+        ..train_config()
+    };
     let t0 = Instant::now();
     let compiled = compile_stage(&model, &train, batch).map_err(|e| e.to_string())?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -109,6 +114,7 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
             other => format!("gsc ({other})"),
         },
         "arch": format!("{arch:?}").to_lowercase(),
+        "precision": precision.name(),
         "layers": model.layers,
         "d_model": model.d_model,
         "heads": model.heads,
@@ -197,6 +203,8 @@ pub fn bench(models: &[String], args: &BenchArgs, single: bool) -> bool {
                 &arch_name,
                 "--backend",
                 &backend.name(),
+                "--precision",
+                args.precision.name(),
                 "--steps",
                 &steps.to_string(),
                 "--warmup",

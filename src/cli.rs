@@ -196,6 +196,9 @@ enum Command {
         arch: ArchArg,
         #[arg(long, value_enum, default_value_t = run::BackendKind::Cpu)]
         backend: run::BackendKind,
+        /// The number format of the matrix products (`precision` in .gs).
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+        precision: PrecisionArg,
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -260,6 +263,12 @@ pub enum Target {
     Cpu,
     /// NVIDIA GPUs, through the gpu and NVVM dialects.
     Cuda,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Bf16,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -398,6 +407,7 @@ pub fn main() -> ExitCode {
             models,
             arch,
             backend,
+            precision,
             steps,
             warmup,
             peak_gflops,
@@ -416,6 +426,10 @@ pub fn main() -> ExitCode {
                     let args = bench::BenchArgs {
                         arch,
                         backend,
+                        precision: match precision {
+                            PrecisionArg::F32 => gsc_compiler::plan::Precision::F32,
+                            PrecisionArg::Bf16 => gsc_compiler::plan::Precision::Bf16,
+                        },
                         steps: steps.max(1),
                         warmup,
                         peak_gflops,

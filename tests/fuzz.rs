@@ -1248,6 +1248,7 @@ const TRAIN_STMTS: &[&str] = &[
     "clip = none",
     "clip = 0",
     "precision = bf16",
+    "precision = f16",
     "eval every 1 steps on 1 batches",
     "eval every 0 steps",
     "checkpoint every 1 steps",

@@ -3,8 +3,8 @@
 
 use crate::grad::{adamw_graph, append_adamw, differentiate, GradError};
 use crate::graph::{build_forward_gated, render_graph, Gates, Graph, GraphError};
-use crate::kernel::{self, lower, KernelProgram, LowerError};
-use crate::plan::{ModelConfig, TrainConfig};
+use crate::kernel::{self, lower, Kernel, KernelProgram, LowerError};
+use crate::plan::{ModelConfig, Precision, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,8 +49,8 @@ pub fn compile_stage_gated(
     let forward = build_forward_gated(model, batch, gates)?;
     let mut with_grad = differentiate(&forward)?;
     append_adamw(&mut with_grad, &model.params(), train)?;
-    let kernels = lower(&with_grad)?;
-    let forward_kernels = lower(&forward)?;
+    let kernels = lower_in(&with_grad, train.precision)?;
+    let forward_kernels = lower_in(&forward, train.precision)?;
     Ok(CompiledStage {
         forward,
         with_grad,
@@ -83,9 +83,22 @@ pub fn compile_split_step(
     let grads = differentiate(&build_forward_gated(model, batch, gates)?)?;
     let update = adamw_graph(&model.params(), train)?;
     Ok(SplitStep {
-        grads: lower(&grads)?,
+        grads: lower_in(&grads, train.precision)?,
         update: lower(&update)?,
     })
+}
+
+/// Lowers `g`, its matrix products multiplying in `precision`.
+fn lower_in(g: &Graph, precision: Precision) -> Result<KernelProgram, LowerError> {
+    let mut program = lower(g)?;
+    if precision == Precision::Bf16 {
+        for k in &mut program.kernels {
+            if let Kernel::MatMul { bf16, .. } = k {
+                *bf16 = true;
+            }
+        }
+    }
+    Ok(program)
 }
 
 /// `--emit=ir`: the forward graph.

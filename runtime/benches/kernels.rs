@@ -126,15 +126,21 @@ fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     }
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
-    for kernel in [Kernel::Crate, Kernel::Packed] {
-        let g = g.threads(threads).kernel(kernel);
+    // The f32 kernels, then the bf16 product on the kernel it picks here
+    // (AVX512_BF16, or the f32 one on rounded copies).
+    let bf16 = g.bf16();
+    for (what, g) in [
+        ("Crate", g.kernel(Kernel::Crate)),
+        ("Packed", g.kernel(Kernel::Packed)),
+        ("bf16", bf16),
+    ] {
+        let g = g.threads(threads);
         let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
         println!(
-            "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {:<6} {}",
+            "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {what:<6} {}",
             g.m,
             g.n,
             g.k,
-            format!("{kernel:?}"),
             rates(g.flops(), threads, times)
         );
     }

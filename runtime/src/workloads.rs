@@ -75,5 +75,6 @@ pub fn train_config() -> TrainConfig {
         checkpoint_every: 1,
         log_every: 1,
         on_nonfinite: Default::default(),
+        precision: Default::default(),
     }
 }

@@ -748,6 +748,7 @@ fn library_program() -> KernelProgram {
             ta,
             tb,
             batch: 1,
+            bf16: false,
         });
     }
     // Batches of products, each operand its matrices one after another.
@@ -763,6 +764,7 @@ fn library_program() -> KernelProgram {
             ta,
             tb,
             batch,
+            bf16: false,
         });
     }
     kernels.push(Kernel::Attention {
@@ -816,6 +818,22 @@ fn library_program() -> KernelProgram {
 fn library_kernels_match(b: &dyn Backend) {
     let p = library_program();
     let (got, want) = run_both(b, &p, 7, 1.0, 13);
+    assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
+}
+
+/// bf16 products, every transpose and a batch: the CPU backend (its
+/// AVX512_BF16 kernel where the CPU has one) rounds the operands as the
+/// interpreter does and sums in f32. The CUDA backend refuses them.
+#[test]
+fn cpu_bf16_products_match() {
+    let mut p = library_program();
+    p.kernels.retain(|k| matches!(k, Kernel::MatMul { .. }));
+    for k in &mut p.kernels {
+        if let Kernel::MatMul { bf16, .. } = k {
+            *bf16 = true;
+        }
+    }
+    let (got, want) = run_both(&gsc_runtime::backend::Cpu, &p, 7, 1.0, 13);
     assert_all_close(&p, got.as_ref(), want.as_ref(), 1e-5);
 }
 

@@ -342,6 +342,7 @@ fn product(
         ta,
         tb,
         batch: s.batch * s.kv_heads,
+        bf16: false,
     }
 }
 

@@ -210,7 +210,10 @@ pub enum Kernel {
     /// `out[m, n] = Σ_k op(a)[m, k] · op(b)[k, n]`; `a` is `[m, k]` (`[k, m]`
     /// when `ta`), `b` is `[k, n]` (`[n, k]` when `tb`). With `batch` > 1,
     /// `batch` such products, each operand that many matrices one after
-    /// the other (`a` is `[batch, m, k]`, …).
+    /// the other (`a` is `[batch, m, k]`, …). With `bf16`, every operand
+    /// value is first rounded to bfloat16 (to nearest, ties to even; see
+    /// [`crate::bf16`]) and the products are summed in f32: what a bf16
+    /// multiply with f32 accumulation computes, on any backend.
     MatMul {
         a: BufId,
         b: BufId,
@@ -222,6 +225,8 @@ pub enum Kernel {
         tb: bool,
         #[serde(default = "one", skip_serializing_if = "is_one")]
         batch: usize,
+        #[serde(default, skip_serializing_if = "is_false")]
+        bf16: bool,
     },
     /// Causal attention; q, out `[batch·seq, heads, head_dim]`, k, v
     /// `[batch·seq, kv_heads, head_dim]`. Also writes `lse`
@@ -266,6 +271,10 @@ fn one() -> usize {
 
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod approx;
 pub mod attention;
+pub mod bf16;
 pub mod entry;
 pub mod ir;
 pub mod library;

@@ -185,6 +185,7 @@ pub fn render_kernels(p: &KernelProgram) -> String {
                 ta,
                 tb,
                 batch,
+                bf16,
             } => {
                 let mut flags = vec![format!("m = {m}"), format!("n = {n}"), format!("k = {k}")];
                 if *batch > 1 {
@@ -195,6 +196,9 @@ pub fn render_kernels(p: &KernelProgram) -> String {
                 }
                 if *tb {
                     flags.push("transpose_b".into());
+                }
+                if *bf16 {
+                    flags.push("bf16".into());
                 }
                 writeln!(
                     s,

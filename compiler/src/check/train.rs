@@ -5,7 +5,7 @@
 use super::eval::{self, Args, NoNames};
 use super::settings::Settings;
 use crate::diag::{suggestion, Diag};
-use crate::plan::{AdamW, Arch, Decay, LrSchedule, NonFinite, TrainConfig};
+use crate::plan::{AdamW, Arch, Decay, LrSchedule, NonFinite, Precision, TrainConfig};
 use crate::syntax::{Every, Span, TrainBlock, TrainStmt, Unit};
 
 /// The settings the train block accepts.
@@ -46,6 +46,7 @@ pub struct TrainSettings {
     pub checkpoint_every: u64,
     pub log_every: u64,
     pub on_nonfinite: NonFinite,
+    pub precision: Precision,
     /// Where `schedule = …` was written (the block when it was not).
     pub schedule_span: Span,
 }
@@ -84,6 +85,7 @@ impl TrainSettings {
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
             on_nonfinite: self.on_nonfinite,
+            precision: self.precision,
         }
     }
 }
@@ -111,6 +113,7 @@ pub fn defaults(span: Span) -> TrainSettings {
         checkpoint_every: 1000,
         log_every: 10,
         on_nonfinite: NonFinite::Stop,
+        precision: Precision::F32,
         schedule_span: span,
     }
 }
@@ -163,12 +166,16 @@ pub fn check(block: &TrainBlock, diags: &mut Vec<Diag>) -> TrainSettings {
             eval::choice(&p.value, &["f32", "bf16", "f16"], "precision").and_then(
                 |name| match name {
                     "f32" => Ok(()),
+                    "bf16" => {
+                        t.precision = Precision::Bf16;
+                        Ok(())
+                    }
                     other => Err(Diag::error(
                         "gs::unsupported",
                         format!("precision `{other}` is not available on any backend yet"),
                     )
                     .label(p.value.span, "not supported")
-                    .help("write `precision = f32`")),
+                    .help("write `precision = bf16` (or `f32`)")),
                 },
             ),
         );

@@ -244,6 +244,7 @@ fn try_lower(
                     ta: *ta,
                     tb: *tb,
                     batch: 1,
+                    bf16: false,
                 })
             }
             Op::Attention(a) => Pending::Ready(Kernel::Attention {

@@ -73,7 +73,11 @@ mod tests {
     use std::path::Path;
 
     fn plan(train: &str, growth: &str, last_stage: &str) -> Plan {
-        let dir = std::env::temp_dir().join(format!("gsc-cut-{}", std::process::id()));
+        // A folder per call: tests run in parallel, and one rewriting the
+        // text while another checks it would hand that one an empty file.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gsc-cut-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.txt"), "some text to train on. ".repeat(400)).unwrap();
         let source = format!(

@@ -66,7 +66,7 @@ fn run_text(out: &mut String, run: &RunPlan) {
         let clip = t.clip.map_or("none".to_string(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "  train: adamw(lr {:?}, betas ({:?}, {:?}), eps {:?}, weight_decay {:?}), {} schedule (warmup {} steps{}, min {:?}), clip {clip}, seed {}",
+            "  train: adamw(lr {:?}, betas ({:?}, {:?}), eps {:?}, weight_decay {:?}), {} schedule (warmup {} steps{}, min {:?}), clip {clip}, seed {}{}",
             o.lr,
             o.beta1,
             o.beta2,
@@ -79,7 +79,11 @@ fn run_text(out: &mut String, run: &RunPlan) {
                 _ => String::new(),
             },
             s.min_ratio,
-            t.seed
+            t.seed,
+            match t.precision {
+                crate::plan::Precision::F32 => "",
+                crate::plan::Precision::Bf16 => ", products in bf16 (f32 sums)",
+            }
         );
         let _ = writeln!(
             out,

@@ -80,6 +80,31 @@ pub struct TrainConfig {
     /// What a non-finite loss or gradient does to the run.
     #[serde(default)]
     pub on_nonfinite: NonFinite,
+    /// The number format of the matrix products' operands.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// The number format the matrix products multiply in. Parameters, Adam's
+/// moments, activations and every sum stay f32 whichever it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Operands rounded to bfloat16, products summed in f32 (what CPUs with
+    /// AVX512_BF16 and GPU tensor cores multiply at twice the f32 rate).
+    Bf16,
+}
+
+impl Precision {
+    /// As written in a .gs file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 /// The policy for a step whose loss or gradient norm is NaN or infinite.

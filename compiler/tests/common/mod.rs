@@ -47,5 +47,6 @@ pub fn train(clip: Option<f64>) -> TrainConfig {
         checkpoint_every: 100,
         log_every: 1,
         on_nonfinite: Default::default(),
+        precision: Default::default(),
     }
 }

@@ -359,8 +359,12 @@ impl CpuBackend {
                 ta,
                 tb,
                 batch,
+                bf16,
             } => {
                 let mut g = Gemm::new(*m, *n, *k);
+                if *bf16 {
+                    g = g.bf16();
+                }
                 if *ta {
                     g = g.trans_a();
                 }

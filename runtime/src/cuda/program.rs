@@ -136,6 +136,12 @@ impl CudaProgram {
                         block,
                     });
                 }
+                Kernel::MatMul { bf16: true, .. } => {
+                    return Err(err(format!(
+                        "kernel k{i} is a bf16 product, which the CUDA backend does not run \
+                         yet: train with `precision = f32` on the GPU, or with bf16 on the CPU"
+                    )))
+                }
                 Kernel::MatMul {
                     a,
                     b,
@@ -146,6 +152,7 @@ impl CudaProgram {
                     ta,
                     tb,
                     batch,
+                    bf16: false,
                 } => steps.push(Step::Gemm {
                     call: gemm_call(*m, *n, *k, *ta, *tb, *batch),
                     first: addresses[b.0],

@@ -314,8 +314,14 @@ fn run_kernel<F: Float>(k: &Kernel, mem: &mut Memory<F>) -> Result<(), InterpErr
             ta,
             tb,
             batch,
+            bf16,
         } => {
-            let (a, b) = (mem.floats_of(*a)?, mem.floats_of(*b)?);
+            let (mut a, mut b) = (mem.floats_of(*a)?, mem.floats_of(*b)?);
+            if *bf16 {
+                for x in a.iter_mut().chain(b.iter_mut()) {
+                    *x = F::from_f64(f64::from(bf16::round(x.to_f64() as f32)));
+                }
+            }
             let (sa, sb, so) = (m * k, k * n, m * n);
             let mut o = vec![F::default(); batch * so];
             if a.len() != batch * sa || b.len() != batch * sb {

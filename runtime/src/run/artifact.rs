@@ -5,7 +5,7 @@
 use crate::fsutil::write_atomic;
 use gsc_compiler::graph::Gates;
 use gsc_compiler::kernel::KernelProgram;
-use gsc_compiler::plan::{ModelConfig, Plan, StagePlan};
+use gsc_compiler::plan::{ModelConfig, Plan, Precision, StagePlan, TrainConfig};
 use gsc_compiler::{compile_stage, compile_stage_gated, CompileError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -57,9 +57,15 @@ impl GrowthCheck {
         // The grown model carries the stage's gates, checked at 0 for the
         // new units (where a ramp starts).
         let gates = Gates::of(stage);
+        // The growth maps preserve the function exactly in real numbers:
+        // checked in f32, the tolerance measures them, not bf16's rounding.
+        let train = TrainConfig {
+            precision: Precision::F32,
+            ..stage.train.clone()
+        };
         Ok(Some(GrowthCheck {
-            before: compile_stage(prev, &stage.train, batch)?.forward_kernels,
-            after: compile_stage_gated(&grown, &stage.train, batch, gates)?.forward_kernels,
+            before: compile_stage(prev, &train, batch)?.forward_kernels,
+            after: compile_stage_gated(&grown, &train, batch, gates)?.forward_kernels,
         }))
     }
 }

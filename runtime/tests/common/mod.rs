@@ -53,6 +53,7 @@ pub fn train_config(lr: f64, weight_decay: f64, clip: Option<f64>) -> TrainConfi
         checkpoint_every: 100,
         log_every: 1,
         on_nonfinite: Default::default(),
+        precision: Default::default(),
     }
 }
 

@@ -12,9 +12,12 @@
 //!   [`Gemm::new`]`(out, in, rows).trans_a().accumulate()`.
 
 #[cfg(target_arch = "x86_64")]
+mod bf16;
+#[cfg(target_arch = "x86_64")]
 mod packed;
 
 use gemm::Parallelism;
+use gsc_compiler::kernel::bf16::round as bf16_round;
 use rayon::prelude::*;
 
 /// The description of one product; build it with [`Gemm::new`] and the
@@ -46,6 +49,9 @@ pub struct Gemm {
     pub threads: usize,
     /// The kernel to run; `None` picks [`Kernel::best`] for this CPU.
     pub kernel: Option<Kernel>,
+    /// Round every operand value to bf16 first and sum the products in f32
+    /// (see [`Gemm::bf16`]).
+    pub bf16: bool,
 }
 
 /// The product kernels [`Gemm::run`] can use.
@@ -56,6 +62,10 @@ pub enum Kernel {
     /// gsc's packed AVX2 + FMA kernel; where the CPU lacks AVX2 or FMA,
     /// asking for it runs [`Kernel::Crate`].
     Packed,
+    /// For bf16 products: gsc's packed AVX512_BF16 kernel, which rounds
+    /// the operands as it packs them. For f32 products, or where the CPU
+    /// lacks AVX512_BF16, asking for it runs [`Kernel::Crate`].
+    DotBf16,
 }
 
 impl Kernel {
@@ -75,6 +85,21 @@ impl Kernel {
         if let Some(kernel) = *forced {
             return kernel;
         }
+        Kernel::fastest_f32(k)
+    }
+
+    /// [`Kernel::best`] for a bf16 product: the AVX512_BF16 kernel where
+    /// the CPU has it; elsewhere the f32 kernel on rounded copies of the
+    /// operands (the same numbers, at f32 speed).
+    pub fn best_bf16(k: usize) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if bf16::supported() {
+            return Kernel::DotBf16;
+        }
+        Kernel::best(k)
+    }
+
+    fn fastest_f32(k: usize) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if k <= packed::KC && packed::supported() && !std::is_x86_feature_detected!("avx512f") {
             return Kernel::Packed;
@@ -100,6 +125,7 @@ impl Gemm {
             beta: 1.0,
             threads: 0,
             kernel: None,
+            bf16: false,
         }
     }
 
@@ -138,6 +164,14 @@ impl Gemm {
 
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Rounds each value of A and B to the nearest bf16 before it is
+    /// multiplied; the products and their sums stay f32. The kernel-IR
+    /// meaning of a `bf16` product, whichever kernel runs it.
+    pub fn bf16(mut self) -> Self {
+        self.bf16 = true;
         self
     }
 
@@ -181,6 +215,17 @@ impl Gemm {
             }
             return;
         }
+        let kernel = self.chosen_kernel();
+        if self.bf16 && kernel != Kernel::DotBf16 {
+            // No bf16 instructions here: the f32 kernel on rounded copies.
+            let round = |x: &[f32]| x.iter().map(|&v| bf16_round(v)).collect::<Vec<_>>();
+            let plain = Gemm {
+                bf16: false,
+                kernel: Some(kernel),
+                ..*self
+            };
+            return plain.run(&round(a), &round(b), c);
+        }
         // Strides of op(A)[i, p] and op(B)[p, j] in elements: (row, column).
         let (a_rs, a_cs) = if self.trans_a {
             (1, self.lda)
@@ -201,9 +246,6 @@ impl Gemm {
             b: b.as_ptr(),
             c: c.as_mut_ptr(),
         };
-        #[cfg(target_arch = "x86_64")]
-        let packed =
-            self.kernel.unwrap_or_else(|| Kernel::best(k)) == Kernel::Packed && packed::supported();
         // Each thread runs its own single-threaded product on a block of
         // C's rows (or columns, when C is wide): on small inner dimensions
         // this beats the crate's own splitting, which synchronises its
@@ -225,13 +267,18 @@ impl Gemm {
             unsafe {
                 let (a, b, c) = (ptrs.a.add(a_off), ptrs.b.add(b_off), ptrs.c.add(c_off));
                 #[cfg(target_arch = "x86_64")]
-                if packed {
+                if kernel != Kernel::Crate {
                     let view = |ptr, rs, cs| packed::View {
                         ptr,
                         rs: rs as isize,
                         cs: cs as isize,
                     };
-                    packed::sgemm(
+                    let run = if kernel == Kernel::Packed {
+                        packed::sgemm
+                    } else {
+                        bf16::gemm
+                    };
+                    run(
                         rows,
                         cols,
                         k,
@@ -271,6 +318,28 @@ impl Gemm {
             one(blocks[0]);
         } else {
             blocks.into_par_iter().for_each(one);
+        }
+    }
+}
+
+impl Gemm {
+    /// The kernel [`Gemm::run`] uses: the one asked for (or the best for
+    /// this CPU) where the CPU and the product's precision allow it, the
+    /// crate's otherwise.
+    fn chosen_kernel(&self) -> Kernel {
+        let want = self.kernel.unwrap_or_else(|| {
+            if self.bf16 {
+                Kernel::best_bf16(self.k)
+            } else {
+                Kernel::best(self.k)
+            }
+        });
+        match want {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Packed if packed::supported() => Kernel::Packed,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::DotBf16 if self.bf16 && bf16::supported() => Kernel::DotBf16,
+            _ => Kernel::Crate,
         }
     }
 }
@@ -342,8 +411,10 @@ mod tests {
     use super::*;
     use crate::test_util::{assert_close, random_vec};
 
-    /// The obviously right product, in f64.
+    /// The obviously right product, in f64 (of the rounded operands, for
+    /// a bf16 product).
     fn naive(g: &Gemm, a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
+        let round = |x: f32| if g.bf16 { bf16_round(x) } else { x };
         let mut out = c.to_vec();
         for i in 0..g.m {
             for j in 0..g.n {
@@ -359,7 +430,7 @@ mod tests {
                     } else {
                         b[p * g.ldb + j]
                     };
-                    s += av as f64 * bv as f64;
+                    s += round(av) as f64 * round(bv) as f64;
                 }
                 let old = if g.alpha == 0.0 {
                     0.0
@@ -423,6 +494,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// bf16 products on every kernel that runs them here (AVX512_BF16 where
+    /// the CPU has it, rounded copies through the f32 kernels everywhere),
+    /// against the f64 product of the rounded operands.
+    #[test]
+    fn bf16_products_match_the_naive_loop_of_rounded_operands() {
+        let dot = bf16::supported();
+        eprintln!(
+            "bf16 products: AVX512_BF16 kernel {}",
+            if dot { "tested" } else { "not on this CPU" }
+        );
+        let mut seed = 7;
+        let every_kernel = [
+            (1, Kernel::DotBf16),
+            (2, Kernel::DotBf16),
+            (2, Kernel::Crate),
+            (1, Kernel::Packed),
+        ];
+        let scales = [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)];
+        for (m, n, k, kernels, scales) in [
+            (1, 1, 1, &every_kernel[..], &scales[..]),
+            (7, 5, 3, &every_kernel, &scales),
+            (13, 33, 2, &every_kernel, &scales),
+            (33, 17, 65, &every_kernel, &scales),
+            (130, 70, 257, &every_kernel, &scales),
+            // Several K, M and N blocks of the bf16 kernel, with edges.
+            (211, 2100, 531, &every_kernel[..1], &scales[2..]),
+        ] {
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    for &(alpha, beta) in scales {
+                        for &(threads, kernel) in kernels {
+                            let mut g = Gemm::new(m, n, k)
+                                .scale(alpha, beta)
+                                .threads(threads)
+                                .kernel(kernel)
+                                .bf16();
+                            if ta {
+                                g = g.trans_a();
+                            }
+                            if tb {
+                                g = g.trans_b();
+                            }
+                            check(g, seed);
+                            seed += 3;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rounding matters: the same product in f32 differs from the bf16 one
+    /// by about bf16's precision, so the test above could tell them apart.
+    #[test]
+    fn bf16_products_differ_from_f32_ones() {
+        let (m, n, k) = (16, 32, 64);
+        let a = random_vec(m * k, 3);
+        let b = random_vec(k * n, 4);
+        let (mut c32, mut c16) = (vec![0.0; m * n], vec![0.0; m * n]);
+        Gemm::new(m, n, k).run(&a, &b, &mut c32);
+        Gemm::new(m, n, k).bf16().run(&a, &b, &mut c16);
+        let worst = c32
+            .iter()
+            .zip(&c16)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst > 1e-3, "bf16 and f32 agree to {worst}");
     }
 
     #[test]

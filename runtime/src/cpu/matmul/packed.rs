@@ -42,7 +42,7 @@ impl View {
     /// # Safety
     /// `(i, j)` must lie inside the matrix the view was made for.
     #[inline(always)]
-    unsafe fn at(&self, i: usize, j: usize) -> f32 {
+    pub(super) unsafe fn at(&self, i: usize, j: usize) -> f32 {
         *self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
     }
 }
@@ -191,13 +191,35 @@ unsafe fn pack_b(dst: &mut [f32], b: View, pc: usize, kc: usize, jc: usize, nc: 
 
 /// Where one microkernel tile lands in C and how it combines with it:
 /// `C = keep·C + beta·acc` (`keep = 0` overwrites without reading).
-struct Tile {
-    ptr: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    keep: f32,
-    beta: f32,
+pub(super) struct Tile {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub keep: f32,
+    pub beta: f32,
+}
+
+impl Tile {
+    /// Writes a partial tile at the matrix's edge from a stack copy of the
+    /// accumulators, already times `beta`: only its `rows × cols` corner.
+    ///
+    /// # Safety
+    /// The tile's `rows × cols` elements must be valid to write (and read,
+    /// when `keep` is not zero).
+    pub(super) unsafe fn store_edge<const W: usize>(&self, tmp: &[[f32; W]]) {
+        for (r, vals) in tmp.iter().enumerate().take(self.rows) {
+            let dst = self.ptr.add(r * self.ldc);
+            for (j, v) in vals.iter().enumerate().take(self.cols) {
+                let d = dst.add(j);
+                *d = if self.keep == 0.0 {
+                    *v
+                } else {
+                    self.keep * *d + *v
+                };
+            }
+        }
+    }
 }
 
 /// The 6×16 microkernel: `acc = Σ_p a[p]ᵀ·b[p]` over packed panels, then
@@ -247,11 +269,5 @@ unsafe fn micro(kc: usize, a: *const f32, b: *const f32, t: Tile) {
         _mm256_storeu_ps(tmp[r].as_mut_ptr(), _mm256_mul_ps(beta, row[0]));
         _mm256_storeu_ps(tmp[r].as_mut_ptr().add(8), _mm256_mul_ps(beta, row[1]));
     }
-    for (r, vals) in tmp.iter().enumerate().take(t.rows) {
-        let dst = t.ptr.add(r * t.ldc);
-        for (j, v) in vals.iter().enumerate().take(t.cols) {
-            let d = dst.add(j);
-            *d = if t.keep == 0.0 { *v } else { t.keep * *d + *v };
-        }
-    }
+    t.store_edge(&tmp);
 }

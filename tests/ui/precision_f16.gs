@@ -11,7 +11,7 @@ model base = gpt {
 }
 
 train {
-    precision = bf16
+    precision = f16
 }
 
 grow base {
