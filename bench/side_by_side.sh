@@ -4,19 +4,23 @@
 # through MLIR (--backend mlir, when MLIR 22 is installed: scripts/setup-mlir),
 # PyTorch as installed, and PyTorch with MKL's AVX-512 path forced
 # (LD_PRELOAD of mkl_shim.c) — PyTorch at its best on AMD CPUs.
-#   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [S M]
+# With --bf16: gsc with `precision = bf16` against PyTorch with autocast to
+# bf16 (the MLIR backend left out: it differs from the CPU one in loop
+# kernels only).
+#   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [--bf16] [S M]
 # The three systems take turns, R rounds of each (default 3), and the table
 # gives each one's median over its rounds: on a shared VM whose speed drifts
 # by a third within minutes, one pass of each would measure the drift.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-steps=10; warmup=3; rounds=3; models=()
+steps=10; warmup=3; rounds=3; models=(); precision=f32; torch_flags=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --bf16) precision=bf16; torch_flags=(--bf16); shift ;;
     *) models+=("$1"); shift ;;
   esac
 done
@@ -25,19 +29,19 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 gcc -shared -fPIC -O2 -o "$out/libmkl_shim.so" "$here/mkl_shim.c"
 mlir=no
-if [ -x /usr/lib/llvm-22/bin/mlir-opt ]; then
+if [ -x /usr/lib/llvm-22/bin/mlir-opt ] && [ $precision = f32 ]; then
   cargo build --release --quiet --features mlir && mlir=yes
 else
   cargo build --release --quiet
 fi
 for r in $(seq "$rounds"); do
   echo "round $r of $rounds" >&2
-  ./target/release/gsc bench --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
+  ./target/release/gsc bench --precision $precision --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
   if [ $mlir = yes ]; then
     ./target/release/gsc bench --backend mlir --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc_mlir.jsonl"
   fi
-  python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch.jsonl"
-  LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" >> "$out/torch_mkl.jsonl"
+  python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" "${torch_flags[@]}" >> "$out/torch.jsonl"
+  LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" "${torch_flags[@]}" >> "$out/torch_mkl.jsonl"
 done
 python3 - "$out" <<'PY'
 import json, sys, os, statistics
@@ -56,7 +60,8 @@ mlir = load("gsc_mlir.jsonl") if os.path.exists(os.path.join(out, "gsc_mlir.json
 # never to be compared.
 g0 = next(iter(gsc.values()))
 print(f"machine: {g0.get('cpu', '?')}, {g0.get('threads', '?')} threads, kernels for {g0.get('isa', '?')}, "
-      f"f32 GEMM peak {g0.get('gemm_peak_gflops', 0):.0f} GFLOP/s (1024³, measured); MFU against --peak-gflops")
+      f"f32 GEMM peak {g0.get('gemm_peak_gflops', 0):.0f} GFLOP/s (1024³, measured); MFU against --peak-gflops; "
+      f"products in {g0.get('precision', 'f32')}")
 print(f"{'model':<6}{'system':<26}{'ms/step':>10}{'tokens/s':>11}{'MFU':>7}{'RSS MB':>8}{'gsc ×':>8}{'mlir ×':>8}   tokens/s per round")
 for m in gsc:
     g = gsc[m]

@@ -11,7 +11,11 @@ tokens/s, MFU against --peak-gflops (default: the reference CPU's 548) with
 FLOPs/token = 6*N_non_embedding + 12*layers*d*ctx, and the peak RSS of a
 process that trained only that model.
 
-    python3 bench/torch_bench.py [--models S M G] [--steps 10] [--warmup 3] [--device cuda]
+With --bf16 the forward runs under autocast to bfloat16 (the matrix
+products in bf16, master weights and optimizer state f32): the peer of
+gsc's `precision = bf16`.
+
+    python3 bench/torch_bench.py [--models S M G] [--steps 10] [--warmup 3] [--device cuda] [--bf16]
 """
 
 import argparse
@@ -79,7 +83,8 @@ def build_model(torch, layers, d, heads, context):
     return Gpt()
 
 
-def run_one(name, steps, warmup, threads, compile_model, device, peak_gflops):
+def run_one(name, steps, warmup, threads, compile_model, device, peak_gflops, bf16):
+    import contextlib
     import torch
 
     torch.set_num_threads(threads)
@@ -110,7 +115,8 @@ def run_one(name, steps, warmup, threads, compile_model, device, peak_gflops):
         tokens = torch.randint(0, VOCAB, (batch, context + 1), generator=gen)
         t0, c0 = time.perf_counter(), time.process_time()
         tokens = tokens.to(device)
-        out = step_fn(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            out = step_fn(tokens[:, :-1], tokens[:, 1:])
         out.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -124,7 +130,9 @@ def run_one(name, steps, warmup, threads, compile_model, device, peak_gflops):
     mfu = flops_per_token * tokens_per_s / (peak_gflops * 1e9)
     return {
         "model": name,
-        "system": "pytorch eager" if not compile_model else "pytorch compiled",
+        "system": ("pytorch eager" if not compile_model else "pytorch compiled")
+        + (" bf16 autocast" if bf16 else ""),
+        "precision": "bf16" if bf16 else "f32",
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "context": context,
         "batch": batch,
@@ -163,13 +171,14 @@ def main():
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS, help="for MFU")
+    ap.add_argument("--bf16", action="store_true", help="autocast the forward to bfloat16")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.single:
         (name,) = args.models
         line = run_one(name, args.steps, args.warmup, args.threads, args.compile, args.device,
-                       args.peak_gflops)
+                       args.peak_gflops, args.bf16)
         print(json.dumps(line), flush=True)
         return
     # One process per model, so each peak RSS is that model's alone.
@@ -177,7 +186,8 @@ def main():
         cmd = [sys.executable, os.path.abspath(__file__), "--single", "--models", name,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--device", args.device,
-               "--peak-gflops", str(args.peak_gflops)] + (["--compile"] if args.compile else [])
+               "--peak-gflops", str(args.peak_gflops)] + (["--compile"] if args.compile else []) \
+            + (["--bf16"] if args.bf16 else [])
         done = subprocess.run(cmd, check=False)
         if done.returncode != 0:
             sys.exit(f"torch_bench: model {name} failed (exit {done.returncode})")

@@ -10,6 +10,10 @@
 //! `[kc/2][NR]` words (the pair `(B[2p, j], B[2p+1, j])` at `p·NR + j`),
 //! an A panel `[kc/2][MR]` (the pair `(A[i, 2p], A[i, 2p+1])`, broadcast to
 //! every lane). An odd inner dimension pads its last pair with zero.
+//!
+//! The conversions round to nearest even, as [`bf16::round`] does; like
+//! `vdpbf16ps` itself they treat subnormal inputs (below 1.2e-38) as zero,
+//! which no trained weight or activation comes near.
 
 use super::packed::{Tile, View};
 use gsc_compiler::kernel::bf16;
@@ -31,7 +35,10 @@ const B_BLOCK: usize = 1 << 19;
 
 /// Whether this CPU can run the kernel.
 pub fn supported() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bf16")
 }
 
 thread_local! {
@@ -110,10 +117,58 @@ fn pair(lo: f32, hi: f32) -> u32 {
     u32::from(bf16::bits(lo)) | u32::from(bf16::bits(hi)) << 16
 }
 
+/// `dst[i] = pair(lo[i], hi[i])` for `i < len ≤ 16`: two rows of the
+/// stored matrix whose elements pair up column by column.
+#[inline(always)]
+unsafe fn interleave16(dst: *mut u32, lo: *const f32, hi: *const f32, len: usize) {
+    let mask: __mmask16 = if len >= 16 { !0 } else { (1 << len) - 1 };
+    let lo = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, lo));
+    let hi = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, hi));
+    let lo = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(lo));
+    let hi = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(hi));
+    let words = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+    _mm512_mask_storeu_epi32(dst.cast(), mask, words);
+}
+
+/// `dst[i] = pair(lo[i], hi[i])` for `i < len` (any length).
+#[inline(always)]
+unsafe fn interleave(dst: *mut u32, lo: *const f32, hi: *const f32, len: usize) {
+    for i in (0..len).step_by(16) {
+        interleave16(dst.add(i), lo.add(i), hi.add(i), (len - i).min(16));
+    }
+}
+
+/// `dst[p·stride] = pair(row[2p], row[2p+1])` for `p < pairs`: one stored
+/// row whose consecutive elements pair up, its pairs written `stride`
+/// words apart (into a panel's column). 16 pairs are converted at a time,
+/// then scattered by plain stores.
+#[inline(always)]
+unsafe fn pairs_of_row(dst: *mut u32, stride: usize, row: *const f32, pairs: usize) {
+    let mut words = [0u32; 16];
+    for p0 in (0..pairs).step_by(16) {
+        let n = (pairs - p0).min(16);
+        let (m_lo, m_hi): (__mmask16, __mmask16) = match 2 * n {
+            v if v >= 32 => (!0, !0),
+            v if v > 16 => (!0, (1 << (v - 16)) - 1),
+            v => ((1 << v) - 1, 0),
+        };
+        let x = row.add(2 * p0);
+        let lo = _mm512_maskz_loadu_ps(m_lo, x);
+        let hi = _mm512_maskz_loadu_ps(m_hi, x.add(16));
+        // 32 values to bf16 in order: word i holds values 2i and 2i+1.
+        let both = _mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512(words.as_mut_ptr().cast(), std::mem::transmute(both));
+        for (i, &w) in words.iter().enumerate().take(n) {
+            *dst.add((p0 + i) * stride) = w;
+        }
+    }
+}
+
 /// Packs `A[ic.., pc..]` (`mc × kc`) into `MR`-row panels of pairs,
-/// zero-padding the last panel's rows and an odd last pair. Each branch
-/// reads A along its contiguous direction, so the rounding vectorises.
-#[target_feature(enable = "avx512f,avx512bw")]
+/// zero-padding the last panel's rows and an odd last pair. A stored
+/// either way round is read along its rows (see [`interleave`] and
+/// [`pairs_of_row`]): one of its strides is 1, as in every [`super::Gemm`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn pack_a(dst: &mut [u32], a: View, ic: usize, mc: usize, pc: usize, kc: usize) {
     let pairs = kc.div_ceil(2);
     let whole = kc / 2;
@@ -123,34 +178,31 @@ unsafe fn pack_a(dst: &mut [u32], a: View, ic: usize, mc: usize, pc: usize, kc: 
         if rows < MR || whole < pairs {
             out.fill(0);
         }
+        let o = out.as_mut_ptr();
         let src = a.ptr.offset((ic + ir) as isize * a.rs + pc as isize * a.cs);
-        let at = |r: usize, p: usize| *src.offset(r as isize * a.rs + p as isize * a.cs);
+        let at = |r: usize, p: usize| src.offset(r as isize * a.rs + p as isize * a.cs);
         if a.rs == 1 {
-            // A transposed: rows 2p and 2p+1 of the stored matrix give the
-            // panel's MR words for p.
+            // A transposed: stored rows 2p and 2p+1 pair up across the panel.
             for p in 0..whole {
-                for (r, o) in out[p * MR..][..rows].iter_mut().enumerate() {
-                    *o = pair(at(r, 2 * p), at(r, 2 * p + 1));
-                }
+                interleave16(o.add(p * MR), at(0, 2 * p), at(0, 2 * p + 1), rows);
             }
         } else {
             for r in 0..rows {
-                for p in 0..whole {
-                    out[p * MR + r] = pair(at(r, 2 * p), at(r, 2 * p + 1));
-                }
+                pairs_of_row(o.add(r), MR, at(r, 0), whole);
             }
         }
         if whole < pairs {
             for r in 0..rows {
-                out[whole * MR + r] = pair(at(r, kc - 1), 0.0);
+                *o.add(whole * MR + r) = pair(*at(r, kc - 1), 0.0);
             }
         }
     }
 }
 
 /// Packs `B[pc.., jc..]` (`kc × nc`) into `NR`-column panels of pairs,
-/// zero-padding the last panel's columns and an odd last pair.
-#[target_feature(enable = "avx512f,avx512bw")]
+/// zero-padding the last panel's columns and an odd last pair, reading B
+/// along its stored rows as [`pack_a`] does.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn pack_b(dst: &mut [u32], b: View, pc: usize, kc: usize, jc: usize, nc: usize) {
     let pairs = kc.div_ceil(2);
     let whole = kc / 2;
@@ -160,24 +212,23 @@ unsafe fn pack_b(dst: &mut [u32], b: View, pc: usize, kc: usize, jc: usize, nc: 
         if cols < NR || whole < pairs {
             out.fill(0);
         }
-        let at = |p: usize, j: usize| b.at(pc + p, jc + jr + j);
+        let o = out.as_mut_ptr();
+        let src = b.ptr.offset(pc as isize * b.rs + (jc + jr) as isize * b.cs);
+        let at = |p: usize, j: usize| src.offset(p as isize * b.rs + j as isize * b.cs);
         if b.cs == 1 {
-            // Rows of B contiguous: two rows make NR words, lane by lane.
+            // Rows 2p and 2p+1 of B pair up across the panel.
             for p in 0..whole {
-                for (j, o) in out[p * NR..][..cols].iter_mut().enumerate() {
-                    *o = pair(at(2 * p, j), at(2 * p + 1, j));
-                }
+                interleave(o.add(p * NR), at(2 * p, 0), at(2 * p + 1, 0), cols);
             }
         } else {
+            // B transposed: each stored row is one column of the panel.
             for j in 0..cols {
-                for p in 0..whole {
-                    out[p * NR + j] = pair(at(2 * p, j), at(2 * p + 1, j));
-                }
+                pairs_of_row(o.add(j), NR, at(0, j), whole);
             }
         }
         if whole < pairs {
             for j in 0..cols {
-                out[whole * NR + j] = pair(at(kc - 1, j), 0.0);
+                *o.add(whole * NR + j) = pair(*at(kc - 1, j), 0.0);
             }
         }
     }
