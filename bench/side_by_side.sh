@@ -7,20 +7,22 @@
 # With --bf16: gsc with `precision = bf16` against PyTorch with autocast to
 # bf16 (the MLIR backend left out: it differs from the CPU one in loop
 # kernels only).
-#   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [--bf16] [S M]
+# --no-mlir leaves the MLIR backend out (and the build with it).
+#   bash bench/side_by_side.sh [--steps N] [--warmup N] [--rounds R] [--bf16] [--no-mlir] [S M]
 # The three systems take turns, R rounds of each (default 3), and the table
 # gives each one's median over its rounds: on a shared VM whose speed drifts
 # by a third within minutes, one pass of each would measure the drift.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-steps=10; warmup=3; rounds=3; models=(); precision=f32; torch_flags=()
+steps=10; warmup=3; rounds=3; models=(); precision=f32; torch_flags=(); want_mlir=yes
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    --bf16) precision=bf16; torch_flags=(--bf16); shift ;;
+    --bf16) precision=bf16; torch_flags=(--bf16); want_mlir=no; shift ;;
+    --no-mlir) want_mlir=no; shift ;;
     *) models+=("$1"); shift ;;
   esac
 done
@@ -29,7 +31,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 gcc -shared -fPIC -O2 -o "$out/libmkl_shim.so" "$here/mkl_shim.c"
 mlir=no
-if [ -x /usr/lib/llvm-22/bin/mlir-opt ] && [ $precision = f32 ]; then
+if [ -x /usr/lib/llvm-22/bin/mlir-opt ] && [ $want_mlir = yes ]; then
   cargo build --release --quiet --features mlir && mlir=yes
 else
   cargo build --release --quiet

@@ -285,3 +285,22 @@ fn bench_names_the_machine_and_its_measured_peak() {
     let share = line["of_gemm_peak"].as_f64().unwrap();
     assert!((share - rate / peak).abs() < 0.01, "{line}");
 }
+
+#[test]
+fn bench_trains_in_bf16_when_asked() {
+    // Through the per-workload child process, which must be told too.
+    let o = gsc(&[
+        "bench",
+        "S",
+        "--precision",
+        "bf16",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["precision"], "bf16", "{line}");
+    assert!(line["final_loss"].as_f64().unwrap().is_finite(), "{line}");
+}
