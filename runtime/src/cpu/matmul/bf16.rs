@@ -157,7 +157,10 @@ unsafe fn pairs_of_row(dst: *mut u32, stride: usize, row: *const f32, pairs: usi
         let hi = _mm512_maskz_loadu_ps(m_hi, x.add(16));
         // 32 values to bf16 in order: word i holds values 2i and 2i+1.
         let both = _mm512_cvtne2ps_pbh(hi, lo);
-        _mm512_storeu_si512(words.as_mut_ptr().cast(), std::mem::transmute(both));
+        _mm512_storeu_si512(
+            words.as_mut_ptr().cast(),
+            std::mem::transmute::<__m512bh, __m512i>(both),
+        );
         for (i, &w) in words.iter().enumerate().take(n) {
             *dst.add((p0 + i) * stride) = w;
         }
