@@ -147,11 +147,13 @@ unsafe fn pairs_of_row(dst: *mut u32, stride: usize, row: *const f32, pairs: usi
     let mut words = [0u32; 16];
     for p0 in (0..pairs).step_by(16) {
         let n = (pairs - p0).min(16);
-        let (m_lo, m_hi): (__mmask16, __mmask16) = match 2 * n {
-            v if v >= 32 => (!0, !0),
-            v if v > 16 => (!0, (1 << (v - 16)) - 1),
-            v => ((1 << v) - 1, 0),
+        // 2n values: the low 16 through one mask, the rest through the other.
+        let all = if n == 16 {
+            u32::MAX
+        } else {
+            (1u32 << (2 * n)) - 1
         };
+        let (m_lo, m_hi) = (all as __mmask16, (all >> 16) as __mmask16);
         let x = row.add(2 * p0);
         let lo = _mm512_maskz_loadu_ps(m_lo, x);
         let hi = _mm512_maskz_loadu_ps(m_hi, x.add(16));

@@ -518,6 +518,9 @@ mod tests {
             (1, 1, 1, &every_kernel[..], &scales[..]),
             (7, 5, 3, &every_kernel, &scales),
             (13, 33, 2, &every_kernel, &scales),
+            // 8 and 24 pairs: a last group of 8 converts exactly one vector.
+            (14, 35, 16, &every_kernel, &scales),
+            (5, 40, 49, &every_kernel, &scales),
             (33, 17, 65, &every_kernel, &scales),
             (130, 70, 257, &every_kernel, &scales),
             // Several K, M and N blocks of the bf16 kernel, with edges.
