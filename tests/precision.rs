@@ -5,7 +5,7 @@
 //!
 //! Tolerance: every logged training loss and every validation loss within
 //! 0.05 nats of f32's. Rounding each operand of each product to bf16 moves
-//! it by up to 2⁻⁹ relative; the runs share their batches, so the curves
+//! it by up to 2⁻⁸ relative; the runs share their batches, so the curves
 //! differ by that perturbation carried through 300 AdamW steps alone, not
 //! by sampling noise. On this model the largest gap is about 0.02 nats
 //! (the test prints it); a product that dropped its bf16 rounding leaves
