@@ -243,16 +243,7 @@ unsafe fn pack_b(dst: &mut [u32], b: View, pc: usize, kc: usize, jc: usize, nc: 
 /// pairs, then written into the tile.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn micro(pairs: usize, a: *const u32, b: *const u32, t: Tile) {
-    if t.keep != 0.0 {
-        // After the first K block the old C is read at the end, a whole
-        // sweep of C after it was written: fetched now, its misses overlap
-        // the products instead of stalling the tile (as in `packed`).
-        for r in 0..t.rows {
-            let row = t.ptr.add(r * t.ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.add(NR * 4 - 1));
-        }
-    }
+    t.prefetch_old::<NR>();
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for p in 0..pairs {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR).cast()));

@@ -454,6 +454,23 @@ mod tests {
         assert_close(&c, &want, 1e-4, &format!("{g:?}"));
     }
 
+    /// [`check`] of `g` with each operand stored either way round.
+    fn check_every_transpose(g: Gemm, seed: &mut u64) {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let mut g = g;
+                if ta {
+                    g = g.trans_a();
+                }
+                if tb {
+                    g = g.trans_b();
+                }
+                check(g, *seed);
+                *seed += 3;
+            }
+        }
+    }
+
     const KERNELS_AND_THREADS: [(usize, Kernel); 4] = [
         (1, Kernel::Crate),
         (2, Kernel::Crate),
@@ -473,24 +490,13 @@ mod tests {
             // Several K, M and N blocks of the packed kernel, with edges.
             (301, 2100, 530),
         ] {
-            for ta in [false, true] {
-                for tb in [false, true] {
-                    for (alpha, beta) in [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)] {
-                        for (threads, kernel) in KERNELS_AND_THREADS {
-                            let mut g = Gemm::new(m, n, k)
-                                .scale(alpha, beta)
-                                .threads(threads)
-                                .kernel(kernel);
-                            if ta {
-                                g = g.trans_a();
-                            }
-                            if tb {
-                                g = g.trans_b();
-                            }
-                            check(g, seed);
-                            seed += 3;
-                        }
-                    }
+            for (alpha, beta) in [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)] {
+                for (threads, kernel) in KERNELS_AND_THREADS {
+                    let g = Gemm::new(m, n, k)
+                        .scale(alpha, beta)
+                        .threads(threads)
+                        .kernel(kernel);
+                    check_every_transpose(g, &mut seed);
                 }
             }
         }
@@ -526,25 +532,14 @@ mod tests {
             // Several K, M and N blocks of the bf16 kernel, with edges.
             (211, 2100, 531, &every_kernel[..1], &scales[2..]),
         ] {
-            for ta in [false, true] {
-                for tb in [false, true] {
-                    for &(alpha, beta) in scales {
-                        for &(threads, kernel) in kernels {
-                            let mut g = Gemm::new(m, n, k)
-                                .scale(alpha, beta)
-                                .threads(threads)
-                                .kernel(kernel)
-                                .bf16();
-                            if ta {
-                                g = g.trans_a();
-                            }
-                            if tb {
-                                g = g.trans_b();
-                            }
-                            check(g, seed);
-                            seed += 3;
-                        }
-                    }
+            for &(alpha, beta) in scales {
+                for &(threads, kernel) in kernels {
+                    let g = Gemm::new(m, n, k)
+                        .scale(alpha, beta)
+                        .threads(threads)
+                        .kernel(kernel)
+                        .bf16();
+                    check_every_transpose(g, &mut seed);
                 }
             }
         }

@@ -201,6 +201,27 @@ pub(super) struct Tile {
 }
 
 impl Tile {
+    /// Fetches the tile's `W` columns of the old C when it will be read
+    /// (`keep` not zero): read after the products, and last written a whole
+    /// sweep of C ago, it is in L3 or memory, and a dependent miss per row
+    /// at the end would stall the tile; fetched first, the misses overlap
+    /// the products.
+    ///
+    /// # Safety
+    /// The tile's rows must lie inside C (prefetches do not fault, but the
+    /// addresses are computed with `add`).
+    #[inline(always)]
+    pub(super) unsafe fn prefetch_old<const W: usize>(&self) {
+        if self.keep == 0.0 {
+            return;
+        }
+        for r in 0..self.rows {
+            let row = self.ptr.add(r * self.ldc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(W * 4 - 1));
+        }
+    }
+
     /// Writes a partial tile at the matrix's edge from a stack copy of the
     /// accumulators, already times `beta`: only its `rows × cols` corner.
     ///
@@ -226,16 +247,7 @@ impl Tile {
 /// written into the tile.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn micro(kc: usize, a: *const f32, b: *const f32, t: Tile) {
-    if t.keep != 0.0 {
-        // The old C is read after the loop; when it was last written a whole
-        // sweep of C ago it is in L3 or memory, and 12 dependent misses at
-        // the end would stall the tile.
-        for r in 0..t.rows {
-            let row = t.ptr.add(r * t.ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.add(NR * 4 - 1));
-        }
-    }
+    t.prefetch_old::<NR>();
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         let b0 = _mm256_loadu_ps(b.add(p * NR));
