@@ -37,7 +37,7 @@ GSC_BENCH_ARCH=$arch GSC_BENCH_STEPS=$steps RAYON_NUM_THREADS=$threads \
 perf report -i "$data" --stdio --no-children --sort symbol 2>/dev/null |
     awk '/^ *[0-9.]+%/ {
         share = $1 + 0; sym = $3
-        if (sym ~ /microkernel|packed::micro/) g = "matmul microkernels"
+        if (sym ~ /microkernel|(avx2|avx512|bf16)::micro/) g = "matmul microkernels"
         else if (sym ~ /pack_a|pack_b|vectorize::imp/) g = "matmul packing"
         else if (sym ~ /attention/) g = "attention"
         else if (sym ~ /^k[0-9]+_/) { g = "JIT loop kernels"; sub(/^k[0-9]+_/, "", sym); jit[sym] += share }

@@ -132,6 +132,7 @@ fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     for (what, g) in [
         ("Crate", g.kernel(Kernel::Crate)),
         ("Packed", g.kernel(Kernel::Packed)),
+        ("Pk512", g.kernel(Kernel::Packed512)),
         ("bf16", bf16),
     ] {
         let g = g.threads(threads);

@@ -255,28 +255,31 @@ impl Isa {
 
 /// Defines one entry point per [`Isa`] for `$body`, each compiled with that
 /// instruction set enabled and the register block that fits its register
-/// file (rows × columns of accumulators): 4 × 64 fills 16 of AVX-512's 32
+/// file (rows × columns of accumulators): 6 × 64 fills 24 of AVX-512's 32
 /// zmm registers, 6 × 16 fills 12 of AVX2's 16 ymm registers. Everything the
-/// body calls is `#[inline(always)]`, so all of it is vectorised for the ISA.
+/// body calls is inlined, so all of it is vectorised for the ISA. The
+/// AVX-512 blocks are written with intrinsics (`Z`): left to the
+/// vectoriser, LLVM's tuning for 256-bit vectors splits them into ymm
+/// halves that no longer fit the register file.
 macro_rules! compile_per_isa {
     ($body:ident => $avx512:ident, $avx2:ident, $portable:ident ($($arg:ident: $ty:ty),*)) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx512($($arg: $ty),*) {
-            $body::<4, 64>($($arg),*)
+            $body::<6, 64, true>($($arg),*)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx2($($arg: $ty),*) {
-            $body::<6, 16>($($arg),*)
+            $body::<6, 16, false>($($arg),*)
         }
 
         #[allow(clippy::too_many_arguments)]
         unsafe fn $portable($($arg: $ty),*) {
-            $body::<4, 16>($($arg),*)
+            $body::<4, 16, false>($($arg),*)
         }
     };
 }
@@ -309,10 +312,12 @@ enum Causal {
 
 /// `C[m, n] += op(A)[m, kk] · B[kk, n]`, B row-major, `n % LANES == 0`.
 /// `op(A)` is `A` stored `[m, kk]` or, with `TA`, stored `[kk, m]`. Runs in
-/// `R × N` register blocks; leftover columns go `LANES` at a time.
+/// `R × N` register blocks; leftover columns go `LANES` at a time. With
+/// `Z`, the blocks are AVX-512 intrinsics ([`block_zmm`], `N` = 64), which
+/// only a caller compiled with AVX-512 may ask for.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn madd<const TA: bool, const R: usize, const N: usize>(
+fn madd<const TA: bool, const R: usize, const N: usize, const Z: bool>(
     causal: Causal,
     m: usize,
     n: usize,
@@ -345,6 +350,23 @@ fn madd<const TA: bool, const R: usize, const N: usize>(
         while j0 < n {
             let wide = n - j0 >= N;
             let p = inner.clone();
+            #[cfg(target_arch = "x86_64")]
+            if Z {
+                debug_assert_eq!(N, 64);
+                // SAFETY: Z is only set by callers compiled with AVX-512.
+                unsafe {
+                    match (rows, wide) {
+                        (4, true) => block_zmm::<TA, 4, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (4, false) => block_zmm::<TA, 4, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (1, true) => block_zmm::<TA, 1, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (1, false) => block_zmm::<TA, 1, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (_, true) => block_zmm::<TA, R, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (_, false) => block_zmm::<TA, R, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                    }
+                }
+                j0 += if wide { N } else { LANES };
+                continue;
+            }
             match (rows, wide) {
                 (4, true) => block::<TA, 4, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
                 (4, false) => block::<TA, 4, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
@@ -409,6 +431,70 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     }
     for (r, acc_r) in acc.iter().enumerate() {
         c[(r0 + r) * ldc + j0..][..N].copy_from_slice(acc_r);
+    }
+}
+
+/// [`block`] in AVX-512 intrinsics: `R` rows × `H` zmm vectors (16·H
+/// columns) of accumulators.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_zmm<const TA: bool, const R: usize, const H: usize>(
+    r0: usize,
+    j0: usize,
+    inner: std::ops::Range<usize>,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    if inner.is_empty() {
+        return;
+    }
+    // The bounds of `block`, checked once.
+    let last = inner.end - 1;
+    let a_end = if TA {
+        last * lda + r0 + R
+    } else {
+        (r0 + R - 1) * lda + last + 1
+    };
+    assert!(a_end <= a.len() && last * ldb + j0 + 16 * H <= b.len());
+    assert!((r0 + R - 1) * ldc + j0 + 16 * H <= c.len());
+    let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); H]; R];
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (h, v) in row.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(cp.add((r0 + r) * ldc + j0 + 16 * h));
+        }
+    }
+    for p in inner {
+        let mut bv = [_mm512_setzero_ps(); H];
+        for (h, v) in bv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(bp.add(p * ldb + j0 + 16 * h));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let a_off = if TA {
+                p * lda + r0 + r
+            } else {
+                (r0 + r) * lda + p
+            };
+            let x = _mm512_set1_ps(*ap.add(a_off));
+            for (v, &bh) in row.iter_mut().zip(&bv) {
+                *v = _mm512_fmadd_ps(x, bh, *v);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (h, v) in row.iter().enumerate() {
+            _mm512_storeu_ps(cp.add((r0 + r) * ldc + j0 + 16 * h), *v);
+        }
     }
 }
 
@@ -502,17 +588,101 @@ fn gather_rows(
 
 /// As [`gather_rows`] but transposed: `dst` is `[d, width]`, column t = row t.
 /// Goes LANES source rows at a time so both sides stay in L1: each pass
-/// writes one cache line per destination row.
+/// writes one cache line per destination row. With `Z`, 16 × 16 blocks are
+/// transposed in AVX-512 registers (LLVM makes the plain loop a gather,
+/// which took a third of the backward's time).
 #[inline(always)]
-fn gather_cols(src: &[f32], stride: usize, seq: usize, d: usize, dst: &mut [f32], width: usize) {
+fn gather_cols<const Z: bool>(
+    src: &[f32],
+    stride: usize,
+    seq: usize,
+    d: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
     // One check of the furthest source element instead of one per copy.
     assert!(seq == 0 || (seq - 1) * stride + d <= src.len());
+    assert!(d == 0 || (d - 1) * width + seq.next_multiple_of(LANES) <= dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if Z {
+        // SAFETY: Z is only set by callers compiled with AVX-512; the
+        // asserts above bound every row read and written.
+        unsafe { transpose_zmm(src, stride, seq, d, dst, width) };
+        return;
+    }
     for t0 in (0..seq).step_by(LANES) {
         let n = (seq - t0).min(LANES);
         for i in 0..d {
             for (r, x) in dst[i * width + t0..][..n].iter_mut().enumerate() {
                 // SAFETY: t0 + r < seq and i < d, within the asserted extent.
                 *x = unsafe { *src.get_unchecked((t0 + r) * stride + i) };
+            }
+        }
+    }
+}
+
+/// [`gather_cols`] in 16 × 16 blocks: 16 source rows (tokens) of 16 values
+/// are loaded (zero past the end), transposed by three rounds of shuffles,
+/// and stored as 16-wide pieces of destination rows.
+///
+/// # Safety
+/// The CPU must have AVX-512F; the slices must hold what
+/// [`gather_cols`] asserts.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_zmm(
+    src: &[f32],
+    stride: usize,
+    seq: usize,
+    d: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for t0 in (0..seq).step_by(16) {
+        let rows = (seq - t0).min(16);
+        for i0 in (0..d).step_by(16) {
+            let cols = (d - i0).min(16);
+            let mask: __mmask16 = if cols == 16 { !0 } else { (1 << cols) - 1 };
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (t, row) in r.iter_mut().enumerate().take(rows) {
+                *row = _mm512_maskz_loadu_ps(mask, sp.add((t0 + t) * stride + i0));
+            }
+            // Pairs of rows interleaved by 32, then by 64 bits: u[4m + c]
+            // holds, in its 128-bit lane L, column 4L + c of rows 4m..4m+4.
+            let mut t = [_mm512_setzero_ps(); 16];
+            for k in 0..8 {
+                t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+                t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+            }
+            let mut u = [_mm512_setzero_ps(); 16];
+            let pd = _mm512_castps_pd;
+            for m in 0..4 {
+                let (a, b, c, e) = (t[4 * m], t[4 * m + 1], t[4 * m + 2], t[4 * m + 3]);
+                u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+                u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+                u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(e)));
+                u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(e)));
+            }
+            // Lane L of u[c], u[4 + c], u[8 + c], u[12 + c] is column 4L + c.
+            for c in 0..4 {
+                let v0 = _mm512_shuffle_f32x4::<0x44>(u[c], u[4 + c]);
+                let v1 = _mm512_shuffle_f32x4::<0xEE>(u[c], u[4 + c]);
+                let v2 = _mm512_shuffle_f32x4::<0x44>(u[8 + c], u[12 + c]);
+                let v3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + c], u[12 + c]);
+                let out = [
+                    _mm512_shuffle_f32x4::<0x88>(v0, v2),
+                    _mm512_shuffle_f32x4::<0xDD>(v0, v2),
+                    _mm512_shuffle_f32x4::<0x88>(v1, v3),
+                    _mm512_shuffle_f32x4::<0xDD>(v1, v3),
+                ];
+                for (lane, v) in out.into_iter().enumerate() {
+                    let col = 4 * lane + c;
+                    if col < cols {
+                        _mm512_storeu_ps(dp.add((i0 + col) * width + t0), v);
+                    }
+                }
             }
         }
     }
@@ -552,7 +722,7 @@ fn visible(i: usize, j0: usize) -> usize {
 /// only this head's entries are written.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn forward_head<const R: usize, const N: usize>(
+unsafe fn forward_head<const R: usize, const N: usize, const Z: bool>(
     s: &AttentionShape,
     b: usize,
     h: usize,
@@ -573,7 +743,7 @@ unsafe fn forward_head<const R: usize, const N: usize>(
     // Kᵀ as [d, tp] so score rows are broadcasts against contiguous rows;
     // V as [tp, dp]. Padded keys are masked out by causality (index ≥ seq).
     let mut kt = vec![0.0f32; d * tp];
-    gather_cols(&k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
+    gather_cols::<Z>(&k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
     let mut vr = vec![0.0f32; tp * dp];
     gather_rows(&v[kv_base..], kv_stride, t_len, d, 1.0, &mut vr, dp);
 
@@ -601,7 +771,7 @@ unsafe fn forward_head<const R: usize, const N: usize>(
         for j0 in (0..=i0).step_by(TILE) {
             let diag = j0 == i0;
             scores.fill(0.0);
-            madd::<false, R, N>(
+            madd::<false, R, N, Z>(
                 if diag { Causal::Cols } else { Causal::No },
                 rows,
                 TILE,
@@ -631,7 +801,7 @@ unsafe fn forward_head<const R: usize, const N: usize>(
                 }
                 row_sum[r] += sum;
             }
-            madd::<false, R, N>(
+            madd::<false, R, N, Z>(
                 if diag { Causal::InnerUpTo } else { Causal::No },
                 rows,
                 dp,
@@ -663,7 +833,7 @@ unsafe fn forward_head<const R: usize, const N: usize>(
 /// group's entries are written.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn backward_group<const R: usize, const N: usize>(
+unsafe fn backward_group<const R: usize, const N: usize, const Z: bool>(
     s: &AttentionShape,
     b: usize,
     g: usize,
@@ -679,9 +849,9 @@ unsafe fn backward_group<const R: usize, const N: usize>(
     let kv_base = b * t_len * kv_stride + g * d;
 
     let mut kt = vec![0.0f32; d * tp];
-    gather_cols(&x.k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
+    gather_cols::<Z>(&x.k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
     let mut vt = vec![0.0f32; d * tp];
-    gather_cols(&x.v[kv_base..], kv_stride, t_len, d, &mut vt, tp);
+    gather_cols::<Z>(&x.v[kv_base..], kv_stride, t_len, d, &mut vt, tp);
     let mut kr = vec![0.0f32; tp * dp];
     gather_rows(&x.k[kv_base..], kv_stride, t_len, d, 1.0, &mut kr, dp);
 
@@ -710,7 +880,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                 let rows = (t_len - i0).min(TILE);
                 let diag = j0 == i0;
                 p.fill(0.0);
-                madd::<false, R, N>(
+                madd::<false, R, N, Z>(
                     if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
@@ -723,7 +893,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     TILE,
                 );
                 ds.fill(0.0);
-                madd::<false, R, N>(
+                madd::<false, R, N, Z>(
                     if diag { Causal::Cols } else { Causal::No },
                     rows,
                     TILE,
@@ -747,7 +917,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     }
                 }
                 // dV_j += Pᵀ dO_i and dK_j += dSᵀ (scale·Q_i): A read transposed.
-                madd::<true, R, N>(
+                madd::<true, R, N, Z>(
                     if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
@@ -759,7 +929,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     &mut dv_acc[j0 * dp..],
                     dp,
                 );
-                madd::<true, R, N>(
+                madd::<true, R, N, Z>(
                     if diag { Causal::InnerFrom } else { Causal::No },
                     keys,
                     dp,
@@ -772,7 +942,7 @@ unsafe fn backward_group<const R: usize, const N: usize>(
                     dp,
                 );
                 // dQ_i += dS K_j (times scale at the end).
-                madd::<false, R, N>(
+                madd::<false, R, N, Z>(
                     if diag { Causal::InnerUpTo } else { Causal::No },
                     rows,
                     dp,
@@ -920,11 +1090,11 @@ mod tests {
         let mut v: Vec<_> = isas.into_iter().map(Isa::kernels).collect();
         v.extend([
             (
-                forward_head::<4, 64> as ForwardHead,
-                backward_group::<4, 64> as BackwardGroup,
+                forward_head::<6, 64, false> as ForwardHead,
+                backward_group::<6, 64, false> as BackwardGroup,
             ),
-            (forward_head::<6, 16>, backward_group::<6, 16>),
-            (forward_head::<4, 16>, backward_group::<4, 16>),
+            (forward_head::<6, 16, false>, backward_group::<6, 16, false>),
+            (forward_head::<4, 16, false>, backward_group::<4, 16, false>),
         ]);
         v
     }

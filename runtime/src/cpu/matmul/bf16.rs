@@ -1,5 +1,5 @@
 //! bf16 products with f32 accumulation on x86-64 with AVX512_BF16 (Zen 4
-//! and later, Cooper Lake and Sapphire Rapids and later): the blocking of
+//! and later, Cooper Lake and Sapphire Rapids and later): a format of
 //! [`super::packed`], with the operands rounded to bf16 as they are packed
 //! and a 12×32 microkernel of `vdpbf16ps`, which multiplies two pairs of
 //! bf16 per f32 lane and adds both products to the lane: twice the
@@ -15,23 +15,10 @@
 //! `vdpbf16ps` itself they treat subnormal inputs (below 1.2e-38) as zero,
 //! which no trained weight or activation comes near.
 
-use super::packed::{Tile, View};
+use super::avx512::{store, MR, NR};
+use super::packed::{Format, Tile, View};
 use gsc_compiler::kernel::bf16;
 use std::arch::x86_64::*;
-use std::cell::RefCell;
-
-/// Rows of C per microkernel tile: 24 accumulators, 2 B vectors and a
-/// broadcast fill 27 of the 32 zmm registers.
-const MR: usize = 12;
-/// Columns of C per microkernel tile (two 16-lane vectors).
-const NR: usize = 32;
-/// Inner-dimension block (even): one B micro-panel is `KC/2 · NR · 4` =
-/// 16 KiB, which stays in L1 while the A panels stream past it.
-const KC: usize = 256;
-/// Rows of A per packed block: `MC · KC · 2` = 96 KiB (L2).
-const MC: usize = 192;
-/// Words of packed B per column block (all of K): 2 MiB, in L3.
-const B_BLOCK: usize = 1 << 19;
 
 /// Whether this CPU can run the kernel.
 pub fn supported() -> bool {
@@ -41,74 +28,32 @@ pub fn supported() -> bool {
         && std::is_x86_feature_detected!("avx512bf16")
 }
 
-thread_local! {
-    /// Each thread's packing buffers (A, B), kept between calls.
-    static PACKS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
+/// The format's marker type.
+pub(super) struct Bf16;
 
-/// `C = α·C + β·A·B` on the calling thread with A and B rounded to bf16,
-/// `A` `m × k`, `B` `k × n`, `C` row-major `m × n` with leading dimension
-/// `ldc`; `α = 0` never reads `C`.
-///
-/// # Safety
-/// As [`super::packed::sgemm`], and the CPU must have AVX512_BF16
-/// ([`supported`]).
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    beta: f32,
-    a: View,
-    b: View,
-    c: *mut f32,
-    ldc: usize,
-) {
-    PACKS.with(|packs| {
-        let (pa, pb) = &mut *packs.borrow_mut();
-        let k2 = k.next_multiple_of(2);
-        let nc_max = (2 * B_BLOCK / k2.max(2))
-            .next_multiple_of(NR)
-            .clamp(NR, n.next_multiple_of(NR));
-        pa.resize(MC * KC / 2, 0);
-        pb.resize(k2 / 2 * nc_max, 0);
-        for jc in (0..n).step_by(nc_max) {
-            let nc = nc_max.min(n - jc);
-            let stride = nc.next_multiple_of(NR);
-            for pc in (0..k).step_by(KC) {
-                pack_b(&mut pb[pc / 2 * stride..], b, pc, KC.min(k - pc), jc, nc);
-            }
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    let pairs = kc.div_ceil(2);
-                    pack_a(pa, a, ic, mc, pc, kc);
-                    let keep = if pc == 0 { alpha } else { 1.0 };
-                    let pb = pb[pc / 2 * stride..].as_ptr();
-                    for jr in (0..nc).step_by(NR) {
-                        let cols = NR.min(nc - jr);
-                        for ir in (0..mc).step_by(MR) {
-                            micro(
-                                pairs,
-                                pa.as_ptr().add(ir * pairs),
-                                pb.add(jr * pairs),
-                                Tile {
-                                    ptr: c.add((ic + ir) * ldc + jc + jr),
-                                    ldc,
-                                    rows: MR.min(mc - ir),
-                                    cols,
-                                    keep,
-                                    beta,
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    });
+impl Format for Bf16 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    /// One B micro-panel is `KC/2 · NR · 4` = 16 KiB, which stays in L1
+    /// while the A panels stream past it.
+    const KC: usize = 256;
+    /// `MC · KC · 2` = 96 KiB (L2).
+    const MC: usize = 192;
+    /// 2 MiB of packed B.
+    const B_BLOCK: usize = 1 << 19;
+    const PER_WORD: usize = 2;
+
+    unsafe fn pack_a(dst: &mut [u32], a: View, ic: usize, mc: usize, pc: usize, kc: usize) {
+        pack_a(dst, a, ic, mc, pc, kc)
+    }
+
+    unsafe fn pack_b(dst: &mut [u32], b: View, pc: usize, kc: usize, jc: usize, nc: usize) {
+        pack_b(dst, b, pc, kc, jc, nc)
+    }
+
+    unsafe fn micro(steps: usize, a: *const u32, b: *const u32, t: Tile) {
+        micro(steps, a, b, t)
+    }
 }
 
 /// Two values as one packed word: `lo` in the low half.
@@ -254,27 +199,5 @@ unsafe fn micro(pairs: usize, a: *const u32, b: *const u32, t: Tile) {
             row[1] = _mm512_dpbf16_ps(row[1], av, b1);
         }
     }
-    let beta = _mm512_set1_ps(t.beta);
-    if t.rows == MR && t.cols == NR {
-        let keep = _mm512_set1_ps(t.keep);
-        for (r, row) in acc.iter().enumerate() {
-            let dst = t.ptr.add(r * t.ldc);
-            for (h, v) in row.iter().enumerate() {
-                let d = dst.add(16 * h);
-                let out = if t.keep == 0.0 {
-                    _mm512_mul_ps(beta, *v)
-                } else {
-                    _mm512_fmadd_ps(beta, *v, _mm512_mul_ps(keep, _mm512_loadu_ps(d)))
-                };
-                _mm512_storeu_ps(d, out);
-            }
-        }
-        return;
-    }
-    let mut tmp = [[0.0f32; NR]; MR];
-    for (r, row) in acc.iter().enumerate() {
-        _mm512_storeu_ps(tmp[r].as_mut_ptr(), _mm512_mul_ps(beta, row[0]));
-        _mm512_storeu_ps(tmp[r].as_mut_ptr().add(16), _mm512_mul_ps(beta, row[1]));
-    }
-    t.store_edge(&tmp);
+    store(&acc, t);
 }

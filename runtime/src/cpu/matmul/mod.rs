@@ -1,7 +1,7 @@
-//! f32 row-major matrix products on the CPU: a checked front over two
-//! kernels, the `gemm` crate (AVX-512 through its `x86-v4` feature, and any
-//! CPU) and, on AVX2 machines without AVX-512, the packed kernel of
-//! [`packed`] for single-K-block products; threads split C into blocks.
+//! f32 row-major matrix products on the CPU: a checked front over the
+//! `gemm` crate (AVX-512 through its `x86-v4` feature, and any CPU) and
+//! gsc's packed kernels ([`packed`]: f32 on AVX2 or AVX-512, bf16 pairs on
+//! AVX512_BF16); threads split C into blocks.
 //!
 //! One call computes `C = α·C + β·op(A)·op(B)` where `op` optionally
 //! transposes a row-major operand in place (by strides, never by copying).
@@ -11,6 +11,10 @@
 //! - the weight gradient `dW[out, in] += dYᵀ · X` is
 //!   [`Gemm::new`]`(out, in, rows).trans_a().accumulate()`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod bf16;
 #[cfg(target_arch = "x86_64")]
@@ -62,6 +66,9 @@ pub enum Kernel {
     /// gsc's packed AVX2 + FMA kernel; where the CPU lacks AVX2 or FMA,
     /// asking for it runs [`Kernel::Crate`].
     Packed,
+    /// gsc's packed AVX-512 kernel; where the CPU lacks AVX-512, asking
+    /// for it runs [`Kernel::Packed`].
+    Packed512,
     /// For bf16 products: gsc's packed AVX512_BF16 kernel, which rounds
     /// the operands as it packs them. For f32 products, or where the CPU
     /// lacks AVX512_BF16, asking for it runs [`Kernel::Crate`].
@@ -80,6 +87,7 @@ impl Kernel {
         let forced = FORCED.get_or_init(|| match std::env::var("GSC_MATMUL").as_deref() {
             Ok("crate") => Some(Kernel::Crate),
             Ok("packed") => Some(Kernel::Packed),
+            Ok("packed512") => Some(Kernel::Packed512),
             _ => None,
         });
         if let Some(kernel) = *forced {
@@ -101,7 +109,11 @@ impl Kernel {
 
     fn fastest_f32(k: usize) -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if k <= packed::KC && packed::supported() && !std::is_x86_feature_detected!("avx512f") {
+        if avx512::supported() {
+            return Kernel::Packed512;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if k <= avx2::KC && avx2::supported() {
             return Kernel::Packed;
         }
         let _ = k;
@@ -273,10 +285,10 @@ impl Gemm {
                         rs: rs as isize,
                         cs: cs as isize,
                     };
-                    let run = if kernel == Kernel::Packed {
-                        packed::sgemm
-                    } else {
-                        bf16::gemm
+                    let run = match kernel {
+                        Kernel::Packed => packed::gemm::<avx2::Avx2>,
+                        Kernel::Packed512 => packed::gemm::<avx512::Avx512>,
+                        _ => packed::gemm::<bf16::Bf16>,
                     };
                     run(
                         rows,
@@ -336,7 +348,9 @@ impl Gemm {
         });
         match want {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Packed if packed::supported() => Kernel::Packed,
+            Kernel::Packed512 if avx512::supported() => Kernel::Packed512,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Packed | Kernel::Packed512 if avx2::supported() => Kernel::Packed,
             #[cfg(target_arch = "x86_64")]
             Kernel::DotBf16 if self.bf16 && bf16::supported() => Kernel::DotBf16,
             _ => Kernel::Crate,
@@ -471,15 +485,30 @@ mod tests {
         }
     }
 
-    const KERNELS_AND_THREADS: [(usize, Kernel); 4] = [
+    const KERNELS_AND_THREADS: [(usize, Kernel); 6] = [
         (1, Kernel::Crate),
         (2, Kernel::Crate),
         (1, Kernel::Packed),
         (2, Kernel::Packed),
+        (1, Kernel::Packed512),
+        (2, Kernel::Packed512),
     ];
 
     #[test]
     fn every_transpose_and_scale_matches_the_naive_loop() {
+        eprintln!(
+            "f32 products: packed AVX2 kernel {}, packed AVX-512 kernel {}",
+            if avx2::supported() {
+                "tested"
+            } else {
+                "not on this CPU"
+            },
+            if avx512::supported() {
+                "tested"
+            } else {
+                "not on this CPU"
+            }
+        );
         let mut seed = 1;
         for (m, n, k) in [
             (1, 1, 1),

@@ -1,32 +1,12 @@
-//! A packed, cache-blocked f32 product for x86-64 with AVX2 and FMA, in the
-//! style of BLIS: `op(B)` is copied into `KC × NR` column panels that stay in
-//! L1, `op(A)` into `MR × KC` row panels whose block stays in L2, and a 6×16
-//! register-tiled microkernel (12 accumulators) runs over them.
-//!
-//! Why not only the `gemm` crate: on one AVX2 core this kernel is 5-8 %
-//! faster on most transformer shapes with inner dimension 256 (up to 94 % of
-//! peak). With more K blocks, or two threads in isolated calls, the crate is
-//! as fast or faster (see `Kernel::best`); with AVX-512 the crate's `x86-v4`
-//! kernels are used.
+//! The blocking shared by gsc's packed products, in the style of BLIS:
+//! `op(B)` is copied into `KC × NR` column panels that stay in L1, `op(A)`
+//! into `MR × KC` row panels whose block stays in L2, and a register-tiled
+//! microkernel runs over them. A [`Format`] says how one instruction set
+//! packs and multiplies: f32 on AVX2 ([`super::avx2`]) or AVX-512
+//! ([`super::avx512`]), bf16 pairs on AVX512_BF16 ([`super::bf16`]).
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
-
-/// Rows of C per microkernel tile.
-const MR: usize = 6;
-/// Columns of C per microkernel tile (two 8-lane vectors).
-const NR: usize = 16;
-/// Inner-dimension block: one B micro-panel is `KC · NR · 4` = 16 KiB (L1).
-pub const KC: usize = 256;
-/// Rows of A per packed block: `MC · KC · 4` = 144 KiB (L2).
-const MC: usize = 144;
-/// Values of packed B per column block (all of K): 4 MiB, in L3.
-const B_BLOCK: usize = 1 << 20;
-
-/// Whether this CPU can run the kernel.
-pub fn supported() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
 
 /// A strided view of a matrix: element `(i, j)` is at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -36,32 +16,51 @@ pub struct View {
     pub cs: isize,
 }
 
-impl View {
-    /// The element `(i, j)`.
-    ///
-    /// # Safety
-    /// `(i, j)` must lie inside the matrix the view was made for.
-    #[inline(always)]
-    pub(super) unsafe fn at(&self, i: usize, j: usize) -> f32 {
-        *self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
-    }
+/// How one kernel packs its operands and multiplies the panels. Packed
+/// panels are 32-bit words: an f32, or a pair of bf16 along K.
+pub(super) trait Format {
+    /// Rows and columns of C per microkernel tile.
+    const MR: usize;
+    const NR: usize;
+    /// Inner-dimension block, a multiple of [`Format::PER_WORD`]: one B
+    /// micro-panel (`KC · NR` values) stays in L1.
+    const KC: usize;
+    /// Rows of A per packed block (in L2).
+    const MC: usize;
+    /// Words of packed B per column block (all of K), in L3.
+    const B_BLOCK: usize;
+    /// Inner-dimension values per packed word.
+    const PER_WORD: usize;
+
+    /// Packs `A[ic.., pc..]` (`mc × kc`) into `MR`-row panels of
+    /// `kc.div_ceil(PER_WORD)` steps each, zero-padding the last panel.
+    unsafe fn pack_a(dst: &mut [u32], a: View, ic: usize, mc: usize, pc: usize, kc: usize);
+    /// Packs `B[pc.., jc..]` (`kc × nc`) into `NR`-column panels.
+    unsafe fn pack_b(dst: &mut [u32], b: View, pc: usize, kc: usize, jc: usize, nc: usize);
+    /// `acc = Σ a[p]ᵀ·b[p]` over `steps` packed steps, written into `t`.
+    unsafe fn micro(steps: usize, a: *const u32, b: *const u32, t: Tile);
 }
+
+/// Values of C in one block that several K blocks accumulate into: 512 KiB,
+/// half of a core's L2.
+const C_BLOCK: usize = 1 << 17;
 
 thread_local! {
-    /// Each thread's packing buffers, kept between calls so that a training
-    /// step does not allocate (and fault in) fresh pages per product.
-    static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Each thread's packing buffers (A, B), kept between calls so that a
+    /// training step does not allocate (and fault in) fresh pages per product.
+    static PACKS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `C = α·C + β·A·B` on the calling thread, `A` `m × k`, `B` `k × n`, `C`
-/// row-major `m × n` with leading dimension `ldc`; `α = 0` never reads `C`.
+/// `C = α·C + β·A·B` on the calling thread in format `F`, `A` `m × k`, `B`
+/// `k × n`, `C` row-major `m × n` with leading dimension `ldc`; `α = 0`
+/// never reads `C`.
 ///
 /// # Safety
 /// Every element of the three matrices in range must be valid (and C's
-/// writable and aliased by neither input); the CPU must have AVX2 and FMA
-/// ([`supported`]).
+/// writable and aliased by neither input); the CPU must have the
+/// instructions `F` is compiled for.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm(
+pub(super) unsafe fn gemm<F: Format>(
     m: usize,
     n: usize,
     k: usize,
@@ -78,37 +77,48 @@ pub unsafe fn sgemm(
         // so that the K blocks can run innermost and each C block stays in
         // L2 while it accumulates (re-reading C from L3 per K block cost a
         // third of the rate at K = 1024).
-        let nc_max = (B_BLOCK / k.max(1))
-            .next_multiple_of(NR)
-            .clamp(NR, n.next_multiple_of(NR));
-        pa.resize(MC * KC, 0.0);
-        pb.resize(k * nc_max, 0.0);
+        // K blocks of equal depth (384 is two of 192, not 256 and 128).
+        let kc_step = k
+            .div_ceil(k.div_ceil(F::KC).max(1))
+            .next_multiple_of(F::PER_WORD);
+        let words = k.div_ceil(F::PER_WORD);
+        let mut nc_max = F::B_BLOCK / words.max(1);
+        if k > F::KC {
+            // The C block that accumulates over the K blocks stays in L2.
+            nc_max = nc_max.min(C_BLOCK / F::MC);
+        }
+        let nc_max = nc_max
+            .next_multiple_of(F::NR)
+            .clamp(F::NR, n.next_multiple_of(F::NR));
+        pa.resize(F::MC * F::KC / F::PER_WORD, 0);
+        pb.resize(words * nc_max, 0);
         for jc in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - jc);
-            let stride = nc.next_multiple_of(NR);
-            for pc in (0..k).step_by(KC) {
-                pack_b(&mut pb[pc * stride..], b, pc, KC.min(k - pc), jc, nc);
+            let stride = nc.next_multiple_of(F::NR);
+            for pc in (0..k).step_by(kc_step) {
+                let at = pc / F::PER_WORD * stride;
+                F::pack_b(&mut pb[at..], b, pc, kc_step.min(k - pc), jc, nc);
             }
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    pack_a(pa, a, ic, mc, pc, kc);
+            for ic in (0..m).step_by(F::MC) {
+                let mc = F::MC.min(m - ic);
+                for pc in (0..k).step_by(kc_step) {
+                    let kc = kc_step.min(k - pc);
+                    let steps = kc.div_ceil(F::PER_WORD);
+                    F::pack_a(pa, a, ic, mc, pc, kc);
                     // The first K block applies α to the old C; later ones add.
                     let keep = if pc == 0 { alpha } else { 1.0 };
-                    let pb = pb[pc * stride..].as_ptr();
-                    for jr in (0..nc).step_by(NR) {
-                        let cols = NR.min(nc - jr);
-                        for ir in (0..mc).step_by(MR) {
-                            let rows = MR.min(mc - ir);
-                            micro(
-                                kc,
-                                pa.as_ptr().add(ir * kc),
-                                pb.add(jr * kc),
+                    let pb = pb[pc / F::PER_WORD * stride..].as_ptr();
+                    for jr in (0..nc).step_by(F::NR) {
+                        let cols = F::NR.min(nc - jr);
+                        for ir in (0..mc).step_by(F::MR) {
+                            F::micro(
+                                steps,
+                                pa.as_ptr().add(ir * steps),
+                                pb.add(jr * steps),
                                 Tile {
                                     ptr: c.add((ic + ir) * ldc + jc + jr),
                                     ldc,
-                                    rows,
+                                    rows: F::MR.min(mc - ir),
                                     cols,
                                     keep,
                                     beta,
@@ -122,20 +132,28 @@ pub unsafe fn sgemm(
     });
 }
 
-/// Copies `A[ic.., pc..]` (`mc × kc`) into `MR`-row panels, each stored
-/// column by column (`MR` consecutive values per `p`), zero-padding the last.
-/// The loops follow A's contiguous direction: striding across rows of a
-/// transposed operand 4 KiB apart would evict itself from L1. This copy is
-/// a tenth of a weight-gradient product's time, so it runs on raw pointers:
-/// a bounds check per value cost as much as the copy.
-unsafe fn pack_a(dst: &mut [f32], a: View, ic: usize, mc: usize, pc: usize, kc: usize) {
+/// [`Format::pack_a`] for f32 values: `MR`-row panels stored column by
+/// column (`MR` consecutive values per `p`). The loops follow A's contiguous
+/// direction: striding across rows of a transposed operand 4 KiB apart
+/// would evict itself from L1. This copy is a tenth of a weight-gradient
+/// product's time, so it runs on raw pointers: a bounds check per value
+/// cost as much as the copy.
+#[inline(always)]
+pub(super) unsafe fn pack_a_f32<const MR: usize>(
+    dst: &mut [u32],
+    a: View,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+) {
     for (panel, ir) in (0..mc).step_by(MR).enumerate() {
         let out = &mut dst[panel * MR * kc..(panel + 1) * MR * kc];
         let rows = MR.min(mc - ir);
         if rows < MR {
-            out.fill(0.0);
+            out.fill(0);
         }
-        let o = out.as_mut_ptr();
+        let o = out.as_mut_ptr().cast::<f32>();
         // SAFETY (all three loops): p < kc and r < rows stay inside both the
         // panel (`MR · kc` values) and the block of A the caller names.
         let src = a.ptr.offset((ic + ir) as isize * a.rs + pc as isize * a.cs);
@@ -161,28 +179,36 @@ unsafe fn pack_a(dst: &mut [f32], a: View, ic: usize, mc: usize, pc: usize, kc: 
     }
 }
 
-/// Copies `B[pc.., jc..]` (`kc × nc`) into `NR`-column panels, each stored
-/// row by row (`NR` consecutive values per `p`), zero-padding the last.
-unsafe fn pack_b(dst: &mut [f32], b: View, pc: usize, kc: usize, jc: usize, nc: usize) {
+/// [`Format::pack_b`] for f32 values: `NR`-column panels stored row by row
+/// (`NR` consecutive values per `p`), zero-padding the last.
+#[inline(always)]
+pub(super) unsafe fn pack_b_f32<const NR: usize>(
+    dst: &mut [u32],
+    b: View,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+) {
     for (panel, jr) in (0..nc).step_by(NR).enumerate() {
         let out = &mut dst[panel * NR * kc..(panel + 1) * NR * kc];
+        let o = out.as_mut_ptr().cast::<f32>();
         let cols = NR.min(nc - jr);
-        if b.cs == 1 && cols == NR {
-            // Rows of B are contiguous: one 16-value copy per p.
-            for p in 0..kc {
-                let src = b.ptr.offset((pc + p) as isize * b.rs + (jc + jr) as isize);
-                out[p * NR..(p + 1) * NR].copy_from_slice(std::slice::from_raw_parts(src, NR));
-            }
-            continue;
+        if cols < NR {
+            out.fill(0);
         }
-        for col in 0..NR {
-            if col < cols {
+        let src = b.ptr.offset(pc as isize * b.rs + (jc + jr) as isize * b.cs);
+        if b.cs == 1 {
+            // Rows of B are contiguous: one copy per p.
+            for p in 0..kc {
+                std::ptr::copy_nonoverlapping(src.offset(p as isize * b.rs), o.add(p * NR), cols);
+            }
+        } else {
+            // B transposed: each stored row is one column of the panel.
+            for j in 0..cols {
+                let row = src.offset(j as isize * b.cs);
                 for p in 0..kc {
-                    out[p * NR + col] = b.at(pc + p, jc + jr + col);
-                }
-            } else {
-                for p in 0..kc {
-                    out[p * NR + col] = 0.0;
+                    *o.add(p * NR + j) = *row.offset(p as isize * b.rs);
                 }
             }
         }
@@ -241,45 +267,4 @@ impl Tile {
             }
         }
     }
-}
-
-/// The 6×16 microkernel: `acc = Σ_p a[p]ᵀ·b[p]` over packed panels, then
-/// written into the tile.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn micro(kc: usize, a: *const f32, b: *const f32, t: Tile) {
-    t.prefetch_old::<NR>();
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(p * NR));
-        let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm256_broadcast_ss(&*a.add(p * MR + r));
-            row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-        }
-    }
-    let beta = _mm256_set1_ps(t.beta);
-    if t.rows == MR && t.cols == NR {
-        let keep = _mm256_set1_ps(t.keep);
-        for (r, row) in acc.iter().enumerate() {
-            let dst = t.ptr.add(r * t.ldc);
-            for (h, v) in row.iter().enumerate() {
-                let d = dst.add(8 * h);
-                let out = if t.keep == 0.0 {
-                    _mm256_mul_ps(beta, *v)
-                } else {
-                    _mm256_fmadd_ps(beta, *v, _mm256_mul_ps(keep, _mm256_loadu_ps(d)))
-                };
-                _mm256_storeu_ps(d, out);
-            }
-        }
-        return;
-    }
-    // A partial tile at the matrix's edge: through a stack copy.
-    let mut tmp = [[0.0f32; NR]; MR];
-    for (r, row) in acc.iter().enumerate() {
-        _mm256_storeu_ps(tmp[r].as_mut_ptr(), _mm256_mul_ps(beta, row[0]));
-        _mm256_storeu_ps(tmp[r].as_mut_ptr().add(8), _mm256_mul_ps(beta, row[1]));
-    }
-    t.store_edge(&tmp);
 }
