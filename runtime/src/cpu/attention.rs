@@ -622,8 +622,8 @@ fn gather_cols<const Z: bool>(
 }
 
 /// [`gather_cols`] in 16 × 16 blocks: 16 source rows (tokens) of 16 values
-/// are loaded (zero past the end), transposed by three rounds of shuffles,
-/// and stored as 16-wide pieces of destination rows.
+/// are loaded (zero past the end), transposed in registers, and stored as
+/// 16-wide pieces of destination rows.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; the slices must hold what
@@ -649,40 +649,9 @@ unsafe fn transpose_zmm(
             for (t, row) in r.iter_mut().enumerate().take(rows) {
                 *row = _mm512_maskz_loadu_ps(mask, sp.add((t0 + t) * stride + i0));
             }
-            // Pairs of rows interleaved by 32, then by 64 bits: u[4m + c]
-            // holds, in its 128-bit lane L, column 4L + c of rows 4m..4m+4.
-            let mut t = [_mm512_setzero_ps(); 16];
-            for k in 0..8 {
-                t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-                t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-            }
-            let mut u = [_mm512_setzero_ps(); 16];
-            let pd = _mm512_castps_pd;
-            for m in 0..4 {
-                let (a, b, c, e) = (t[4 * m], t[4 * m + 1], t[4 * m + 2], t[4 * m + 3]);
-                u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
-                u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
-                u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(e)));
-                u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(e)));
-            }
-            // Lane L of u[c], u[4 + c], u[8 + c], u[12 + c] is column 4L + c.
-            for c in 0..4 {
-                let v0 = _mm512_shuffle_f32x4::<0x44>(u[c], u[4 + c]);
-                let v1 = _mm512_shuffle_f32x4::<0xEE>(u[c], u[4 + c]);
-                let v2 = _mm512_shuffle_f32x4::<0x44>(u[8 + c], u[12 + c]);
-                let v3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + c], u[12 + c]);
-                let out = [
-                    _mm512_shuffle_f32x4::<0x88>(v0, v2),
-                    _mm512_shuffle_f32x4::<0xDD>(v0, v2),
-                    _mm512_shuffle_f32x4::<0x88>(v1, v3),
-                    _mm512_shuffle_f32x4::<0xDD>(v1, v3),
-                ];
-                for (lane, v) in out.into_iter().enumerate() {
-                    let col = 4 * lane + c;
-                    if col < cols {
-                        _mm512_storeu_ps(dp.add((i0 + col) * width + t0), v);
-                    }
-                }
+            let out = super::transpose::transpose16(&r);
+            for (col, v) in out.into_iter().enumerate().take(cols) {
+                _mm512_storeu_ps(dp.add((i0 + col) * width + t0), v);
             }
         }
     }

@@ -15,6 +15,8 @@ pub mod jit;
 pub mod matmul;
 #[cfg(feature = "mlir")]
 pub mod mlir;
+#[cfg(target_arch = "x86_64")]
+pub mod transpose;
 
 use crate::buffers::{BufferError, ProgramBuffers, Slot};
 use attention::{attention_backward, attention_forward, AttentionShape};

@@ -15,10 +15,15 @@
 //! `vdpbf16ps` itself they treat subnormal inputs (below 1.2e-38) as zero,
 //! which no trained weight or activation comes near.
 
-use super::avx512::{store, MR, NR};
 use super::packed::{Format, Tile, View};
 use gsc_compiler::kernel::bf16;
 use std::arch::x86_64::*;
+
+/// Rows of C per microkernel tile: 24 accumulators, 2 B vectors and a
+/// broadcast fill 27 of the 32 zmm registers.
+const MR: usize = 12;
+/// Columns of C per microkernel tile (two 16-lane vectors).
+const NR: usize = 32;
 
 /// Whether this CPU can run the kernel.
 pub fn supported() -> bool {
@@ -200,4 +205,33 @@ unsafe fn micro(pairs: usize, a: *const u32, b: *const u32, t: Tile) {
         }
     }
     store(&acc, t);
+}
+
+/// Writes a 12×32 tile of accumulators: `C = keep·C + beta·acc`, through a
+/// stack copy where the tile hangs over the matrix's edge.
+#[inline(always)]
+unsafe fn store(acc: &[[__m512; 2]; MR], t: Tile) {
+    let beta = _mm512_set1_ps(t.beta);
+    if t.rows == MR && t.cols == NR {
+        let keep = _mm512_set1_ps(t.keep);
+        for (r, row) in acc.iter().enumerate() {
+            let dst = t.ptr.add(r * t.ldc);
+            for (h, v) in row.iter().enumerate() {
+                let d = dst.add(16 * h);
+                let out = if t.keep == 0.0 {
+                    _mm512_mul_ps(beta, *v)
+                } else {
+                    _mm512_fmadd_ps(beta, *v, _mm512_mul_ps(keep, _mm512_loadu_ps(d)))
+                };
+                _mm512_storeu_ps(d, out);
+            }
+        }
+        return;
+    }
+    let mut tmp = [[0.0f32; NR]; MR];
+    for (r, row) in acc.iter().enumerate() {
+        _mm512_storeu_ps(tmp[r].as_mut_ptr(), _mm512_mul_ps(beta, row[0]));
+        _mm512_storeu_ps(tmp[r].as_mut_ptr().add(16), _mm512_mul_ps(beta, row[1]));
+    }
+    t.store_edge(&tmp);
 }

@@ -1,6 +1,6 @@
 //! f32 row-major matrix products on the CPU: a checked front over the
 //! `gemm` crate (AVX-512 through its `x86-v4` feature, and any CPU) and
-//! gsc's packed kernels ([`packed`]: f32 on AVX2 or AVX-512, bf16 pairs on
+//! gsc's packed kernels ([`packed`]: f32 on AVX2, bf16 pairs on
 //! AVX512_BF16); threads split C into blocks.
 //!
 //! One call computes `C = α·C + β·op(A)·op(B)` where `op` optionally
@@ -13,8 +13,6 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod bf16;
 #[cfg(target_arch = "x86_64")]
@@ -66,9 +64,6 @@ pub enum Kernel {
     /// gsc's packed AVX2 + FMA kernel; where the CPU lacks AVX2 or FMA,
     /// asking for it runs [`Kernel::Crate`].
     Packed,
-    /// gsc's packed AVX-512 kernel; where the CPU lacks AVX-512, asking
-    /// for it runs [`Kernel::Packed`].
-    Packed512,
     /// For bf16 products: gsc's packed AVX512_BF16 kernel, which rounds
     /// the operands as it packs them. For f32 products, or where the CPU
     /// lacks AVX512_BF16, asking for it runs [`Kernel::Crate`].
@@ -87,7 +82,6 @@ impl Kernel {
         let forced = FORCED.get_or_init(|| match std::env::var("GSC_MATMUL").as_deref() {
             Ok("crate") => Some(Kernel::Crate),
             Ok("packed") => Some(Kernel::Packed),
-            Ok("packed512") => Some(Kernel::Packed512),
             _ => None,
         });
         if let Some(kernel) = *forced {
@@ -109,11 +103,7 @@ impl Kernel {
 
     fn fastest_f32(k: usize) -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if avx512::supported() {
-            return Kernel::Packed512;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if k <= avx2::KC && avx2::supported() {
+        if k <= avx2::KC && avx2::supported() && !std::is_x86_feature_detected!("avx512f") {
             return Kernel::Packed;
         }
         let _ = k;
@@ -287,7 +277,6 @@ impl Gemm {
                     };
                     let run = match kernel {
                         Kernel::Packed => packed::gemm::<avx2::Avx2>,
-                        Kernel::Packed512 => packed::gemm::<avx512::Avx512>,
                         _ => packed::gemm::<bf16::Bf16>,
                     };
                     run(
@@ -348,9 +337,7 @@ impl Gemm {
         });
         match want {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Packed512 if avx512::supported() => Kernel::Packed512,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Packed | Kernel::Packed512 if avx2::supported() => Kernel::Packed,
+            Kernel::Packed if avx2::supported() => Kernel::Packed,
             #[cfg(target_arch = "x86_64")]
             Kernel::DotBf16 if self.bf16 && bf16::supported() => Kernel::DotBf16,
             _ => Kernel::Crate,
@@ -485,41 +472,27 @@ mod tests {
         }
     }
 
-    const KERNELS_AND_THREADS: [(usize, Kernel); 6] = [
+    const KERNELS_AND_THREADS: [(usize, Kernel); 4] = [
         (1, Kernel::Crate),
         (2, Kernel::Crate),
         (1, Kernel::Packed),
         (2, Kernel::Packed),
-        (1, Kernel::Packed512),
-        (2, Kernel::Packed512),
     ];
 
     #[test]
     fn every_transpose_and_scale_matches_the_naive_loop() {
-        eprintln!(
-            "f32 products: packed AVX2 kernel {}, packed AVX-512 kernel {}",
-            if avx2::supported() {
-                "tested"
-            } else {
-                "not on this CPU"
-            },
-            if avx512::supported() {
-                "tested"
-            } else {
-                "not on this CPU"
-            }
-        );
         let mut seed = 1;
-        for (m, n, k) in [
-            (1, 1, 1),
-            (7, 5, 3),
-            (33, 17, 65),
-            (64, 96, 80),
-            (130, 70, 257),
-            // Several K, M and N blocks of the packed kernel, with edges.
-            (301, 2100, 530),
+        let scales = [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)];
+        for (m, n, k, scales) in [
+            (1, 1, 1, &scales[..]),
+            (7, 5, 3, &scales),
+            (33, 17, 65, &scales),
+            (64, 96, 80, &scales),
+            (130, 70, 257, &scales),
+            // Several K, M and N blocks of the packed kernels, with edges.
+            (301, 2100, 530, &scales[2..]),
         ] {
-            for (alpha, beta) in [(0.0, 1.0), (1.0, 1.0), (0.5, -2.0)] {
+            for &(alpha, beta) in scales {
                 for (threads, kernel) in KERNELS_AND_THREADS {
                     let g = Gemm::new(m, n, k)
                         .scale(alpha, beta)

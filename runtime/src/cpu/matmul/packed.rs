@@ -2,8 +2,8 @@
 //! `op(B)` is copied into `KC × NR` column panels that stay in L1, `op(A)`
 //! into `MR × KC` row panels whose block stays in L2, and a register-tiled
 //! microkernel runs over them. A [`Format`] says how one instruction set
-//! packs and multiplies: f32 on AVX2 ([`super::avx2`]) or AVX-512
-//! ([`super::avx512`]), bf16 pairs on AVX512_BF16 ([`super::bf16`]).
+//! packs and multiplies: f32 on AVX2 ([`super::avx2`]), bf16 pairs on
+//! AVX512_BF16 ([`super::bf16`]).
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -201,7 +201,13 @@ pub(super) unsafe fn pack_b_f32<const NR: usize>(
         if b.cs == 1 {
             // Rows of B are contiguous: one copy per p.
             for p in 0..kc {
-                std::ptr::copy_nonoverlapping(src.offset(p as isize * b.rs), o.add(p * NR), cols);
+                let (from, to) = (src.offset(p as isize * b.rs), o.add(p * NR));
+                if cols == NR {
+                    // A constant length: inlined, not a call to memcpy.
+                    std::ptr::copy_nonoverlapping(from, to, NR);
+                } else {
+                    std::ptr::copy_nonoverlapping(from, to, cols);
+                }
             }
         } else {
             // B transposed: each stored row is one column of the panel.
