@@ -38,9 +38,9 @@ else
 fi
 for r in $(seq "$rounds"); do
   echo "round $r of $rounds" >&2
-  ./target/release/gsc bench --precision $precision --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
+  "${CARGO_TARGET_DIR:-target}/release/gsc" bench --precision $precision --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc.jsonl"
   if [ $mlir = yes ]; then
-    ./target/release/gsc bench --backend mlir --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc_mlir.jsonl"
+    "${CARGO_TARGET_DIR:-target}/release/gsc" bench --backend mlir --steps "$steps" --warmup "$warmup" "${models[@]}" >> "$out/gsc_mlir.jsonl"
   fi
   python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" "${torch_flags[@]}" >> "$out/torch.jsonl"
   LD_PRELOAD="$out/libmkl_shim.so" python3 "$here/torch_bench.py" --steps "$steps" --warmup "$warmup" --models "${models[@]}" "${torch_flags[@]}" >> "$out/torch_mkl.jsonl"
