@@ -209,6 +209,44 @@ fn backward_on(
     });
 }
 
+thread_local! {
+    /// Buffers of finished heads on this thread, for the next ones: a
+    /// fresh allocation per head faulted in new pages every step, and two
+    /// threads faulting at once wait on each other in the kernel.
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `len` zeros in a buffer from this thread's pool, returned to it on drop.
+fn scratch(len: usize) -> Scratch {
+    let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    Scratch(v)
+}
+
+/// A pooled buffer (see [`scratch`]).
+struct Scratch(Vec<f32>);
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        POOL.with(|p| p.borrow_mut().push(v));
+    }
+}
+
 fn check_len(name: &str, len: usize, want: usize) {
     assert_eq!(
         len, want,
@@ -711,14 +749,14 @@ unsafe fn forward_head<const R: usize, const N: usize, const Z: bool>(
 
     // Kᵀ as [d, tp] so score rows are broadcasts against contiguous rows;
     // V as [tp, dp]. Padded keys are masked out by causality (index ≥ seq).
-    let mut kt = vec![0.0f32; d * tp];
+    let mut kt = scratch(d * tp);
     gather_cols::<Z>(&k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
-    let mut vr = vec![0.0f32; tp * dp];
+    let mut vr = scratch(tp * dp);
     gather_rows(&v[kv_base..], kv_stride, t_len, d, 1.0, &mut vr, dp);
 
-    let mut qs = vec![0.0f32; TILE * dp];
-    let mut acc = vec![0.0f32; TILE * dp];
-    let mut scores = vec![0.0f32; TILE * TILE];
+    let mut qs = scratch(TILE * dp);
+    let mut acc = scratch(TILE * dp);
+    let mut scores = scratch(TILE * TILE);
     let mut row_max = [0.0f32; TILE];
     let mut row_sum = [0.0f32; TILE];
 
@@ -817,21 +855,21 @@ unsafe fn backward_group<const R: usize, const N: usize, const Z: bool>(
     let tp = round_up(t_len, TILE);
     let kv_base = b * t_len * kv_stride + g * d;
 
-    let mut kt = vec![0.0f32; d * tp];
+    let mut kt = scratch(d * tp);
     gather_cols::<Z>(&x.k[kv_base..], kv_stride, t_len, d, &mut kt, tp);
-    let mut vt = vec![0.0f32; d * tp];
+    let mut vt = scratch(d * tp);
     gather_cols::<Z>(&x.v[kv_base..], kv_stride, t_len, d, &mut vt, tp);
-    let mut kr = vec![0.0f32; tp * dp];
+    let mut kr = scratch(tp * dp);
     gather_rows(&x.k[kv_base..], kv_stride, t_len, d, 1.0, &mut kr, dp);
 
-    let mut dk_acc = vec![0.0f32; tp * dp];
-    let mut dv_acc = vec![0.0f32; tp * dp];
-    let mut qs = vec![0.0f32; tp * dp];
-    let mut dor = vec![0.0f32; tp * dp];
-    let mut dq_acc = vec![0.0f32; tp * dp];
-    let mut delta = vec![0.0f32; t_len];
-    let mut p = vec![0.0f32; TILE * TILE];
-    let mut ds = vec![0.0f32; TILE * TILE];
+    let mut dk_acc = scratch(tp * dp);
+    let mut dv_acc = scratch(tp * dp);
+    let mut qs = scratch(tp * dp);
+    let mut dor = scratch(tp * dp);
+    let mut dq_acc = scratch(tp * dp);
+    let mut delta = scratch(t_len);
+    let mut p = scratch(TILE * TILE);
+    let mut ds = scratch(TILE * TILE);
 
     for h in g * s.group()..(g + 1) * s.group() {
         let q_base = b * t_len * q_stride + h * d;
