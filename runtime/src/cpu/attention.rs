@@ -388,35 +388,64 @@ fn madd<const TA: bool, const R: usize, const N: usize, const Z: bool>(
         while j0 < n {
             let wide = n - j0 >= N;
             let p = inner.clone();
+            // The block for this many rows, `$wide` or `$narrow` columns
+            // (in `$f`'s unit) depending on what is left of the row.
+            macro_rules! by_shape {
+                ($f:ident, $wide:expr, $narrow:expr) => {
+                    match (rows, wide) {
+                        (4, true) => $f::<TA, 4, { $wide }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (4, false) => $f::<TA, 4, { $narrow }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (1, true) => $f::<TA, 1, { $wide }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (1, false) => $f::<TA, 1, { $narrow }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (_, true) => $f::<TA, R, { $wide }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                        (_, false) => $f::<TA, R, { $narrow }>(r0, j0, p, a, lda, b, ldb, c, ldc),
+                    }
+                };
+            }
             #[cfg(target_arch = "x86_64")]
             if Z {
                 debug_assert_eq!(N, 64);
                 // SAFETY: Z is only set by callers compiled with AVX-512.
-                unsafe {
-                    match (rows, wide) {
-                        (4, true) => block_zmm::<TA, 4, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                        (4, false) => block_zmm::<TA, 4, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                        (1, true) => block_zmm::<TA, 1, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                        (1, false) => block_zmm::<TA, 1, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                        (_, true) => block_zmm::<TA, R, 4>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                        (_, false) => block_zmm::<TA, R, 1>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                    }
-                }
-                j0 += if wide { N } else { LANES };
-                continue;
+                unsafe { by_shape!(block_zmm, 4, 1) }
+            } else {
+                by_shape!(block, N, LANES)
             }
-            match (rows, wide) {
-                (4, true) => block::<TA, 4, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                (4, false) => block::<TA, 4, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                (1, true) => block::<TA, 1, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                (1, false) => block::<TA, 1, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                (_, true) => block::<TA, R, N>(r0, j0, p, a, lda, b, ldb, c, ldc),
-                (_, false) => block::<TA, R, LANES>(r0, j0, p, a, lda, b, ldb, c, ldc),
-            }
+            #[cfg(not(target_arch = "x86_64"))]
+            by_shape!(block, N, LANES);
             j0 += if wide { N } else { LANES };
         }
         r0 = end;
     }
+}
+
+/// Where `op(A)[row, p]` is stored: `A` is `[m, kk]`, or `[kk, m]` with `TA`.
+#[inline(always)]
+fn a_at<const TA: bool>(row: usize, p: usize, lda: usize) -> usize {
+    if TA {
+        p * lda + row
+    } else {
+        row * lda + p
+    }
+}
+
+/// The bounds of an `R`-row, `width`-column register block at `(r0, j0)`
+/// over inner indices below `inner_end`: one check of the furthest element
+/// of each operand replaces a bounds check per multiply-add, which would
+/// otherwise outnumber the FMAs.
+#[inline(always)]
+fn check_block<const TA: bool, const R: usize>(
+    r0: usize,
+    j0: usize,
+    width: usize,
+    inner_end: usize,
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&[f32], usize),
+) {
+    let last = inner_end - 1;
+    assert!(a_at::<TA>(r0 + R - 1, last, lda) < a.len());
+    assert!(last * ldb + j0 + width <= b.len());
+    assert!((r0 + R - 1) * ldc + j0 + width <= c.len());
 }
 
 /// One `R × N` register block of [`madd`] at rows `r0..`, columns `j0..`:
@@ -437,15 +466,7 @@ fn block<const TA: bool, const R: usize, const N: usize>(
     if inner.is_empty() {
         return;
     }
-    // One check of the furthest element of each operand replaces a bounds
-    // check per multiply-add, which would otherwise outnumber the FMAs.
-    let last = inner.end - 1;
-    let a_end = if TA {
-        last * lda + r0 + R
-    } else {
-        (r0 + R - 1) * lda + last + 1
-    };
-    assert!(a_end <= a.len() && last * ldb + j0 + N <= b.len());
+    check_block::<TA, R>(r0, j0, N, inner.end, (a, lda), (b, ldb), (c, ldc));
     let mut acc = [[0.0f32; N]; R];
     for (r, acc_r) in acc.iter_mut().enumerate() {
         acc_r.copy_from_slice(&c[(r0 + r) * ldc + j0..][..N]);
@@ -456,12 +477,7 @@ fn block<const TA: bool, const R: usize, const N: usize>(
         // asserted above; f32 arrays need only f32 alignment.
         let b_p: [f32; N] = unsafe { bp.add(p * ldb + j0).cast::<[f32; N]>().read() };
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a_off = if TA {
-                p * lda + r0 + r
-            } else {
-                (r0 + r) * lda + p
-            };
-            let x = unsafe { ap.add(a_off).read() };
+            let x = unsafe { ap.add(a_at::<TA>(r0 + r, p, lda)).read() };
             for (acc_rj, b_pj) in acc_r.iter_mut().zip(b_p) {
                 *acc_rj = x.mul_add(b_pj, *acc_rj);
             }
@@ -496,15 +512,7 @@ unsafe fn block_zmm<const TA: bool, const R: usize, const H: usize>(
     if inner.is_empty() {
         return;
     }
-    // The bounds of `block`, checked once.
-    let last = inner.end - 1;
-    let a_end = if TA {
-        last * lda + r0 + R
-    } else {
-        (r0 + R - 1) * lda + last + 1
-    };
-    assert!(a_end <= a.len() && last * ldb + j0 + 16 * H <= b.len());
-    assert!((r0 + R - 1) * ldc + j0 + 16 * H <= c.len());
+    check_block::<TA, R>(r0, j0, 16 * H, inner.end, (a, lda), (b, ldb), (c, ldc));
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
     let mut acc = [[_mm512_setzero_ps(); H]; R];
     for (r, row) in acc.iter_mut().enumerate() {
@@ -518,12 +526,7 @@ unsafe fn block_zmm<const TA: bool, const R: usize, const H: usize>(
             *v = _mm512_loadu_ps(bp.add(p * ldb + j0 + 16 * h));
         }
         for (r, row) in acc.iter_mut().enumerate() {
-            let a_off = if TA {
-                p * lda + r0 + r
-            } else {
-                (r0 + r) * lda + p
-            };
-            let x = _mm512_set1_ps(*ap.add(a_off));
+            let x = _mm512_set1_ps(*ap.add(a_at::<TA>(r0 + r, p, lda)));
             for (v, &bh) in row.iter_mut().zip(&bv) {
                 *v = _mm512_fmadd_ps(x, bh, *v);
             }
