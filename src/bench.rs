@@ -12,6 +12,7 @@ use gsc_compiler::plan::{Arch, Precision, TrainConfig};
 use gsc_runtime::cpu::isa::Isa;
 use gsc_runtime::grow::ModelState;
 use gsc_runtime::machine::{compute_threads, peak_rss_bytes, Machine};
+use gsc_runtime::run::train::switch_policy;
 use gsc_runtime::workloads::{batch_of, train_config, workload, WORKLOADS};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,14 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
     let backend = backend.backend(ptx)?;
     let mut program = backend.load(&compiled.kernels).map_err(|e| e.to_string())?;
     let jit_ms = t1.elapsed().as_secs_f64() * 1e3;
+    // A long `gsc run` switches to the faster code compiled beside the
+    // first (MLIR's loop kernels where gsc is built with MLIR); the bench
+    // measures the code such a run trains with.
+    let t2 = Instant::now();
+    if switch_policy().as_deref() != Some("never") && program.compile_beside() {
+        program.switch_code().map_err(|e| e.to_string())?;
+    }
+    let switch_ms = t2.elapsed().as_secs_f64() * 1e3;
     let state = ModelState::init(&model, 1);
     for (i, p) in state.params.iter().enumerate() {
         let p: Vec<f32> = p.iter().map(|&x| x as f32).collect();
@@ -132,6 +141,8 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
         "peak_rss_mb": peak_rss_mb,
         "compile_ms": compile_ms.round(),
         "jit_ms": jit_ms.round(),
+        "loop_code": program.code(),
+        "switch_ms": switch_ms.round(),
         "kernels": compiled.kernels.kernels.len(),
         "final_loss": loss,
         "steps": steps,

@@ -102,35 +102,49 @@ fn final_val_loss(out: &str) -> f64 {
         .unwrap_or_else(|| panic!("no val_loss in:\n{out}"))
 }
 
+/// The smoke schedule on MLIR's loop kernels, on Cranelift's, and on
+/// Cranelift's switching to MLIR's after each stage's first step (what a
+/// long stage of `--backend cpu` does): all end at the same loss.
 #[test]
 fn the_smoke_schedule_trains_and_grows_on_the_mlir_backend() {
     let dir = std::env::temp_dir().join(format!("gsc-mlir-cli-{}", std::process::id()));
     let runs = dir.to_str().unwrap();
     let mut losses = vec![];
-    for backend in ["mlir", "cpu"] {
-        let out = ok(
-            &gsc(&[
+    for (backend, switch) in [("mlir", "never"), ("cpu", "never"), ("cpu", "always")] {
+        let what = format!("{backend}, switching {switch}");
+        let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
+            .args([
                 "run",
                 "examples/smoke.gs",
                 "--backend",
                 backend,
                 "--runs-dir",
                 runs,
-            ]),
-            backend,
-        );
+            ])
+            .env("GSC_SWITCH_CODE", switch)
+            .output()
+            .expect("gsc runs");
+        let out = ok(&o, &what);
         assert!(out.contains(&format!("loaded on {backend}")), "{out}");
+        let switched = out.matches("loop kernels now mlir's").count();
+        let want = if backend == "cpu" && switch == "always" {
+            2
+        } else {
+            0
+        };
+        assert_eq!(switched, want, "{what}: once per stage or never\n{out}");
         losses.push(final_val_loss(&out));
     }
     let _ = std::fs::remove_dir_all(&dir);
     // Both compute in f32 with their own summation orders and math
     // functions: 80 steps apart, the loss agrees to a few units in 1e-4.
-    assert!(
-        (losses[0] - losses[1]).abs() < 2e-3,
-        "mlir {} against cpu {}",
-        losses[0],
-        losses[1]
-    );
+    for (name, loss) in [("cpu", losses[1]), ("cpu switching to mlir", losses[2])] {
+        assert!(
+            (losses[0] - loss).abs() < 2e-3,
+            "mlir {} against {name} {loss}",
+            losses[0],
+        );
+    }
 }
 
 #[test]

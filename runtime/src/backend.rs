@@ -26,6 +26,23 @@ pub trait Program: Any {
     fn read(&self, s: Storage) -> Result<Vec<f32>, BackendError>;
     /// Runs every kernel once.
     fn run(&mut self) -> Result<(), BackendError>;
+    /// Starts generating faster code for the program's kernels on a thread
+    /// of its own, where the backend has a slower-to-build, faster-to-run
+    /// code generator (the CPU backend built with MLIR: LLVM's loop kernels
+    /// beside Cranelift's). `false` if it has none.
+    fn compile_beside(&mut self) -> bool {
+        false
+    }
+    /// Runs the code [`Program::compile_beside`] started from the next
+    /// [`Program::run`] on, waiting for it; `Ok(false)` if there is none.
+    /// The new code's results may differ in the last bits, so callers
+    /// switch at a step fixed in advance. On an error the old code stays.
+    fn switch_code(&mut self) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+    /// Who generated the code that runs now (`cranelift`, `mlir`, `ptx`,
+    /// `interpreter`), for logs and benchmarks.
+    fn code(&self) -> &'static str;
 }
 
 /// A kind of device: turns kernel IR into runnable programs.
@@ -136,6 +153,24 @@ impl Program for CpuProgram {
 
     fn run(&mut self) -> Result<(), BackendError> {
         self.exec.execute(&mut self.bufs).map_err(cpu_err)
+    }
+
+    #[cfg(feature = "mlir")]
+    fn compile_beside(&mut self) -> bool {
+        if self.exec.loop_code() == "mlir" {
+            return false;
+        }
+        self.exec
+            .compile_beside(|p| crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _));
+        true
+    }
+
+    fn switch_code(&mut self) -> Result<bool, BackendError> {
+        self.exec.switch_code().map_err(cpu_err)
+    }
+
+    fn code(&self) -> &'static str {
+        self.exec.loop_code()
     }
 }
 

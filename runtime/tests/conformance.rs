@@ -1007,6 +1007,10 @@ impl Program for Stranger {
     fn run(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    fn code(&self) -> &'static str {
+        "none"
+    }
 }
 
 /// Largest |got − want| over the buffer, relative to the larger of `floor`

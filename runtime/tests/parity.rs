@@ -21,20 +21,23 @@ use gsc_runtime::grow::ModelState;
 use gsc_runtime::interp::InterpBackend;
 
 fn five_steps(backend: &dyn Backend, cfg: &ModelConfig) -> (Vec<f32>, Vec<Vec<f32>>) {
-    five_gated_steps(backend, cfg, Gates::default())
+    five_gated_steps(backend, cfg, Gates::default(), None)
 }
 
 /// Five steps of a stage with `gates`, the last unit of each gated axis
-/// ramping in over them (step / 5) while the others stay at 1.
+/// ramping in over them (step / 5) while the others stay at 1; from step
+/// `switch` on, on the code the program compiled beside its first.
 fn five_gated_steps(
     backend: &dyn Backend,
     cfg: &ModelConfig,
     gates: Gates,
+    switch: Option<usize>,
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     let batch = 3;
     let train = train_config(1e-2, 0.1, Some(1.0));
     let compiled = compile_stage_gated(cfg, &train, batch, gates).unwrap();
     let mut p = backend.load(&compiled.kernels).unwrap();
+    let beside = switch.is_some() && p.compile_beside();
     let st = ModelState::init(cfg, 11);
     for (i, w) in st.params.iter().enumerate() {
         p.write(
@@ -50,6 +53,9 @@ fn five_gated_steps(
     let tokens: Vec<i32> = (0..n).map(|_| rng.below(cfg.vocab as u64) as i32).collect();
     let targets: Vec<i32> = (0..n).map(|_| rng.below(cfg.vocab as u64) as i32).collect();
     for step in 1..=5 {
+        if switch == Some(step) {
+            assert_eq!(p.switch_code().unwrap(), beside);
+        }
         p.write_ints(Storage::Tokens, &tokens).unwrap();
         p.write_ints(Storage::Targets, &targets).unwrap();
         p.write(Storage::Lr, &[1e-2]).unwrap();
@@ -100,8 +106,9 @@ fn cpu_matches_the_interpreter_with_gates() {
         tiny(Arch::Ngpt, NormKind::RmsNorm, Activation::Swiglu, false),
     ] {
         for gates in common::GATES {
-            let (l_ref, p_ref) = five_gated_steps(&InterpBackend::<f64>::default(), &cfg, gates);
-            let (l_cpu, p_cpu) = five_gated_steps(&Cpu, &cfg, gates);
+            let (l_ref, p_ref) =
+                five_gated_steps(&InterpBackend::<f64>::default(), &cfg, gates, None);
+            let (l_cpu, p_cpu) = five_gated_steps(&Cpu, &cfg, gates, None);
             let name = format!("cpu {:?} {gates:?}", cfg.arch);
             assert_close(&format!("{name} losses"), &l_cpu, &l_ref);
             for (i, spec) in cfg.params().iter().enumerate() {
@@ -109,6 +116,65 @@ fn cpu_matches_the_interpreter_with_gates() {
             }
         }
     }
+}
+
+/// A program that switches code between steps (to MLIR's loop kernels,
+/// with the `mlir` feature; without it there is nothing to switch to)
+/// still tracks the interpreter, and runs the new code afterwards.
+#[test]
+fn cpu_switching_code_mid_run_matches_the_interpreter() {
+    let cfg = tiny(Arch::Gpt, NormKind::LayerNorm, Activation::Gelu, true);
+    let (l_ref, p_ref) = five_gated_steps(
+        &InterpBackend::<f64>::default(),
+        &cfg,
+        Gates::default(),
+        None,
+    );
+    let (l_cpu, p_cpu) = five_gated_steps(&Cpu, &cfg, Gates::default(), Some(3));
+    assert_close("switched losses", &l_cpu, &l_ref);
+    for (i, spec) in cfg.params().iter().enumerate() {
+        assert_close(&format!("switched {}", spec.name), &p_cpu[i], &p_ref[i]);
+    }
+    let train = train_config(1e-2, 0.1, Some(1.0));
+    let compiled = compile_stage_gated(&cfg, &train, 3, Gates::default()).unwrap();
+    let mut p = Cpu.load(&compiled.kernels).unwrap();
+    let started = p.compile_beside();
+    assert_eq!(started, cfg!(feature = "mlir"));
+    assert_eq!(p.switch_code().unwrap(), started);
+    let now = if started { "mlir" } else { "cranelift" };
+    assert_eq!(p.code(), now);
+    assert!(!p.switch_code().unwrap(), "nothing left to switch to");
+}
+
+/// Code compiled beside the first replaces it only when it compiled: a
+/// failed one leaves the executor on its old code, still running.
+#[test]
+fn a_failed_code_switch_keeps_the_old_code() {
+    use gsc_runtime::buffers::ProgramBuffers;
+    use gsc_runtime::cpu::jit::{compile_program_with, JitError, JitOptions};
+    use gsc_runtime::cpu::CpuBackend;
+    let cfg = tiny(Arch::Gpt, NormKind::RmsNorm, Activation::Gelu, true);
+    let train = train_config(1e-2, 0.1, Some(1.0));
+    let program = compile_stage_gated(&cfg, &train, 2, Gates::default())
+        .unwrap()
+        .kernels;
+    let mut exec = CpuBackend::new(&program).unwrap();
+    let mut bufs = ProgramBuffers::new(&program).unwrap();
+    exec.compile_beside(|_| Err(JitError::Program("refused".into())));
+    let err = exec.switch_code().unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    exec.execute(&mut bufs).unwrap();
+    // Another Cranelift build (scalar loops) is a switch all the same.
+    exec.compile_beside(|p| {
+        let options = JitOptions {
+            simd: false,
+            ..JitOptions::default()
+        };
+        compile_program_with(p, options).map(|j| Box::new(j) as _)
+    });
+    assert!(exec.switch_code().unwrap());
+    exec.execute(&mut bufs).unwrap();
+    assert_eq!(exec.loop_code(), "cranelift");
 }
 
 #[cfg(feature = "mlir")]

@@ -52,4 +52,8 @@ impl LoopCode for MlirLoops {
     fn compile_time(&self) -> Duration {
         self.compile_time
     }
+
+    fn name(&self) -> &'static str {
+        "mlir"
+    }
 }

@@ -125,12 +125,21 @@ pub trait LoopCode: Send + Sync + std::fmt::Debug {
     fn tables(&self) -> &[Vec<f32>];
     /// Wall time of code generation for the whole program.
     fn compile_time(&self) -> Duration;
+    /// Who generated it: `cranelift` or `mlir`.
+    fn name(&self) -> &'static str;
 }
+
+/// Loop code being generated on a thread of its own (see
+/// [`CpuBackend::compile_beside`]).
+type Beside = std::thread::JoinHandle<Result<Box<dyn LoopCode>, JitError>>;
 
 pub struct CpuBackend {
     program: KernelProgram,
     /// Native code of the loop kernels (Cranelift by default).
     jit: Box<dyn LoopCode>,
+    /// Other code for the same loop kernels, being generated meanwhile,
+    /// to replace `jit` when [`CpuBackend::switch_code`] is called.
+    beside: Option<Beside>,
     /// Per I32 buffer: the range its values must lie in.
     int_ranges: Vec<Option<IntRange>>,
     profile: Profile,
@@ -213,8 +222,45 @@ impl CpuBackend {
                 per_kernel: vec![Duration::ZERO; program.kernels.len()],
             },
             jit,
+            beside: None,
             int_ranges: facts.int_ranges,
         })
+    }
+
+    /// Starts generating the loop kernels' code again with `codegen`, on a
+    /// thread of its own, while this executor goes on running its current
+    /// code: Cranelift's compiles in milliseconds, MLIR's (LLVM at the
+    /// machine's full vector width) runs faster but takes seconds, so a
+    /// long run can start at once and switch later. A second call before
+    /// [`CpuBackend::switch_code`] replaces the first.
+    pub fn compile_beside(
+        &mut self,
+        codegen: impl FnOnce(&KernelProgram) -> Result<Box<dyn LoopCode>, JitError> + Send + 'static,
+    ) {
+        let program = self.program.clone();
+        self.beside = Some(std::thread::spawn(move || codegen(&program)));
+    }
+
+    /// Runs the code [`CpuBackend::compile_beside`] started from now on,
+    /// waiting for it if it is not ready; `Ok(false)` if none was started.
+    /// Its results can differ from the old code's in the last bits (it may
+    /// sum reductions in another order), so callers switch at a point fixed
+    /// in advance, never when the code happens to be ready. On an error the
+    /// old code stays.
+    pub fn switch_code(&mut self) -> Result<bool, JitError> {
+        let Some(beside) = self.beside.take() else {
+            return Ok(false);
+        };
+        let code = beside
+            .join()
+            .map_err(|_| JitError::Program("the code generator beside panicked".into()))??;
+        self.jit = code;
+        Ok(true)
+    }
+
+    /// Who generated the loop kernels' code that runs now.
+    pub fn loop_code(&self) -> &'static str {
+        self.jit.name()
     }
 
     pub fn program(&self) -> &KernelProgram {

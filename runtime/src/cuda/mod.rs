@@ -150,5 +150,9 @@ mod backend {
         fn run(&mut self) -> Result<(), BackendError> {
             self.0.run()
         }
+
+        fn code(&self) -> &'static str {
+            "ptx"
+        }
     }
 }

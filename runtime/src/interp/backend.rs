@@ -81,4 +81,8 @@ impl<F: Float> Program for Loaded<F> {
     fn run(&mut self) -> Result<(), BackendError> {
         run(&self.program, &mut self.memory).map_err(err)
     }
+
+    fn code(&self) -> &'static str {
+        "interpreter"
+    }
 }

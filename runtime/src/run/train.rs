@@ -319,6 +319,79 @@ struct Loaded {
     grads: Option<Box<dyn Program>>,
     forward: Box<dyn Program>,
     specs: Vec<ParamSpec>,
+    /// The step from which the training programs run the faster code being
+    /// compiled beside them (see [`switch_step`]).
+    switch_at: Option<u64>,
+}
+
+/// Stages with less compute than this keep their first code: a faster
+/// code generator's seconds of compiling would not pay off (about 30 s of
+/// training at 100 GFLOP/s).
+const SWITCH_MIN_FLOPS: f64 = 3e12;
+/// Compute the stage trains with its first code while the faster code is
+/// compiled (about 10 s at 100 GFLOP/s, enough for MLIR on two cores).
+const SWITCH_AFTER_FLOPS: f64 = 1e12;
+
+/// The step at which `stage` switches to the code compiled beside its
+/// first one, or `None` to keep the first. Fixed by the plan alone, never
+/// by when the code is ready: the new code may round differently, and a
+/// resumed run must switch at the same step as an uninterrupted one.
+/// `GSC_SWITCH_CODE=never` keeps the first code; `always` switches after
+/// the stage's first step, whatever its size.
+fn switch_step(stage: &StagePlan) -> Option<u64> {
+    let per_step = stage.flops_per_token * stage.tokens_per_step() as f64;
+    let policy = switch_policy();
+    switch_step_of(stage.first_step, stage.flops(), per_step, policy.as_deref())
+}
+
+/// [`switch_step`] of a stage that starts at `first`, trains `total` FLOPs
+/// (`None`: until a target, uncapped) in steps of `per_step`.
+fn switch_step_of(
+    first: u64,
+    total: Option<f64>,
+    per_step: f64,
+    policy: Option<&str>,
+) -> Option<u64> {
+    match policy {
+        Some("never") => None,
+        Some("always") => Some(first + 1),
+        _ => {
+            let long = total.is_none_or(|f| f >= SWITCH_MIN_FLOPS);
+            let after = (SWITCH_AFTER_FLOPS / per_step.max(1.0)).ceil() as u64;
+            long.then_some(first + after.max(1))
+        }
+    }
+}
+
+/// `GSC_SWITCH_CODE` as set (`never`, `always`), if it is.
+pub fn switch_policy() -> Option<String> {
+    std::env::var("GSC_SWITCH_CODE").ok()
+}
+
+/// Switches the training programs to the code compiled beside them; where
+/// that code failed, the program keeps its own (and says so).
+fn switch_code(
+    l: &mut Loaded,
+    run: &str,
+    stage: &str,
+    step: u64,
+    bar: &Option<indicatif::ProgressBar>,
+) {
+    l.switch_at = None;
+    for p in std::iter::once(&mut l.step).chain(l.grads.as_mut()) {
+        let line = match p.switch_code() {
+            Ok(true) => format!(
+                "{run:<8} {stage:<8} step {step:>6}  loop kernels now {}'s",
+                p.code()
+            ),
+            Ok(false) => continue,
+            Err(e) => format!(
+                "{run:<8} {stage:<8} warning: keeping {}'s loop kernels: {e}",
+                p.code()
+            ),
+        };
+        print_line(bar, &line);
+    }
 }
 
 /// Trains `run` (every stage, growing between them), logging to `metrics`
@@ -550,7 +623,7 @@ fn load_stage(
     })?;
     let started = Instant::now();
     let ranks = opts.comm.ranks();
-    let (mut step, grads, kernels) = if ranks > 1 {
+    let (mut step, mut grads, kernels) = if ranks > 1 {
         // The step cut in two around the sum of the ranks' gradients,
         // compiled here for this rank's share of the batch.
         let local = dist::local_batch(stage.train.batch, ranks).map_err(TrainError::Ranks)?;
@@ -588,11 +661,17 @@ fn load_stage(
         step.write(Storage::AdamM(i), &to_f32(&st.m[i]))?;
         step.write(Storage::AdamV(i), &to_f32(&st.v[i]))?;
     }
+    // The faster code for a long stage, compiled while it trains.
+    let switch_at = switch_step(stage).filter(|_| {
+        let started = step.compile_beside();
+        grads.as_mut().is_some_and(|g| g.compile_beside()) || started
+    });
     Ok(Loaded {
         step,
         grads,
         forward,
         specs,
+        switch_at,
     })
 }
 
@@ -793,6 +872,12 @@ fn train_stage(
             // evaluation or checkpoint of its own.
             at.step += 1;
             continue;
+        }
+        if loaded.switch_at.is_some_and(|s| at.step >= s) {
+            switch_code(loaded, &run.name, &stage.name, at.step, &bar);
+            // The wait for the new code is not a step's time.
+            window = Instant::now();
+            window_steps = 0;
         }
         let batch = data.train_batch(t.seed, at.step, t.batch);
         let lr = learning_rate(stage, at.step) * at.faults.lr_factor;
@@ -1359,4 +1444,25 @@ pub fn newest_good_checkpoint(dir: &RunDir, run: &RunPlan) -> Option<(PathBuf, u
         let step = ck.metadata["step"].as_u64()?;
         Some((p, step))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switch_step_of;
+
+    #[test]
+    fn long_stages_switch_code_at_a_step_fixed_by_their_compute() {
+        // Workload S: 90 GFLOP a step; 1,000 steps from step 200.
+        let s = 9.0e10;
+        assert_eq!(switch_step_of(200, Some(1000.0 * s), s, None), Some(212));
+        // Too short to pay for the compile: 30 steps.
+        assert_eq!(switch_step_of(200, Some(30.0 * s), s, None), None);
+        // Uncapped `until` stages are long.
+        assert_eq!(switch_step_of(0, None, s, None), Some(12));
+        // A step of more than the compute to wait: the next one.
+        assert_eq!(switch_step_of(5, Some(1e13), 4e12, None), Some(6));
+        // Forced either way.
+        assert_eq!(switch_step_of(7, Some(1.0), 1.0, Some("always")), Some(8));
+        assert_eq!(switch_step_of(7, None, s, Some("never")), None);
+    }
 }

@@ -103,6 +103,10 @@ impl crate::cpu::LoopCode for JitProgram {
     fn compile_time(&self) -> Duration {
         self.compile_time
     }
+
+    fn name(&self) -> &'static str {
+        "cranelift"
+    }
 }
 
 impl std::fmt::Debug for JitProgram {
