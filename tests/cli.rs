@@ -267,7 +267,7 @@ fn bench_workloads_check_and_are_formatted() {
 
 /// A bench line says which machine it ran on: the CPU, the instruction set
 /// of gsc's kernels (GSC_ISA picks a narrower one) and the measured matmul
-/// rate, against which the step's rate is given.
+/// rate, against which the step's rate is given, and whose loop kernels ran.
 #[test]
 fn bench_names_the_machine_and_its_measured_peak() {
     let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
@@ -284,6 +284,13 @@ fn bench_names_the_machine_and_its_measured_peak() {
     assert!(peak > 0.0 && rate > 0.0, "{line}");
     let share = line["of_gemm_peak"].as_f64().unwrap();
     assert!((share - rate / peak).abs() < 0.01, "{line}");
+    // What a long run trains with: MLIR's loop kernels where gsc has MLIR.
+    let code = if cfg!(feature = "mlir") {
+        "mlir"
+    } else {
+        "cranelift"
+    };
+    assert_eq!(line["loop_code"], code, "{line}");
 }
 
 #[test]
