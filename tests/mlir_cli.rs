@@ -197,3 +197,62 @@ fn the_cuda_artifact_carries_ptx_for_every_program_and_chip() {
         }
     }
 }
+
+/// A run on switching code (MLIR's loop kernels from each stage's second
+/// step), killed mid-stage and resumed, switches again where it resumes and
+/// ends with exactly the parameters of an uninterrupted one: which code runs
+/// a step depends on the plan alone.
+#[test]
+fn a_run_switching_code_killed_and_resumed_equals_uninterrupted() {
+    use common::{checkpoint_parts, fresh, run_dir, step_checkpoints};
+    use std::process::Stdio;
+    let last = |dir: &std::path::Path| {
+        let files = step_checkpoints(dir, "tiny");
+        let last = files.last().expect("a checkpoint").clone();
+        assert!(last.ends_with("step-000000080.safetensors"), "{last:?}");
+        checkpoint_parts(&last).0
+    };
+    let run = |root: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gsc"));
+        c.args(["run", "tests/fixtures/resume.gs", "--runs-dir"])
+            .arg(root)
+            .env("GSC_SWITCH_CODE", "always");
+        c
+    };
+    let whole = fresh("switch-whole");
+    let out = ok(&run(&whole).output().unwrap(), "uninterrupted");
+    assert_eq!(out.matches("loop kernels now mlir's").count(), 2, "{out}");
+    let reference = last(&run_dir(&whole));
+
+    let cut = fresh("switch-cut");
+    let mut child = run(&cut).stdout(Stdio::null()).spawn().unwrap();
+    // Killed once two checkpoints (steps 7 and 14) exist, in the first stage.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none()
+        && started.elapsed() < std::time::Duration::from_secs(120)
+    {
+        let dirs = std::fs::read_dir(&cut).unwrap().filter_map(Result::ok);
+        let runs: Vec<_> = dirs
+            .filter(|e| e.path().is_dir() && !e.path().ends_with(".cache"))
+            .collect();
+        if runs.len() == 1 && step_checkpoints(&runs[0].path(), "tiny").len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let dir = run_dir(&cut);
+    let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
+        .args(["run", "--resume"])
+        .arg(&dir)
+        .env("GSC_SWITCH_CODE", "always")
+        .output()
+        .unwrap();
+    let resumed = ok(&o, "resumed");
+    assert!(resumed.contains("loop kernels now mlir's"), "{resumed}");
+    assert!(
+        last(&dir) == reference,
+        "the resumed run ended with other parameters"
+    );
+}
