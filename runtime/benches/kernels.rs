@@ -170,17 +170,19 @@ fn bench_gemm(label: &str, g: Gemm, threads: usize) {
     let (a_len, b_len) = (g.m * g.k, g.k * g.n);
     let (a, b, mut c) = (filled(a_len), filled(b_len), filled(g.m * g.n));
     // The f32 kernels, then the bf16 product on the kernel it picks here
-    // (AVX512_BF16, or the f32 one on rounded copies).
+    // (AVX512_BF16, or the f32 one on rounded copies), and on the crate's
+    // f32 kernel with rounded copies (what CPUs without AVX512_BF16 run).
     let bf16 = g.bf16();
     for (what, g) in [
         ("Crate", g.kernel(Kernel::Crate)),
         ("Packed", g.kernel(Kernel::Packed)),
         ("bf16", bf16),
+        ("bf16/f32", bf16.kernel(Kernel::Crate)),
     ] {
         let g = g.threads(threads);
         let times = on_threads(threads, || median_secs(15, || g.run(&a, &b, &mut c)));
         println!(
-            "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {what:<6} {}",
+            "  {label:<22} {:>5}×{:<5}×{:<5} {threads}T {what:<8} {}",
             g.m,
             g.n,
             g.k,
