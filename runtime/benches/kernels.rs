@@ -275,6 +275,10 @@ fn main() {
                     "qkv  dW += dYᵀ·X",
                     Gemm::new(3 * d, d, TOKENS).trans_a().accumulate(),
                 ),
+                (
+                    "proj dW += dYᵀ·X",
+                    Gemm::new(d, d, TOKENS).trans_a().accumulate(),
+                ),
             ];
             if wants("matmul") {
                 for (label, g) in shapes {
