@@ -133,6 +133,13 @@ fn the_smoke_schedule_trains_and_grows_on_the_mlir_backend() {
             0
         };
         assert_eq!(switched, want, "{what}: once per stage or never\n{out}");
+        let planned = out
+            .matches("loop kernels compiling beside, from step")
+            .count();
+        assert_eq!(
+            planned, want,
+            "{what}: announced at each stage's start\n{out}"
+        );
         losses.push(final_val_loss(&out));
     }
     let _ = std::fs::remove_dir_all(&dir);

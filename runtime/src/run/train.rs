@@ -643,16 +643,25 @@ fn load_stage(
     let forward = opts
         .backend
         .load_sharing(&programs.forward, step.as_ref())?;
+    let loaded_ms = started.elapsed().as_secs_f64() * 1e3;
+    // The faster code for a long stage, compiled while it trains.
+    let switch_at = switch_step(stage).filter(|_| {
+        let started = step.compile_beside();
+        grads.as_mut().is_some_and(|g| g.compile_beside()) || started
+    });
     println!(
-        "{run:<8} {:<8} {} kernels loaded on {} in {:.0} ms{}",
+        "{run:<8} {:<8} {} kernels loaded on {} in {loaded_ms:.0} ms{}{}",
         stage.name,
         kernels + programs.forward.kernels.len(),
         opts.backend.name(),
-        started.elapsed().as_secs_f64() * 1e3,
         if ranks > 1 {
             format!(" (rank {} of {ranks})", opts.comm.rank())
         } else {
             String::new()
+        },
+        match switch_at {
+            Some(s) => format!("; faster loop kernels compiling beside, from step {s}"),
+            None => String::new(),
         }
     );
     let specs = stage.model.params();
@@ -661,11 +670,6 @@ fn load_stage(
         step.write(Storage::AdamM(i), &to_f32(&st.m[i]))?;
         step.write(Storage::AdamV(i), &to_f32(&st.v[i]))?;
     }
-    // The faster code for a long stage, compiled while it trains.
-    let switch_at = switch_step(stage).filter(|_| {
-        let started = step.compile_beside();
-        grads.as_mut().is_some_and(|g| g.compile_beside()) || started
-    });
     Ok(Loaded {
         step,
         grads,
