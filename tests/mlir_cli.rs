@@ -263,3 +263,40 @@ fn a_run_switching_code_killed_and_resumed_equals_uninterrupted() {
         "the resumed run ended with other parameters"
     );
 }
+
+/// Every stage of every example switches to MLIR's loop kernels and trains
+/// on them (what a long stage of `--backend cpu` does in a build with
+/// MLIR), two steps a stage. The experiments are left out: they are the
+/// examples' architectures at other shapes, with the same kernel kinds.
+#[test]
+fn every_stage_of_every_example_trains_on_switched_code() {
+    common::require_data();
+    let root = std::env::temp_dir().join(format!("gsc-mlir-switch-{}", std::process::id()));
+    for path in common::gs_files("examples") {
+        let file = path.to_str().unwrap();
+        let plan = ok(
+            &gsc(&["compile", file, "--emit=plan", "--format=json"]),
+            file,
+        );
+        let plan: serde_json::Value = serde_json::from_str(&plan).expect("a JSON plan");
+        for run in plan["runs"].as_array().expect("runs") {
+            let name = run["name"].as_str().unwrap();
+            let stages = run["stages"].as_array().unwrap().len();
+            let dir = root.join(format!("{}-{name}", common::stem(&path)));
+            let o = Command::new(env!("CARGO_BIN_EXE_gsc"))
+                .args(["run", file, "--run", name, "--max-stage-steps", "2"])
+                .arg("--runs-dir")
+                .arg(&dir)
+                .env("GSC_SWITCH_CODE", "always")
+                .output()
+                .expect("gsc runs");
+            let out = ok(&o, &format!("{file} run {name}"));
+            assert_eq!(
+                out.matches("loop kernels now mlir's").count(),
+                stages,
+                "{file} run {name}: one switch per stage\n{out}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
