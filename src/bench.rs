@@ -12,7 +12,7 @@ use gsc_compiler::plan::{Arch, Precision, TrainConfig};
 use gsc_runtime::cpu::isa::Isa;
 use gsc_runtime::grow::ModelState;
 use gsc_runtime::machine::{compute_threads, peak_rss_bytes, Machine};
-use gsc_runtime::run::train::switch_policy;
+use gsc_runtime::run::train::Switch;
 use gsc_runtime::workloads::{batch_of, train_config, workload, WORKLOADS};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub fn bench_one(name: &str, args: &BenchArgs) -> Result<serde_json::Value, Stri
     // first (MLIR's loop kernels where gsc is built with MLIR); the bench
     // measures the code such a run trains with.
     let t2 = Instant::now();
-    if switch_policy().as_deref() != Some("never") && program.compile_beside() {
+    if Switch::from_env() != Switch::Never && program.compile_beside() {
         program.switch_code().map_err(|e| e.to_string())?;
     }
     let switch_ms = t2.elapsed().as_secs_f64() * 1e3;

@@ -320,7 +320,7 @@ struct Loaded {
     forward: Box<dyn Program>,
     specs: Vec<ParamSpec>,
     /// The step from which the training programs run the faster code being
-    /// compiled beside them (see [`switch_step`]).
+    /// compiled beside them (see [`Switch`]).
     switch_at: Option<u64>,
 }
 
@@ -332,40 +332,49 @@ const SWITCH_MIN_FLOPS: f64 = 3e12;
 /// compiled (about 10 s at 100 GFLOP/s, enough for MLIR on two cores).
 const SWITCH_AFTER_FLOPS: f64 = 1e12;
 
-/// The step at which `stage` switches to the code compiled beside its
-/// first one, or `None` to keep the first. Fixed by the plan alone, never
-/// by when the code is ready: the new code may round differently, and a
-/// resumed run must switch at the same step as an uninterrupted one.
-/// `GSC_SWITCH_CODE=never` keeps the first code; `always` switches after
-/// the stage's first step, whatever its size.
-fn switch_step(stage: &StagePlan) -> Option<u64> {
-    let per_step = stage.flops_per_token * stage.tokens_per_step() as f64;
-    let policy = switch_policy();
-    switch_step_of(stage.first_step, stage.flops(), per_step, policy.as_deref())
+/// When a stage switches to the code compiled beside its first one:
+/// `GSC_SWITCH_CODE=never` or `always`, [`Switch::Auto`] otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// Long stages only, after [`SWITCH_AFTER_FLOPS`] of training.
+    Auto,
+    /// Keep the first code.
+    Never,
+    /// After each stage's first step, whatever its size.
+    Always,
 }
 
-/// [`switch_step`] of a stage that starts at `first`, trains `total` FLOPs
-/// (`None`: until a target, uncapped) in steps of `per_step`.
-fn switch_step_of(
-    first: u64,
-    total: Option<f64>,
-    per_step: f64,
-    policy: Option<&str>,
-) -> Option<u64> {
-    match policy {
-        Some("never") => None,
-        Some("always") => Some(first + 1),
-        _ => {
-            let long = total.is_none_or(|f| f >= SWITCH_MIN_FLOPS);
-            let after = (SWITCH_AFTER_FLOPS / per_step.max(1.0)).ceil() as u64;
-            long.then_some(first + after.max(1))
+impl Switch {
+    pub fn from_env() -> Switch {
+        match std::env::var("GSC_SWITCH_CODE").as_deref() {
+            Ok("never") => Switch::Never,
+            Ok("always") => Switch::Always,
+            _ => Switch::Auto,
         }
     }
-}
 
-/// `GSC_SWITCH_CODE` as set (`never`, `always`), if it is.
-pub fn switch_policy() -> Option<String> {
-    std::env::var("GSC_SWITCH_CODE").ok()
+    /// The step at which `stage` switches, or `None` to keep the first
+    /// code. Fixed by the plan alone, never by when the code is ready: the
+    /// new code may round differently, and a resumed run must switch at the
+    /// same step as an uninterrupted one.
+    fn step(self, stage: &StagePlan) -> Option<u64> {
+        let per_step = stage.flops_per_token * stage.tokens_per_step() as f64;
+        self.step_of(stage.first_step, stage.flops(), per_step)
+    }
+
+    /// [`Switch::step`] of a stage that starts at `first`, trains `total`
+    /// FLOPs (`None`: until a target, uncapped) in steps of `per_step`.
+    fn step_of(self, first: u64, total: Option<f64>, per_step: f64) -> Option<u64> {
+        match self {
+            Switch::Never => None,
+            Switch::Always => Some(first + 1),
+            Switch::Auto => {
+                let long = total.is_none_or(|f| f >= SWITCH_MIN_FLOPS);
+                let after = (SWITCH_AFTER_FLOPS / per_step.max(1.0)).ceil() as u64;
+                long.then_some(first + after.max(1))
+            }
+        }
+    }
 }
 
 /// Switches the training programs to the code compiled beside them; where
@@ -645,7 +654,7 @@ fn load_stage(
         .load_sharing(&programs.forward, step.as_ref())?;
     let loaded_ms = started.elapsed().as_secs_f64() * 1e3;
     // The faster code for a long stage, compiled while it trains.
-    let switch_at = switch_step(stage).filter(|_| {
+    let switch_at = Switch::from_env().step(stage).filter(|_| {
         let started = step.compile_beside();
         grads.as_mut().is_some_and(|g| g.compile_beside()) || started
     });
@@ -1452,21 +1461,22 @@ pub fn newest_good_checkpoint(dir: &RunDir, run: &RunPlan) -> Option<(PathBuf, u
 
 #[cfg(test)]
 mod tests {
-    use super::switch_step_of;
+    use super::Switch;
 
     #[test]
     fn long_stages_switch_code_at_a_step_fixed_by_their_compute() {
+        let auto = Switch::Auto;
         // Workload S: 90 GFLOP a step; 1,000 steps from step 200.
         let s = 9.0e10;
-        assert_eq!(switch_step_of(200, Some(1000.0 * s), s, None), Some(212));
+        assert_eq!(auto.step_of(200, Some(1000.0 * s), s), Some(212));
         // Too short to pay for the compile: 30 steps.
-        assert_eq!(switch_step_of(200, Some(30.0 * s), s, None), None);
+        assert_eq!(auto.step_of(200, Some(30.0 * s), s), None);
         // Uncapped `until` stages are long.
-        assert_eq!(switch_step_of(0, None, s, None), Some(12));
+        assert_eq!(auto.step_of(0, None, s), Some(12));
         // A step of more than the compute to wait: the next one.
-        assert_eq!(switch_step_of(5, Some(1e13), 4e12, None), Some(6));
+        assert_eq!(auto.step_of(5, Some(1e13), 4e12), Some(6));
         // Forced either way.
-        assert_eq!(switch_step_of(7, Some(1.0), 1.0, Some("always")), Some(8));
-        assert_eq!(switch_step_of(7, None, s, Some("never")), None);
+        assert_eq!(Switch::Always.step_of(7, Some(1.0), 1.0), Some(8));
+        assert_eq!(Switch::Never.step_of(7, None, s), None);
     }
 }
