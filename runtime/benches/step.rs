@@ -6,7 +6,9 @@
 //! Environment: `GSC_BENCH_ARCH=ngpt` for nGPT, `GSC_BENCH_NORM=rms` for
 //! RMSNorm (default LayerNorm, the GPT-2-style PyTorch peer's),
 //! `GSC_BENCH_STEPS` timed steps (default 10), `GSC_BENCH_LAYERS`,
-//! `GSC_BENCH_D` to change the size, `GSC_BENCH_SHOW=k12,k40` to print
+//! `GSC_BENCH_D` to change the size (`GSC_BENCH_D=384 GSC_BENCH_LAYERS=6`
+//! is M), `GSC_BENCH_LOOPS=mlir` (built with `--features mlir`) for MLIR's
+//! loop kernels, `GSC_BENCH_SHOW=k12,k40` to print
 //! kernels' IR, `GSC_BENCH_TOP=N` to list the N slowest kernels. Per-kernel
 //! wall times include waits for a core another process holds; `bench/profile.sh`
 //! gives on-CPU shares instead.
@@ -65,7 +67,20 @@ fn main() {
     };
     let lower_time = t.elapsed();
     let p = &stage.kernels;
-    let mut backend = match CpuBackend::new(p) {
+    // GSC_BENCH_LOOPS=mlir (in a build with the feature): MLIR's loop
+    // kernels, which a long `gsc run` stage switches to.
+    #[cfg(feature = "mlir")]
+    let built = if std::env::var("GSC_BENCH_LOOPS").is_ok_and(|v| v == "mlir") {
+        CpuBackend::with_code(p, |p| {
+            gsc_runtime::cpu::mlir::MlirLoops::compile(p)
+                .map(|m| Box::new(m) as Box<dyn gsc_runtime::cpu::LoopCode>)
+        })
+    } else {
+        CpuBackend::new(p)
+    };
+    #[cfg(not(feature = "mlir"))]
+    let built = CpuBackend::new(p);
+    let mut backend = match built {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
@@ -153,11 +168,27 @@ fn main() {
     let prof = backend.profile();
     let runs = prof.runs.max(1) as f64;
     let total: f64 = prof.per_kernel.iter().map(|d| d.as_secs_f64()).sum::<f64>() / runs;
-    println!("per kind (mean per step):");
+    println!(
+        "per kind (mean per step; loop kernels by {}):",
+        backend.loop_code()
+    );
+    let product_flops: f64 = p
+        .kernels
+        .iter()
+        .map(|k| match k {
+            Kernel::MatMul { batch, m, n, k, .. } => 2.0 * (*batch * *m * *n * *k) as f64,
+            _ => 0.0,
+        })
+        .sum();
     for (kind, d) in prof.per_kind(p) {
         let ms = d.as_secs_f64() / runs * 1e3;
+        let rate = if kind == KernelKind::MatMul {
+            format!(", {:.0} GFLOP/s", product_flops / (ms / 1e3) / 1e9)
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<14} {:>8.2} ms {:>5.1} %",
+            "  {:<14} {:>8.2} ms {:>5.1} %{rate}",
             kind.name(),
             ms,
             100.0 * ms / 1e3 / total
