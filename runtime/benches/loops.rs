@@ -11,7 +11,7 @@ mod common;
 use gsc_compiler::kernel::Kernel;
 use gsc_compiler::plan::*;
 use gsc_runtime::cpu::mlir::MlirLoops;
-use gsc_runtime::cpu::{CpuBackend, LoopCode};
+use gsc_runtime::cpu::CpuBackend;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -25,10 +25,7 @@ fn main() {
     let stage = gsc_compiler::compile_stage(&model, &train, 16).expect("S compiles");
     let p = &stage.kernels;
     let mut cranelift = CpuBackend::new(p).expect("cranelift");
-    let mut mlir = CpuBackend::with_code(p, |p| {
-        MlirLoops::compile(p).map(|m| Box::new(m) as Box<dyn LoopCode>)
-    })
-    .expect("mlir");
+    let mut mlir = CpuBackend::with_code(p, MlirLoops::codegen).expect("mlir");
     println!(
         "model S {arch:?}: {} loop kernels; compile: cranelift {:.0} ms, mlir {:.0} ms",
         p.kernels

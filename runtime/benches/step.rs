@@ -23,6 +23,14 @@ use std::time::Instant;
 /// Both cores of the reference machine (performance.md).
 const PEAK_FLOPS: f64 = 548e9;
 
+/// Floating-point operations of a product kernel (2·batch·m·n·k); 0 for others.
+fn matmul_flops(k: &Kernel) -> f64 {
+    match k {
+        Kernel::MatMul { batch, m, n, k, .. } => 2.0 * (batch * m * n * k) as f64,
+        _ => 0.0,
+    }
+}
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
         .ok()
@@ -71,10 +79,7 @@ fn main() {
     // kernels, which a long `gsc run` stage switches to.
     #[cfg(feature = "mlir")]
     let built = if std::env::var("GSC_BENCH_LOOPS").is_ok_and(|v| v == "mlir") {
-        CpuBackend::with_code(p, |p| {
-            gsc_runtime::cpu::mlir::MlirLoops::compile(p)
-                .map(|m| Box::new(m) as Box<dyn gsc_runtime::cpu::LoopCode>)
-        })
+        CpuBackend::with_code(p, gsc_runtime::cpu::mlir::MlirLoops::codegen)
     } else {
         CpuBackend::new(p)
     };
@@ -172,14 +177,7 @@ fn main() {
         "per kind (mean per step; loop kernels by {}):",
         backend.loop_code()
     );
-    let product_flops: f64 = p
-        .kernels
-        .iter()
-        .map(|k| match k {
-            Kernel::MatMul { batch, m, n, k, .. } => 2.0 * (*batch * *m * *n * *k) as f64,
-            _ => 0.0,
-        })
-        .sum();
+    let product_flops: f64 = p.kernels.iter().map(matmul_flops).sum();
     for (kind, d) in prof.per_kind(p) {
         let ms = d.as_secs_f64() / runs * 1e3;
         let rate = if kind == KernelKind::MatMul {
@@ -200,8 +198,8 @@ fn main() {
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("slowest kernels:");
     for (ms, i) in all.iter().take(env_or("GSC_BENCH_TOP", 8)) {
-        let k = &p.kernels[*i];
-        let what = match k {
+        let kernel = &p.kernels[*i];
+        let what = match kernel {
             Kernel::MatMul {
                 m,
                 n,
@@ -211,7 +209,7 @@ fn main() {
                 batch,
                 ..
             } => {
-                let gf = 2.0 * (*batch * *m * *n * *k) as f64 / (ms / 1e3) / 1e9;
+                let gf = matmul_flops(kernel) / (ms / 1e3) / 1e9;
                 format!("matmul {batch}×{m}×{n}×{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s")
             }
             k => k.name().to_string(),

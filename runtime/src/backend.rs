@@ -161,7 +161,7 @@ impl Program for CpuProgram {
             return false;
         }
         self.exec
-            .compile_beside(|p| crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _));
+            .compile_beside(crate::cpu::mlir::MlirLoops::codegen);
         true
     }
 
@@ -202,10 +202,7 @@ impl Backend for Mlir {
 /// The CPU executor of `program` with its loop kernels compiled by MLIR.
 #[cfg(feature = "mlir")]
 fn mlir_exec(program: &KernelProgram) -> Result<CpuBackend, BackendError> {
-    CpuBackend::with_code(program, |p| {
-        crate::cpu::mlir::MlirLoops::compile(p).map(|m| Box::new(m) as _)
-    })
-    .map_err(|e| BackendError {
+    CpuBackend::with_code(program, crate::cpu::mlir::MlirLoops::codegen).map_err(|e| BackendError {
         backend: "mlir",
         message: e.to_string(),
     })

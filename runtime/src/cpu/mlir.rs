@@ -38,6 +38,13 @@ impl MlirLoops {
             _code: code,
         })
     }
+
+    /// [`MlirLoops::compile`] as the code generator that
+    /// [`super::CpuBackend::with_code`] and
+    /// [`super::CpuBackend::compile_beside`] take.
+    pub fn codegen(program: &KernelProgram) -> Result<Box<dyn LoopCode>, JitError> {
+        Ok(Box::new(Self::compile(program)?))
+    }
 }
 
 impl LoopCode for MlirLoops {
